@@ -1,0 +1,129 @@
+"""
+# predictive_caching
+
+The nightly pipeline of the edge predictive cache, for one logical day D:
+
+1. **generate_logs** (Spark): synthetic viewing logs for D, JSON Lines per edge.
+2. **spark_features** (Spark SQL): validate the logs (bad lines are quarantined with a
+   reason and counted), then per-viewer, per-edge and title-to-title features.
+3. **spark_predict** (Spark): each viewer's next titles and each edge's prefetch set for D+1.
+4. **warm_cache**: writes `user:<id>` (top title), the ranked top-k and each edge's cache
+   contents into Redis (connection `redis_default`), with a TTL.
+5. **push_metrics**: batch metrics to the Pushgateway (`PUSHGATEWAY_URL`) or a text file.
+
+Trigger it with *Trigger DAG w/ config* to change the dataset size, the seed, top-k or the
+cache capacity. Outputs land under `$EDGECACHE_DATA_DIR` (default `data/`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, Param, dag, task
+
+from edgecache.settings import Settings, WorkloadParams
+
+SETTINGS = Settings.from_env()  # environment only: no connection or network look-up here
+WORKLOAD = WorkloadParams.from_env()
+DATA_DIR = str(SETTINGS.data_dir)
+JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
+
+# The run's day: logical_date for scheduled runs, run_after for manual ones without one.
+RUN_DATE = "{{ (logical_date or dag_run.run_after).strftime('%Y-%m-%d') }}"
+
+LOGS = Asset(name="edgecache_logs", uri=f"file://{DATA_DIR}/logs")
+FEATURES = Asset(name="edgecache_features", uri=f"file://{DATA_DIR}/features")
+PREDICTIONS = Asset(name="edgecache_predictions", uri=f"file://{DATA_DIR}/predictions")
+
+SPARK_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.ui.enabled": "false",
+}
+
+
+def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) -> SparkSubmitOperator:
+    return SparkSubmitOperator(
+        task_id=task_id,
+        application=str(JOBS / script),
+        conn_id="spark_default",
+        name=f"edgecache-{task_id}",
+        conf=SPARK_CONF,
+        application_args=["--date", RUN_DATE, "--data-dir", DATA_DIR, *args],
+        outlets=outlets,
+    )
+
+
+@dag(
+    dag_id="predictive_caching",
+    schedule="@daily",
+    start_date=pendulum.datetime(2025, 4, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["edgecache", "spark", "redis"],
+    doc_md=__doc__,
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+    params={
+        "users": Param(WORKLOAD.users, type="integer", minimum=1, description="viewers"),
+        "edges": Param(WORKLOAD.edges, type="integer", minimum=1, description="edge sites"),
+        "titles": Param(WORKLOAD.titles, type="integer", minimum=1, description="catalog size"),
+        "events": Param(WORKLOAD.events, type="integer", minimum=0, description="expected views in the day"),
+        "seed": Param(WORKLOAD.seed, type="integer", description="random seed of the workload"),
+        "bad_rate": Param(WORKLOAD.bad_rate, type="number", minimum=0, maximum=1,
+                          description="share of malformed log lines"),
+        "top_k": Param(SETTINGS.top_k, type="integer", minimum=1, description="titles predicted per viewer"),
+        "cache_capacity": Param(SETTINGS.cache_capacity, type="integer", minimum=1,
+                                description="titles per edge cache"),
+        "window_days": Param(SETTINGS.window_days, type="integer", minimum=1,
+                             description="days of history the features cover"),
+    },
+)
+def predictive_caching():
+    generate_logs = spark_job(
+        "generate_logs",
+        "generate_logs.py",
+        [
+            "--users", "{{ params.users }}", "--edges", "{{ params.edges }}",
+            "--titles", "{{ params.titles }}", "--events", "{{ params.events }}",
+            "--seed", "{{ params.seed }}", "--bad-rate", "{{ params.bad_rate }}",
+        ],
+        [LOGS],
+    )
+    spark_features = spark_job(
+        "spark_features", "features.py", ["--window-days", "{{ params.window_days }}"], [FEATURES]
+    )
+    spark_predict = spark_job(
+        "spark_predict",
+        "predict.py",
+        ["--top-k", "{{ params.top_k }}", "--cache-capacity", "{{ params.cache_capacity }}"],
+        [PREDICTIONS],
+    )
+
+    @task
+    def warm_cache(run_date: str) -> dict:
+        from airflow.providers.redis.hooks.redis import RedisHook
+
+        from edgecache.cache import warm_stage
+
+        client = RedisHook(redis_conn_id="redis_default").get_conn()
+        return warm_stage(client, SETTINGS.data_dir, run_date, SETTINGS.ttl_seconds)
+
+    @task
+    def push_metrics(run_date: str) -> dict:
+        from edgecache.metrics import push_metrics as push
+
+        return push(SETTINGS.data_dir, run_date, SETTINGS.pushgateway_url)
+
+    warmed = warm_cache(RUN_DATE)
+    generate_logs >> spark_features >> spark_predict >> warmed >> push_metrics(RUN_DATE)
+
+
+predictive_caching()

@@ -1,0 +1,75 @@
+"""Argument and report helpers shared by the Spark jobs."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from edgecache.java import JavaNotFoundError
+from edgecache.layout import Layout, write_json_atomic
+from edgecache.settings import Settings
+
+
+def iso_date(value: str) -> str:
+    """argparse type: a calendar date as YYYY-MM-DD."""
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from exc
+
+
+def positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--date", type=iso_date, required=True, help="logical day D, YYYY-MM-DD")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=settings.data_dir,
+        help="root of inputs and outputs (default: $EDGECACHE_DATA_DIR or ./data)",
+    )
+    parser.add_argument(
+        "--master",
+        default=settings.spark_master,
+        help="Spark master when run outside spark-submit (default: $SPARK_MASTER or local[*])",
+    )
+    return parser
+
+
+def run_job(
+    name: str,
+    parser: argparse.ArgumentParser,
+    run: Callable[[SparkSession, argparse.Namespace], dict[str, Any]],
+    argv: list[str] | None,
+) -> int:
+    """Parse ``argv``, run the job on a SparkSession, write and print its report."""
+    from edgecache.spark import get_spark
+
+    args = parser.parse_args(argv)
+    try:
+        spark = get_spark(f"edgecache-{name}", args.master)
+    except JavaNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    report = run(spark, args)
+    report["stage"] = name
+    report["date"] = args.date
+    report["wall_seconds"] = round(time.perf_counter() - started, 3)
+    write_json_atomic(Layout(args.data_dir.resolve()).report(args.date, name), report)
+    print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in sorted(report.items()) if not isinstance(v, dict)))
+    return 0

@@ -1,0 +1,66 @@
+"""Batch metrics of one nightly run, pushed to a Pushgateway or written as a text file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
+
+from edgecache.layout import Layout, read_json
+
+JOB = "edgecache_batch"
+STAGES = ("generate", "features", "predict", "warm")
+
+
+def read_reports(layout: Layout, date: str) -> dict[str, dict[str, Any]]:
+    """The stage reports of day ``date`` that exist."""
+    return {s: read_json(layout.report(date, s)) for s in STAGES if layout.report(date, s).exists()}
+
+
+def batch_registry(reports: dict[str, dict[str, Any]], date: str) -> CollectorRegistry:
+    """A registry holding the run's figures as gauges (they describe the last run)."""
+    reg = CollectorRegistry()
+
+    def gauge(name: str, doc: str, value: float | None, **labels: str) -> None:
+        if value is None:
+            return
+        g = Gauge(name, doc, list(labels), registry=reg)
+        (g.labels(**labels) if labels else g).set(value)
+
+    gen, feat, pred, warm = (reports.get(s, {}) for s in STAGES)
+    gauge("edgecache_batch_events_generated", "Log lines generated for the day", gen.get("lines"))
+    gauge("edgecache_batch_records_accepted", "Log records that passed validation", feat.get("accepted"))
+    q = Gauge(
+        "edgecache_batch_records_quarantined", "Log lines quarantined, by reason", ["reason"], registry=reg
+    )
+    for reason, n in feat.get("quarantined_by_reason", {}).items():
+        q.labels(reason=reason).set(n)
+    gauge("edgecache_batch_predictions", "Viewers with a prediction", pred.get("predictions"))
+    gauge("edgecache_batch_redis_keys_warmed", "Redis keys written by the warm", warm.get("keys_written"))
+    d = Gauge("edgecache_batch_stage_duration_seconds", "Wall time of each stage", ["stage"], registry=reg)
+    for stage, rep in reports.items():
+        d.labels(stage=stage).set(rep.get("wall_seconds", 0.0))
+    day = dt.datetime.combine(dt.date.fromisoformat(date), dt.time(), tzinfo=dt.timezone.utc)
+    gauge("edgecache_batch_logical_date_seconds", "Logical date of the last run (Unix time)", day.timestamp())
+    gauge("edgecache_batch_last_success_seconds", "When the last run pushed its metrics", time.time())
+    return reg
+
+
+def push_metrics(data_dir: Path, date: str, pushgateway_url: str | None) -> dict[str, Any]:
+    """Push the run's metrics, or write them to ``metrics/batch.prom``; say where they went."""
+    layout = Layout(data_dir)
+    reports = read_reports(layout, date)
+    if not reports:
+        raise FileNotFoundError(f"no stage reports for {date} under {layout.root / 'reports'}")
+    reg = batch_registry(reports, date)
+    if pushgateway_url:
+        push_to_gateway(pushgateway_url, job=JOB, registry=reg)
+        target = pushgateway_url
+    else:
+        layout.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(layout.metrics_file), reg)
+        target = str(layout.metrics_file)
+    return {"stages": sorted(reports), "target": target}

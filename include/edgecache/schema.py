@@ -1,0 +1,33 @@
+"""The log record contract shared by the generator, the validator and the tests."""
+
+from __future__ import annotations
+
+import re
+
+# Fields of one viewing-log record, in the seed tutorial's order plus edge_id.
+LOG_FIELDS: tuple[str, ...] = ("user_id", "device", "content_id", "duration", "timestamp", "edge_id")
+
+# Ids are short and plain so that no id can forge or collide with a Redis key.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ID_RE = re.compile(ID_PATTERN)
+
+DEVICES: tuple[str, ...] = ("TV", "Mobile", "Tablet", "Laptop", "Desktop")
+
+TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"  # Spark datetime pattern
+TIMESTAMP_STRFTIME = "%Y-%m-%d %H:%M:%S"  # the same, for Python
+
+# Why a line was quarantined, in the order the checks run (first failing check wins).
+REASONS: tuple[str, ...] = (
+    "bad_json",
+    "missing_field",
+    "bad_id",
+    "unknown_device",
+    "bad_duration",
+    "negative_duration",
+    "bad_timestamp",
+)
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` may be used as a user, content or edge id."""
+    return bool(ID_RE.match(value))
