@@ -35,11 +35,10 @@ SPARK_JOBS = {"generate": _spark_job("generate"), "features": _spark_job("featur
 def _redis_client(url: str | None):
     import redis
 
-    from edgecache.localrun import LOCAL_DIR
     from edgecache.redis_server import EmbeddedRedis
 
     if url is None:
-        server = EmbeddedRedis(LOCAL_DIR / "redis")
+        server = EmbeddedRedis(Settings.from_env().local_dir / "redis")
         server.start()
         url = server.url
     return redis.Redis.from_url(url)
@@ -107,10 +106,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(format_summary(run(args.date, json.loads(args.conf) if args.conf else None)))
     elif args.command == "redis":
-        from edgecache.localrun import LOCAL_DIR
         from edgecache.redis_server import EmbeddedRedis
 
-        server = EmbeddedRedis(LOCAL_DIR / "redis")
+        server = EmbeddedRedis(Settings.from_env().local_dir / "redis")
         if args.action == "start":
             server.start()
             print(f"redis running at {server.url}")

@@ -27,7 +27,6 @@ from edgecache.redis_server import EmbeddedRedis
 from edgecache.settings import PROJECT_ROOT, Settings
 
 DAG_ID = "predictive_caching"
-LOCAL_DIR = PROJECT_ROOT / ".local"
 
 
 def spark_conn_json(master: str) -> str:
@@ -109,20 +108,21 @@ def run(date: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the DAG once for ``date`` and return the summary's figures."""
     require_java()
     settings = Settings.from_env()
+    local = settings.local_dir
     started = time.perf_counter()
     redis_url = settings.redis_url
     if redis_url is None:
-        embedded = EmbeddedRedis(LOCAL_DIR / "redis")
+        embedded = EmbeddedRedis(local / "redis")
         embedded.start()
         redis_url = embedded.url
-    env = airflow_env(settings, redis_url, LOCAL_DIR / "airflow")
+    env = airflow_env(settings, redis_url, local / "airflow")
     print(f"[run] Airflow home {env['AIRFLOW_HOME']}, Redis {redis_url}, Spark {settings.spark_master}")
     print("[run] preparing the Airflow metadata DB (airflow db migrate)")
-    airflow(["db", "migrate"], env, LOCAL_DIR / "logs" / "db-migrate.log")
+    airflow(["db", "migrate"], env, local / "logs" / "db-migrate.log")
     args = ["dags", "test", DAG_ID, date]
     if conf:
         args += ["--conf", json.dumps(conf)]
-    log = LOCAL_DIR / "logs" / f"dags-test-{date}.log"
+    log = local / "logs" / f"dags-test-{date}.log"
     print(f"[run] airflow {' '.join(args)}   (log: {log})")
     airflow(args, env, log)
     durations = task_durations(env, date)

