@@ -46,4 +46,5 @@ constraints: $(STAMP)
 	  $(BIN)/python -m pip freeze --exclude-editable ) > constraints.txt
 
 clean:
+	-test -x $(BIN)/edgecache && $(BIN)/edgecache redis stop
 	rm -rf data .local

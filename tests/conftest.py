@@ -1,0 +1,45 @@
+"""Shared fixtures: a small local SparkSession and a real, embedded redis-server."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads its home at import: give the tests their own, never the user's.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="edgecache-test-airflow-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from edgecache.spark import get_spark
+
+    session = get_spark("edgecache-tests", "local[2]")
+    session.conf.set("spark.sql.shuffle.partitions", "2")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from edgecache.redis_server import EmbeddedRedis, free_port
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port())
+    assert server.start(), "a redis-server was already listening on the chosen port"
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = redis_server.client()
+    client.flushdb()
+    yield client
+    client.flushdb()

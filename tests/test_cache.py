@@ -1,0 +1,111 @@
+"""The warm step against a real (embedded) redis-server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from edgecache.cache import warm, warm_stage
+from edgecache.keys import LAST_WARM_KEY, edge_cache_key, edge_meta_key, user_key, user_topk_key
+from edgecache.layout import Layout, read_json
+
+DATE = "2025-04-12"
+TTL = 3600
+
+
+def write_predictions(root: Path, users: list[tuple[str, str, list[str]]], prefetch: list[tuple[str, int, str]]):
+    layout = Layout(root)
+    for name, table in (
+        ("users", pa.table({"user_id": [u[0] for u in users], "edge_id": [u[1] for u in users],
+                            "content_id": [u[2][0] for u in users], "ranked": [u[2] for u in users]})),
+        ("prefetch", pa.table({"edge_id": [p[0] for p in prefetch], "rank": [p[1] for p in prefetch],
+                               "content_id": [p[2] for p in prefetch], "requests": [10] * len(prefetch)})),
+    ):
+        path = layout.predictions(DATE, name)
+        path.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path / "part-0.parquet")
+
+
+USERS = [(f"U{i:03d}", "edge-01" if i % 2 else "edge-02", [f"C{i % 7}", f"C{i % 5 + 10}"]) for i in range(5000)]
+PREFETCH = [("edge-01", 1, "C1"), ("edge-01", 2, "C2"), ("edge-02", 1, "C3")]
+
+
+def snapshot(client) -> dict:
+    """Every key with its type and value (TTL excluded: it counts down)."""
+    out = {}
+    for key in sorted(client.scan_iter()):
+        kind = client.type(key)
+        if kind == b"string":
+            out[key] = client.get(key)
+        elif kind == b"zset":
+            out[key] = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"hash":
+            out[key] = client.hgetall(key)
+        else:
+            raise AssertionError(f"unexpected type {kind} of {key}")
+    return out
+
+
+def test_warm_writes_the_seed_key_and_the_scheme(tmp_path, redis_client):
+    write_predictions(tmp_path, USERS, PREFETCH)
+    result = warm(redis_client, tmp_path, DATE, TTL)
+    assert result.users == 5000 and result.edges == 2 and result.prefetched_titles == 3
+    for user_id, _, ranked in USERS[:50]:
+        assert redis_client.get(user_key(user_id)) == ranked[0].encode()  # the seed's GET user:<id>
+        assert json.loads(redis_client.get(user_topk_key(user_id))) == ranked
+    assert redis_client.zrange(edge_cache_key("edge-01"), 0, -1) == [b"C1", b"C2"]
+    assert redis_client.hgetall(edge_meta_key("edge-02")) == {b"date": DATE.encode(), b"titles": b"1"}
+    assert redis_client.hget(LAST_WARM_KEY, "users") == b"5000"
+    assert result.keys_written == len(list(redis_client.scan_iter()))
+
+
+def test_every_key_expires(tmp_path, redis_client):
+    write_predictions(tmp_path, USERS[:100], PREFETCH)
+    warm(redis_client, tmp_path, DATE, TTL)
+    ttls = {key: redis_client.ttl(key) for key in redis_client.scan_iter()}
+    assert ttls and all(0 < t <= TTL for t in ttls.values())
+
+
+def test_rewarming_gives_identical_state(tmp_path, redis_client):
+    write_predictions(tmp_path, USERS, PREFETCH)
+    warm(redis_client, tmp_path, DATE, TTL)
+    first = snapshot(redis_client)
+    warm(redis_client, tmp_path, DATE, TTL)
+    assert snapshot(redis_client) == first
+
+
+def test_edge_cache_is_replaced_not_merged(tmp_path, redis_client):
+    redis_client.zadd(edge_cache_key("edge-01"), {"OLD": 1})
+    write_predictions(tmp_path, USERS[:10], PREFETCH)
+    warm(redis_client, tmp_path, DATE, TTL)
+    assert redis_client.zrange(edge_cache_key("edge-01"), 0, -1) == [b"C1", b"C2"]
+
+
+def test_failed_warm_leaves_previous_predictions_serving(tmp_path, redis_client):
+    redis_client.set(user_key("U004999"), "YESTERDAY")
+    redis_client.hset(LAST_WARM_KEY, mapping={"date": "2025-04-11"})
+    # A forged id in the last batch: the warm must stop before writing that batch.
+    bad = USERS[:4000] + [("U1:*", "edge-01", ["C1"])] + [(f"U00{4000 + i}", "edge-01", ["C9"]) for i in range(1000)]
+    write_predictions(tmp_path, bad, PREFETCH)
+    with pytest.raises(ValueError, match="invalid user id"):
+        warm(redis_client, tmp_path, DATE, TTL)
+    assert redis_client.get(user_key("U004999")) == b"YESTERDAY"
+    assert redis_client.hget(LAST_WARM_KEY, "date") == b"2025-04-11"
+    assert redis_client.get(user_key(USERS[0][0])) == USERS[0][2][0].encode()  # earlier batches landed whole
+    assert not redis_client.exists("user:U1:*") and not redis_client.exists("user:U1:*:topk")
+
+
+def test_missing_predictions_is_a_clear_error(tmp_path, redis_client):
+    with pytest.raises(FileNotFoundError, match="run the predict step first"):
+        warm(redis_client, tmp_path, DATE, TTL)
+
+
+def test_warm_stage_writes_its_report(tmp_path, redis_client):
+    write_predictions(tmp_path, USERS[:10], PREFETCH)
+    report = warm_stage(redis_client, tmp_path, DATE, TTL)
+    assert read_json(Layout(tmp_path).report(DATE, "warm")) == report
+    assert report["users"] == 10 and report["wall_seconds"] >= 0
