@@ -60,6 +60,29 @@ def write_reference(wl: Workload, layout: Layout) -> bool:
     return True
 
 
+def stable_part_names(spark: SparkSession, root: str, suffix: str) -> None:
+    """Rename Spark's part files (named with a random id) to part-00000<suffix>, ... per folder.
+
+    Quarantine records name the file a bad line came from, so the names must not change
+    from one run of the same day to the next. Uses Hadoop's FileSystem API, so it works on
+    any file system Spark writes to.
+    """
+    jvm = spark._jvm
+    path = jvm.org.apache.hadoop.fs.Path(root)
+    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
+    parts: dict[str, list] = {}
+    files = fs.listFiles(path, True)
+    while files.hasNext():
+        p = files.next().getPath()
+        if p.getName().startswith("part-"):
+            parts.setdefault(p.getParent().toString(), []).append(p)
+    for folder, paths in parts.items():
+        for i, p in enumerate(sorted(paths, key=lambda q: q.getName())):
+            target = jvm.org.apache.hadoop.fs.Path(p.getParent(), f"part-{i:05d}{suffix}")
+            if not fs.rename(p, target):
+                raise OSError(f"could not rename {p.toString()} to {target.toString()}")
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     layout = Layout(args.data_dir.resolve())
     params = params_from_args(args)
@@ -83,6 +106,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     out.write.mode("overwrite").partitionBy("edge").option("compression", "none").text(
         str(layout.logs(date))
     )
+    stable_part_names(spark, str(layout.logs(date)), ".jsonl")
     per_edge = {r["edge"]: r["lines"] for r in out.groupBy("edge").agg(F.count("*").alias("lines")).collect()}
     active_users = out.select(F.get_json_object("value", "$.user_id")).distinct().count()
     out.unpersist()

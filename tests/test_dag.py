@@ -1,0 +1,75 @@
+"""DAG integrity: it imports cleanly, wires the tasks in order, and looks nothing up at parse time."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ROOT
+
+DAG_FILE = ROOT / "dags" / "predictive_caching.py"
+ORDER = ["generate_logs", "spark_features", "spark_predict", "warm_cache", "push_metrics"]
+
+
+def _no_lookups(*args, **kwargs):
+    raise AssertionError("a connection or variable was looked up while parsing the DAG")
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.connection import Connection
+    from airflow.sdk import BaseHook, Variable
+
+    mp = pytest.MonkeyPatch()
+    for target, name in ((BaseHook, "get_connection"), (Connection, "get_connection_from_secrets"),
+                         (Variable, "get")):
+        mp.setattr(target, name, _no_lookups)
+    try:
+        yield DagBag(dag_folder=str(DAG_FILE))
+    finally:
+        mp.undo()
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert list(dagbag.dags) == ["predictive_caching"]
+
+
+def test_tasks_run_in_order(dagbag):
+    dag = dagbag.dags["predictive_caching"]
+    assert sorted(dag.task_ids) == sorted(ORDER)
+    for upstream, downstream in zip(ORDER, ORDER[1:]):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+
+
+def test_spark_tasks_use_spark_submit(dagbag):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    dag = dagbag.dags["predictive_caching"]
+    for task_id, script in (("generate_logs", "generate_logs.py"), ("spark_features", "features.py"),
+                            ("spark_predict", "predict.py")):
+        task = dag.get_task(task_id)
+        assert isinstance(task, SparkSubmitOperator)
+        assert task._conn_id == "spark_default"
+        assert task.application == str(ROOT / "spark_jobs" / script)
+
+
+def test_schedule_params_and_docs(dagbag):
+    dag = dagbag.dags["predictive_caching"]
+    assert dag.catchup is False
+    assert dag.doc_md and "generate_logs" in dag.doc_md
+    assert {"edgecache", "spark", "redis"} <= set(dag.tags)
+    assert {"users", "edges", "events", "seed", "top_k", "cache_capacity"} <= set(dag.params)
+    assert all(t.retries >= 1 and t.retry_exponential_backoff for t in dag.tasks)
+
+
+def test_outlets_give_lineage(dagbag):
+    dag = dagbag.dags["predictive_caching"]
+    names = {a.name for t in dag.tasks for a in t.outlets}
+    assert names == {"edgecache_logs", "edgecache_features", "edgecache_predictions"}
+
+
+def test_dates_come_from_the_run_not_the_clock():
+    source = DAG_FILE.read_text()
+    assert "logical_date or dag_run.run_after" in source
+    assert "now()" not in source and "today()" not in source

@@ -1,0 +1,98 @@
+"""The whole DAG, run twice by `edgecache run` (airflow dags test) on a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from edgecache.keys import edge_cache_key, user_key, user_topk_key
+from edgecache.layout import Layout
+from tests.test_cache import snapshot
+from tests.test_jobs import table, text_lines
+
+pytestmark = pytest.mark.e2e
+
+DATE = "2025-04-12"
+CONF = {"users": 150, "edges": 3, "titles": 80, "events": 2000, "seed": 11, "top_k": 5, "cache_capacity": 12}
+
+
+def run_dag(tmp_path, redis_url: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update({
+        "EDGECACHE_DATA_DIR": str(tmp_path / "data"),
+        "EDGECACHE_LOCAL_DIR": str(tmp_path / "local"),
+        "REDIS_URL": redis_url,
+        "SPARK_MASTER": "local[2]",
+    })
+    # The test process points AIRFLOW_HOME at its own folder; the run makes its own.
+    env.pop("AIRFLOW_HOME", None)
+    out = subprocess.run([sys.executable, "-m", "edgecache.cli", "run", "--date", DATE, "--conf", json.dumps(CONF)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def outputs(layout: Layout) -> dict:
+    return {
+        "logs": text_lines(layout.logs(DATE)),
+        "quarantine": sorted(line for p in layout.quarantine(DATE).glob("*.json") for line in p.read_text().splitlines()),
+        **{f"features/{n}": table(layout.features(DATE, n)) for n in ("users", "transitions", "popularity")},
+        **{f"predictions/{n}": table(layout.predictions(DATE, n)) for n in ("users", "prefetch")},
+    }
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, redis_server):
+    tmp = tmp_path_factory.mktemp("e2e")
+    client = redis_server.client()
+    client.flushdb()
+    first = run_dag(tmp, redis_server.url)
+    layout = Layout(tmp / "data")
+    state1, out1 = snapshot(client), outputs(layout)
+    client.flushdb()
+    second = run_dag(tmp, redis_server.url)  # same folders, no clean-up in between
+    yield {"layout": layout, "client": client, "stdout": [first.stdout, second.stdout],
+           "state": [state1, snapshot(client)], "outputs": [out1, outputs(layout)]}
+    client.flushdb()
+
+
+def test_summary_is_printed(two_runs):
+    text = two_runs["stdout"][0]
+    for needle in ("events generated", "predictions written", "redis keys written", "GET user:",
+                   "generate_logs", "spark_features", "spark_predict", "warm_cache", "push_metrics"):
+        assert needle in text
+
+
+def test_redis_serves_the_parquet_predictions(two_runs):
+    client, layout = two_runs["client"], two_runs["layout"]
+    preds = pq.read_table(layout.predictions(DATE, "users")).to_pandas()
+    assert len(preds) > 100
+    for row in preds.itertuples():
+        assert client.get(user_key(row.user_id)) == row.content_id.encode()
+        assert json.loads(client.get(user_topk_key(row.user_id))) == list(row.ranked)
+    prefetch = pq.read_table(layout.predictions(DATE, "prefetch")).to_pandas()
+    for edge_id, group in prefetch.groupby("edge_id"):
+        want = [c.encode() for c in group.sort_values("rank")["content_id"]]
+        assert client.zrange(edge_cache_key(edge_id), 0, -1) == want
+
+
+def test_two_runs_leave_identical_redis_state(two_runs):
+    first, second = two_runs["state"]
+    assert len(first) > 200
+    assert first == second
+
+
+def test_two_runs_leave_identical_outputs(two_runs):
+    first, second = two_runs["outputs"]
+    assert all(first.values())
+    assert first == second
+
+
+def test_metrics_file_written(two_runs):
+    text = two_runs["layout"].metrics_file.read_text()
+    assert "edgecache_batch_predictions" in text and "edgecache_batch_records_quarantined" in text

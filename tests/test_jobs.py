@@ -1,0 +1,116 @@
+"""The Spark jobs end to end in one process: generate -> features -> predict."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from edgecache.jobs import features, generate, predict
+from edgecache.layout import Layout, read_json
+from tests.test_validate import BAD
+from tests.tiny import CATALOG, EVENTS
+
+DATE = "2025-04-12"
+SMALL = ["--users", "120", "--edges", "3", "--titles", "60", "--events", "1500", "--seed", "3", "--bad-rate", "0.02"]
+
+
+def run_all(root, master="local[2]") -> None:
+    common = ["--date", DATE, "--data-dir", str(root), "--master", master]
+    assert generate.main(common + SMALL) == 0
+    assert features.main(common + ["--window-days", "3"]) == 0
+    assert predict.main(common + ["--top-k", "5", "--cache-capacity", "10"]) == 0
+
+
+def table(path) -> list[tuple]:
+    """A Parquet directory's rows in a canonical order (file names and row order vary)."""
+    df = pq.read_table(path).to_pandas()
+    return sorted(tuple(json.dumps(v.tolist() if hasattr(v, "tolist") else v, default=str) for v in row)
+                  for row in df.itertuples(index=False))
+
+
+def text_lines(path) -> dict[str, list[str]]:
+    return {p.parent.name: sorted(p.read_text().splitlines()) for p in sorted(path.rglob("part-*"))}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, spark):
+    root = tmp_path_factory.mktemp("jobs")
+    run_all(root)
+    return root
+
+
+def test_counts_add_up(first_run):
+    layout = Layout(first_run)
+    gen, feat = read_json(layout.report(DATE, "generate")), read_json(layout.report(DATE, "features"))
+    assert gen["lines"] == feat["lines_in"] == feat["accepted"] + feat["quarantined"]
+    assert feat["quarantined"] == sum(feat["quarantined_by_reason"].values()) > 0
+    quarantined = sum(len(p.read_text().splitlines()) for p in layout.quarantine(DATE).glob("*.json"))
+    assert quarantined == feat["quarantined"]
+    assert pq.read_table(layout.events(DATE)).num_rows == feat["accepted"]
+
+
+def test_logs_are_partitioned_by_edge(first_run):
+    logs = text_lines(Layout(first_run).logs(DATE))
+    assert sorted(logs) == ["edge=edge-01", "edge=edge-02", "edge=edge-03"]
+    for part, lines in logs.items():
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # injected malformed line
+            if isinstance(rec.get("edge_id"), str) and rec.get("edge_id") in {"edge-01", "edge-02", "edge-03"}:
+                assert part == f"edge={rec['edge_id']}"
+
+
+def test_every_active_viewer_gets_a_prediction(first_run):
+    layout = Layout(first_run)
+    users = pq.read_table(layout.features(DATE, "users")).column("user_id").to_pylist()
+    preds = pq.read_table(layout.predictions(DATE, "users")).to_pandas()
+    assert sorted(preds["user_id"]) == sorted(users)
+    assert (preds["ranked"].map(len) <= 5).all()
+    assert (preds["content_id"] == preds["ranked"].map(lambda r: r[0])).all()
+    summary = read_json(layout.predictions(DATE, "summary.json"))
+    assert summary["predictions"] == len(preds)
+    prefetch = pq.read_table(layout.predictions(DATE, "prefetch")).to_pandas()
+    assert prefetch.groupby("edge_id").size().max() <= 10
+
+
+def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):
+    run_all(tmp_path)
+    a, b = Layout(first_run), Layout(tmp_path)
+    assert text_lines(a.logs(DATE)) == text_lines(b.logs(DATE))
+    for name in ("users", "transitions", "popularity"):
+        assert table(a.features(DATE, name)) == table(b.features(DATE, name))
+    for name in ("users", "prefetch"):
+        assert table(a.predictions(DATE, name)) == table(b.predictions(DATE, name))
+
+
+def test_malformed_lines_of_every_kind_are_quarantined_and_good_lines_predicted(tmp_path, spark):
+    layout = Layout(tmp_path)
+    good = [json.dumps({"user_id": u, "device": "TV", "content_id": c, "duration": 10,
+                        "timestamp": f"{DATE} {t}:00", "edge_id": e}) for u, c, t, e in EVENTS]
+    bad = [(reason, value) for reason, values in BAD.items() for value in values]
+    edge_dir = layout.logs(DATE) / "edge=edge-01"
+    edge_dir.mkdir(parents=True)
+    (edge_dir / "part-00000.txt").write_text("\n".join(good[:6] + [v for _, v in bad] + good[6:]) + "\n")
+    layout.reference.mkdir(parents=True)
+    pd.DataFrame(CATALOG, columns=["content_id", "kind", "series_id", "episode"]).astype(
+        {"episode": "Int64"}).to_parquet(layout.catalog)
+
+    common = ["--date", DATE, "--data-dir", str(tmp_path)]
+    assert features.main(common) == 0
+    assert predict.main(common + ["--top-k", "3"]) == 0
+
+    report = read_json(layout.report(DATE, "features"))
+    # Every line counts, the empty one included: lines in = accepted + quarantined.
+    assert report["lines_in"] == len(good) + len(bad)
+    assert report["accepted"] == len(good)
+    assert report["quarantined_by_reason"] == {reason: len(values) for reason, values in BAD.items()}
+    rows = [json.loads(line) for p in layout.quarantine(DATE).glob("*.json") for line in p.read_text().splitlines()]
+    assert sorted((r["reason"], r["line"]) for r in rows) == sorted(bad)
+    preds = pq.read_table(layout.predictions(DATE, "users")).to_pandas().set_index("user_id")
+    assert sorted(preds.index) == ["U1", "U2", "U3", "U4", "U5"]
+    assert preds.loc["U1", "content_id"] == "C4"  # next episode, as in the hand-checked test

@@ -1,0 +1,81 @@
+"""Batch metrics: the registry, the text file and its exporter, and a real Pushgateway."""
+
+from __future__ import annotations
+
+import sys
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgecache.layout import Layout, write_json_atomic
+from edgecache.metrics import batch_registry, push_metrics
+from edgecache.redis_server import free_port
+from tests.conftest import ROOT
+from tests.services import http_get, process, require_binary
+
+DATE = "2025-04-12"
+REPORTS = {
+    "generate": {"lines": 123, "wall_seconds": 4.5},
+    "features": {"accepted": 120, "quarantined_by_reason": {"bad_json": 2, "bad_id": 1}, "wall_seconds": 3.0},
+    "predict": {"predictions": 40, "wall_seconds": 2.0},
+    "warm": {"keys_written": 81, "wall_seconds": 0.5},
+}
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("job", "instance")))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def write_reports(root) -> None:
+    for stage, rep in REPORTS.items():
+        write_json_atomic(Layout(root).report(DATE, stage), rep)
+
+
+def test_registry_holds_the_run_figures():
+    got = samples(generate_latest(batch_registry(REPORTS, DATE)).decode())
+    assert got[("edgecache_batch_events_generated", ())] == 123
+    assert got[("edgecache_batch_records_accepted", ())] == 120
+    assert got[("edgecache_batch_records_quarantined", (("reason", "bad_json"),))] == 2
+    assert got[("edgecache_batch_records_quarantined", (("reason", "bad_id"),))] == 1
+    assert got[("edgecache_batch_predictions", ())] == 40
+    assert got[("edgecache_batch_redis_keys_warmed", ())] == 81
+    assert got[("edgecache_batch_stage_duration_seconds", (("stage", "generate"),))] == 4.5
+    assert got[("edgecache_batch_logical_date_seconds", ())] == 1744416000  # 2025-04-12T00:00Z
+
+
+def test_text_file_is_served_by_the_exporter(tmp_path):
+    write_reports(tmp_path)
+    result = push_metrics(tmp_path, DATE, None)
+    assert result["target"] == str(Layout(tmp_path).metrics_file)
+    port = free_port()
+    cmd = [sys.executable, str(ROOT / "monitoring" / "start_metrics_server.py"), "--port", str(port),
+           "--metrics-file", result["target"]]
+    url = f"http://127.0.0.1:{port}/metrics"
+    with process(cmd, url):
+        got = samples(http_get(url))
+    assert got[("edgecache_batch_events_generated", ())] == 123
+    assert got[("edgecache_batch_records_quarantined", (("reason", "bad_json"),))] == 2
+
+
+def test_push_to_a_real_pushgateway(tmp_path):
+    binary = require_binary("prometheus-pushgateway", "prometheus-pushgateway")
+    write_reports(tmp_path)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process([binary, f"--web.listen-address=127.0.0.1:{port}"], f"{url}/-/ready"):
+        push_metrics(tmp_path, DATE, url)
+        got = samples(http_get(f"{url}/metrics"))
+    assert got[("edgecache_batch_events_generated", ())] == 123
+    assert got[("edgecache_batch_redis_keys_warmed", ())] == 81
+    assert not Layout(tmp_path).metrics_file.exists()
+
+
+def test_no_reports_is_a_clear_error(tmp_path):
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="no stage reports"):
+        push_metrics(tmp_path, DATE, None)
