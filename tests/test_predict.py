@@ -46,3 +46,17 @@ def test_prefetch_within_capacity(spark):
         ("edge-02", 1, "C2", 2),
         ("edge-02", 2, "C1", 1),
     ]
+
+
+def test_edge_demand_ranks_every_title_seen(spark):
+    from edgecache.predict import edge_demand
+
+    rows = edge_demand(edge_popularity(events_df(spark))).orderBy("edge_id", "rank").collect()
+    assert [tuple(r) for r in rows] == [
+        ("edge-01", "C1", 3.0, 1),
+        ("edge-01", "C2", 3.0, 2),
+        ("edge-01", "C3", 2.0, 3),
+        ("edge-01", "C5", 1.0, 4),
+        ("edge-02", "C2", 2.0, 1),
+        ("edge-02", "C1", 1.0, 2),
+    ]

@@ -6,7 +6,7 @@ logs/date=D/edge=E/   raw viewing logs, JSON Lines (the seed's record format plu
 events/date=D/        validated events, Parquet
 quarantine/date=D/    rejected lines with their reason, JSON Lines
 features/date=D/      users/, transitions/, popularity/ (Parquet)
-predictions/date=D/   users/, prefetch/ (Parquet) and summary.json
+predictions/date=D/   users/, prefetch/, edge_demand/ (Parquet) and summary.json
 reports/date=D/       one JSON report per stage (counts, wall time)
 metrics/batch.prom    batch metrics in Prometheus text format (when no Pushgateway is set)
 ```

@@ -72,6 +72,17 @@ def predict_users(
     )
 
 
+def edge_demand(popularity: DataFrame) -> DataFrame:
+    """Per edge: every title seen in the window, ranked by expected requests for D+1.
+
+    The simple model expects tomorrow to look like the window: score = requests in it.
+    Cache sizes are applied by the reader (prefetch, evaluation), so one ranking serves all.
+    """
+    return popularity.select(
+        "edge_id", "content_id", popularity["requests"].cast("double").alias("score"), "rank"
+    )
+
+
 def prefetch(popularity: DataFrame, capacity: int) -> DataFrame:
     """Per edge: the most requested titles up to ``capacity`` titles, with their rank."""
     if capacity < 0:

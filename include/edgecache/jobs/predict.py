@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from edgecache.jobs.common import base_parser, positive_int, run_job
 from edgecache.layout import Layout, write_json_atomic
-from edgecache.predict import predict_users, prefetch
+from edgecache.predict import edge_demand, predict_users, prefetch
 from edgecache.settings import Settings
 
 
@@ -33,6 +33,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
 
     users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
     users.write.mode("overwrite").parquet(str(layout.predictions(date, "users")))
+    edge_demand(feats["popularity"]).write.mode("overwrite").parquet(str(layout.predictions(date, "edge_demand")))
     prefetch(feats["popularity"], args.cache_capacity).write.mode("overwrite").parquet(
         str(layout.predictions(date, "prefetch"))
     )
