@@ -7,7 +7,7 @@ connection store (``spark_default``, ``redis_default``); the CLI reads the URLs 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 # The source checkout's root (include/edgecache/settings.py -> two levels up).
@@ -38,30 +38,35 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class WorkloadParams:
-    """Knobs of the synthetic streaming workload for one day."""
+    """Knobs of the synthetic streaming workload (see edgecache.workload for the model).
 
-    users: int = 1000
-    edges: int = 4
-    titles: int = 400
-    events: int = 20000
+    Each knob can also be set by the environment variable ``EDGECACHE_<NAME>``.
+    """
+
+    users: int = 10000
+    edges: int = 8
+    titles: int = 1000
+    events: int = 25000  # expected views per day
     seed: int = 42
-    alpha: float = 0.9  # Zipf exponent of title popularity
-    binge_prob: float = 0.6  # chance the next view continues the series
+    alpha: float = 0.9  # Zipf exponent of title popularity (video: 0.6-1.2)
+    edge_size_ratio: float = 10.0  # viewers at the largest edge / at the smallest
+    regional_skew: float = 1.0  # Dirichlet concentration of edge genre tastes: lower, more regional
+    binge_prob: float = 0.6  # chance a series session goes on to the next episode
+    follow_prob: float = 0.5  # chance a viewer resumes their followed series on a day
+    abandon_prob: float = 0.15  # chance a view stops early
+    peak_hour: int = 21  # hour of the evening peak of session starts
+    launch_boost: float = 20.0  # extra weight of a title on its release day
+    launch_decay_days: float = 7.0  # e-folding time of the launch burst
     bad_rate: float = 0.001  # share of malformed lines, to exercise the quarantine
 
     @classmethod
     def from_env(cls) -> WorkloadParams:
-        d = cls()
-        return cls(
-            users=_env_int("EDGECACHE_USERS", d.users),
-            edges=_env_int("EDGECACHE_EDGES", d.edges),
-            titles=_env_int("EDGECACHE_TITLES", d.titles),
-            events=_env_int("EDGECACHE_EVENTS", d.events),
-            seed=_env_int("EDGECACHE_SEED", d.seed),
-            alpha=_env_float("EDGECACHE_ALPHA", d.alpha),
-            binge_prob=_env_float("EDGECACHE_BINGE_PROB", d.binge_prob),
-            bad_rate=_env_float("EDGECACHE_BAD_RATE", d.bad_rate),
-        )
+        values = {}
+        for f in fields(cls):
+            default = getattr(cls, f.name)
+            reader = _env_int if isinstance(default, int) else _env_float
+            values[f.name] = reader(f"EDGECACHE_{f.name.upper()}", default)
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -1,129 +1,213 @@
 """Synthetic streaming workload: catalog, viewers and one day of viewing logs.
 
-The catalog and viewers are drawn once per workload (seed and sizes) in the driver with
-numpy and Faker. A day's events are drawn per chunk of viewers, each chunk with its own
-random stream seeded by (seed, day, chunk), so the output depends only on the seed and the
-date, not on how Spark spreads the chunks over partitions.
+The catalog and the viewers are drawn once per workload (seed and sizes) in the driver,
+with numpy and Faker. A day's views are drawn per chunk of viewers with vectorised numpy
+draws, each chunk with its own random stream seeded by (seed, day, chunk): the output
+depends only on the seed and the date, never on how Spark spreads chunks over partitions.
 
-The model is deliberately simple but not trivial: Zipf-like popularity over movies and
-series with a per-edge twist, series watched episode after episode (binge sessions),
-progress that carries over from one day to the next, an evening peak and abandoned views.
+What the model captures (every knob is a field of ``WorkloadParams``):
+
+- popularity: Zipf-like over titles (movies and whole series) with exponent ``alpha``;
+- regions: edges of very different sizes (``edge_size_ratio``) and genre tastes that
+  differ by edge (``regional_skew``); each viewer also has a favourite genre;
+- new releases: titles appear on their release date with a launch burst that decays
+  (``launch_boost``, ``launch_decay_days``);
+- the day: sessions start on a diurnal curve peaking at ``peak_hour``; a viewer's sessions
+  never overlap;
+- series: a session of a series goes on to the next episode with ``binge_prob``; each
+  viewer follows one series at a time and picks it up where yesterday stopped
+  (``follow_prob`` of sessions), so tomorrow is partly, not wholly, predictable;
+- abandoned views: ``abandon_prob`` of views stop early, with a short duration.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from faker import Faker
 
-from edgecache.schema import DEVICES, TIMESTAMP_STRFTIME
+from edgecache.schema import DEVICES
 from edgecache.settings import WorkloadParams
 
-CHUNK_USERS = 256  # viewers per random stream; fixed so output never depends on partitioning
-EPOCH = dt.date(2025, 1, 1)  # day 0 of series progress
-EPISODES_PER_DAY = 2  # how far a viewer's series progress moves on per day
-
-# Relative viewing activity per hour of day: quiet at night, peak around 21:00.
-HOURLY_WEIGHTS = np.array(
-    [3, 2, 1, 1, 1, 1, 1, 2, 3, 3, 3, 4, 5, 5, 4, 4, 5, 6, 8, 10, 12, 13, 11, 6], dtype=float
-)
+CHUNK_USERS = 4096  # viewers per random stream; fixed so output never depends on partitioning
+EPOCH = dt.date(2025, 1, 1)
+CALIBRATION_DAY = "2025-06-01"
+FOLLOW_BLOCK_DAYS = 28  # a viewer follows one series per block, then moves on
 GENRES = ("Drama", "Comedy", "Action", "Documentary", "Kids", "Thriller", "Sci-Fi", "Romance")
+DEVICE_MIX = (0.40, 0.30, 0.10, 0.15, 0.05)  # TV, Mobile, Tablet, Laptop, Desktop
+# Streaming bitrate per device in bytes per second: a title's size depends on the device.
+DEVICE_BYTES_PER_SEC = {"TV": 1_000_000, "Mobile": 250_000, "Tablet": 400_000, "Laptop": 600_000, "Desktop": 600_000}
+HD_BYTES_PER_SEC = DEVICE_BYTES_PER_SEC["Laptop"]
+
+# Every time of day as "HH:MM:SS", so rendering a timestamp is an array look-up.
+_CLOCK = pa.array([f"{h:02d}:{m:02d}:{x:02d}" for h in range(24) for m in range(60) for x in range(60)])
+
+LOG_DDL = "edge_id string, ts int, user_idx int, seq int, value string"  # the same, for Spark
+LOG_SCHEMA = pa.schema(
+    [("edge_id", pa.string()), ("ts", pa.int32()), ("user_idx", pa.int32()), ("seq", pa.int32()),
+     ("value", pa.string())]
+)
 
 
 @dataclass(frozen=True)
 class Workload:
-    """Catalog and viewers as plain arrays, cheap to ship to Spark workers."""
+    """Catalog and viewers as arrays, cheap to broadcast to Spark workers."""
 
     params: WorkloadParams
-    catalog: pd.DataFrame  # one row per title (movie or episode)
+    catalog: pd.DataFrame  # one row per title (movie or episode), row i has content id index i
     users: pd.DataFrame  # one row per viewer
     edge_ids: list[str]
-    # Items are what a viewer picks: a movie or a whole series (index into item arrays).
-    item_first_title: np.ndarray  # first title row of the item
-    item_length: np.ndarray  # number of titles in the item (1 for a movie)
-    edge_item_probs: np.ndarray  # [edge, item] probability of picking the item at the edge
+    item_first: np.ndarray  # first title row of each item (a movie, or a whole series)
+    item_len: np.ndarray  # titles in the item (1 for a movie)
+    item_genre: np.ndarray  # genre index of each item
+    item_release: np.ndarray  # release day of each item, in days since EPOCH
+    item_weight: np.ndarray  # Zipf weight of each item (before region, genre and release)
+    edge_genre_taste: np.ndarray  # [edge, genre] multiplier of an item's weight at the edge
+    user_edge: np.ndarray  # edge index of each viewer
+    user_genre: np.ndarray  # favourite genre of each viewer
+    user_device: np.ndarray  # primary device index of each viewer
+    user_activity: np.ndarray  # relative sessions per day of each viewer
+    sessions_per_activity: float  # scales activity to the expected views per day
+    user_id_arrow: pa.Array  # user ids and content ids as Arrow strings, for fast rendering
+    content_id_arrow: pa.Array
 
 
 def edge_ids(n: int) -> list[str]:
     return [f"edge-{i + 1:02d}" for i in range(n)]
 
 
+def edge_weights(n: int, ratio: float) -> np.ndarray:
+    """Share of viewers per edge: geometric, so the largest has ``ratio`` x the smallest."""
+    w = ratio ** (-np.arange(n) / max(n - 1, 1))
+    return w / w.sum()
+
+
+def hour_weights(peak_hour: int) -> np.ndarray:
+    """Relative session starts per hour: a low base plus an evening bump around peak_hour."""
+    hours = np.arange(24)
+    dist = np.minimum(np.abs(hours - peak_hour), 24 - np.abs(hours - peak_hour))
+    w = 0.15 + np.exp(-0.5 * (dist / 2.5) ** 2)
+    return w / w.sum()
+
+
 def build_workload(params: WorkloadParams) -> Workload:
     """Draw the catalog and the viewers for ``params`` (deterministic for its seed)."""
-    if params.users < 1 or params.edges < 1 or params.titles < 1 or params.events < 0:
-        raise ValueError(f"workload sizes must be positive: {params}")
-    rng = np.random.default_rng([params.seed, 0])
+    p = params
+    if p.users < 1 or p.edges < 1 or p.titles < 1 or p.events < 0:
+        raise ValueError(f"workload sizes must be positive: {p}")
+    for name in ("binge_prob", "abandon_prob", "follow_prob", "bad_rate"):
+        if not 0 <= getattr(p, name) <= 1 or (name == "binge_prob" and p.binge_prob >= 1):
+            raise ValueError(f"{name} must be a probability (binge_prob below 1), got {getattr(p, name)}")
+    if not 0 <= p.peak_hour <= 23:
+        raise ValueError(f"peak_hour must be 0-23, got {p.peak_hour}")
+    rng = np.random.default_rng([p.seed, 0])
     fake = Faker()
-    fake.seed_instance(params.seed)
+    fake.seed_instance(p.seed)
 
-    # Items: about a third movies, the rest series of 4 to 12 episodes.
-    lengths: list[int] = []
-    remaining = params.titles
+    # Items: about 70 % movies, the rest series of 1-3 seasons of 6-10 episodes.
+    shapes: list[tuple[int, int]] = []  # (titles, episodes per season)
+    remaining = p.titles
     while remaining > 0:
-        n = 1 if rng.random() < 0.35 else int(rng.integers(4, 13))
-        n = min(n, remaining)
-        lengths.append(n)
-        remaining -= n
-    item_length = np.array(lengths, dtype=np.int64)
-    item_first = np.concatenate([[0], np.cumsum(item_length)[:-1]]).astype(np.int64)
+        if rng.random() < 0.7:
+            shape = (1, 1)
+        else:
+            per_season = int(rng.integers(6, 11))
+            shape = (per_season * int(rng.integers(1, 4)), per_season)
+        shapes.append((min(shape[0], remaining), shape[1]))
+        remaining -= shapes[-1][0]
+    item_len = np.array([n for n, _ in shapes], dtype=np.int64)
+    n_items = len(item_len)
+    item_first = np.concatenate([[0], np.cumsum(item_len)[:-1]]).astype(np.int64)
+    item_genre = rng.integers(len(GENRES), size=n_items)
+    # Release days: most of the catalog is old; a tenth comes out in the year after EPOCH.
+    item_release = np.where(
+        rng.random(n_items) < 0.1, rng.integers(0, 365, size=n_items), -rng.integers(30, 5 * 365, size=n_items)
+    )
+    item_weight = (rng.permutation(n_items) + 1.0) ** -p.alpha
 
     rows = []
-    for item, (first, n) in enumerate(zip(item_first, item_length)):
+    for item, (length, per_season) in enumerate(shapes):
         name = fake.catch_phrase().title()
-        genre = GENRES[int(rng.integers(len(GENRES)))]
-        runtime = int(rng.integers(80, 150)) if n == 1 else int(rng.integers(22, 60))
-        for ep in range(n):
-            title_idx = int(first) + ep
-            rows.append(
-                {
-                    "content_id": f"C{title_idx + 1:05d}",
-                    "title": name if n == 1 else f"{name} E{ep + 1}",
-                    "kind": "movie" if n == 1 else "episode",
-                    "series_id": None if n == 1 else f"S{item + 1:05d}",
-                    "episode": None if n == 1 else ep + 1,
-                    "genre": genre,
-                    "runtime_min": runtime,
-                    # about 1 GB per hour at HD bitrate
-                    "size_bytes": runtime * 60 * 300_000,
-                }
-            )
+        movie = length == 1
+        runtime = int(rng.integers(80, 160)) if movie else int(rng.integers(22, 60))
+        released = EPOCH + dt.timedelta(days=int(item_release[item]))
+        for ep in range(length):
+            season = None if movie else ep // per_season + 1
+            rows.append({
+                "content_id": f"C{item_first[item] + ep + 1:05d}",
+                "title": name if movie else f"{name} S{season}E{ep % per_season + 1}",
+                "kind": "movie" if movie else "episode",
+                "series_id": None if movie else f"S{item + 1:05d}",
+                "season": season,
+                "episode": None if movie else ep + 1,  # position in the whole series, 1-based
+                "genre": GENRES[item_genre[item]],
+                "release_date": released.isoformat(),
+                "runtime_min": runtime,
+                "size_bytes": runtime * 60 * HD_BYTES_PER_SEC,
+            })
     catalog = pd.DataFrame(rows)
+    catalog["season"] = catalog["season"].astype("Int64")
     catalog["episode"] = catalog["episode"].astype("Int64")
 
-    # Popularity: Zipf over a random order of items, twisted per edge for regional taste.
-    n_items = len(item_length)
-    ranks = rng.permutation(n_items) + 1
-    base = ranks.astype(float) ** -params.alpha
-    twist = rng.lognormal(0.0, 0.5, size=(params.edges, n_items))
-    probs = base * twist
-    probs /= probs.sum(axis=1, keepdims=True)
+    # Regions: each edge likes some genres more; lower regional_skew, stronger preferences.
+    edge_genre_taste = rng.dirichlet(np.full(len(GENRES), p.regional_skew), size=p.edges) * len(GENRES)
+    user_edge = rng.choice(p.edges, size=p.users, p=edge_weights(p.edges, p.edge_size_ratio))
+    taste = edge_genre_taste[user_edge]
+    user_genre = (taste.cumsum(axis=1) / taste.sum(axis=1, keepdims=True) > rng.random((p.users, 1))).argmax(axis=1)
+    user_device = rng.choice(len(DEVICES), size=p.users, p=DEVICE_MIX)
+    user_activity = rng.lognormal(0.0, 1.0, size=p.users)  # heavy-tailed viewing activity
+    eids = edge_ids(p.edges)
+    users = pd.DataFrame({
+        "user_id": [f"U{i + 1:06d}" for i in range(p.users)],
+        "name": [fake.name() for _ in range(p.users)] if p.users <= 100_000 else None,
+        "edge_id": [eids[e] for e in user_edge],
+        "favourite_genre": [GENRES[g] for g in user_genre],
+        "device": [DEVICES[d] for d in user_device],
+        "activity": user_activity,
+    })
+    # Calibrate sessions so the day has about p.events views: follow sessions first, then
+    # the rest as Poisson sessions in proportion to activity.
+    series_len = item_len[item_len > 1]
+    mean_binge = float(np.mean(np.minimum(series_len, 1 / (1 - p.binge_prob)))) if len(series_len) else 1.0
+    follow_views = p.follow_prob * np.minimum(user_activity, 1.0).sum() * mean_binge
+    # A session's expected views, weighting items by popularity (a movie is one view).
+    mean_len = float(np.average(np.minimum(item_len, 1 / (1 - p.binge_prob)), weights=item_weight))
+    sessions = max(p.events - follow_views, 0.0) / max(user_activity.sum() * mean_len, 1e-9)
+    wl = Workload(p, catalog, users, eids, item_first, item_len, item_genre, item_release, item_weight,
+                  edge_genre_taste, user_edge, user_genre, user_device, user_activity, sessions,
+                  pa.array(users["user_id"], pa.string()), pa.array(catalog["content_id"], pa.string()))
+    return calibrate(wl)
 
-    # Viewers: edges of unequal size (weights 1, 1/2, 1/3, ...), a favourite device.
-    eids = edge_ids(params.edges)
-    edge_w = 1.0 / np.arange(1, params.edges + 1)
-    home = rng.choice(params.edges, size=params.users, p=edge_w / edge_w.sum())
-    device = rng.choice(len(DEVICES), size=params.users, p=[0.4, 0.3, 0.1, 0.15, 0.05])
-    activity = rng.lognormal(0.0, 1.0, size=params.users)  # heavy-tailed viewing activity
-    users = pd.DataFrame(
-        {
-            "user_id": [f"U{i + 1:05d}" for i in range(params.users)],
-            "name": [fake.name() for _ in range(params.users)],
-            "edge_id": [eids[h] for h in home],
-            "device": [DEVICES[d] for d in device],
-            "activity": activity,
-        }
-    )
-    return Workload(params, catalog, users, eids, item_first, item_length, probs)
+
+def calibrate(wl: Workload, rounds: int = 2) -> Workload:
+    """Scale the session rate so a day has about ``events`` views.
+
+    The estimate above misses views lost to the end of the day and the exact mix of
+    session lengths, so a pilot of the first chunk on a fixed reference day measures the
+    actual rate and corrects it. The reference day is fixed so every day of one workload
+    shares the same rate.
+    """
+    users_in_chunk = min(CHUNK_USERS, wl.params.users)
+    want = wl.params.events * users_in_chunk / wl.params.users
+    if want < 1:
+        return wl
+    for _ in range(rounds):
+        got = generate_chunk(wl, CALIBRATION_DAY, 0).num_rows
+        if got == 0:
+            break
+        wl = replace(wl, sessions_per_activity=wl.sessions_per_activity * want / got)
+    return wl
 
 
 def manifest(params: WorkloadParams) -> dict:
-    """What identifies a workload's catalog and viewers (the day's events excluded)."""
-    keys = ("seed", "users", "edges", "titles", "alpha")
+    """What identifies a workload's catalog and viewers (the day's knobs excluded)."""
+    keys = ("seed", "users", "edges", "titles", "alpha", "edge_size_ratio", "regional_skew")
     return {k: v for k, v in asdict(params).items() if k in keys}
 
 
@@ -131,63 +215,164 @@ def n_chunks(params: WorkloadParams) -> int:
     return (params.users + CHUNK_USERS - 1) // CHUNK_USERS
 
 
-def generate_chunk(wl: Workload, date: str, chunk: int) -> Iterator[tuple[str, str, int, str]]:
-    """Yield ``(edge_id, user_id, seq, json_line)`` for the viewers of one chunk on ``date``."""
-    p = wl.params
-    day = dt.date.fromisoformat(date)
-    day_index = (day - EPOCH).days
-    rng = np.random.default_rng([p.seed, day.toordinal(), chunk])
-    day_start = dt.datetime.combine(day, dt.time())
-    hour_cdf = np.cumsum(HOURLY_WEIGHTS / HOURLY_WEIGHTS.sum())
-    # Inverse-CDF draws: one uniform and a binary search instead of rng.choice's O(n) set-up.
-    item_cdf = np.cumsum(wl.edge_item_probs, axis=1)
-    edge_pos = {e: i for i, e in enumerate(wl.edge_ids)}
-    cat = wl.catalog
-    runtimes = cat["runtime_min"].to_numpy()
-    content_ids = cat["content_id"].to_numpy()
-    n_items = len(wl.item_length)
-    mean_events = p.events * wl.users["activity"].to_numpy() / wl.users["activity"].sum()
+def day_index(date: str) -> int:
+    return (dt.date.fromisoformat(date) - EPOCH).days
 
-    lo, hi = chunk * CHUNK_USERS, min((chunk + 1) * CHUNK_USERS, p.users)
-    for u in range(lo, hi):
-        user = wl.users.iloc[u]
-        e = edge_pos[user["edge_id"]]
-        n_views = int(rng.poisson(mean_events[u]))
-        if n_views == 0:
-            continue
-        views: list[tuple[float, int]] = []  # (seconds since midnight, title row)
-        while len(views) < n_views:
-            item = min(int(np.searchsorted(item_cdf[e], rng.random(), side="right")), n_items - 1)
-            first, length = int(wl.item_first_title[item]), int(wl.item_length[item])
-            # Progress in a series continues from yesterday: an offset per (viewer, series)
-            # that moves on EPISODES_PER_DAY a day.
-            ep = (u * 7919 + item * 104729 + day_index * EPISODES_PER_DAY) % length if length > 1 else 0
-            hour = min(int(np.searchsorted(hour_cdf, rng.random(), side="right")), 23)
-            t = hour * 3600 + float(rng.uniform(0, 3600))
-            while True:
-                views.append((t, first + ep))
-                t += runtimes[first + ep] * 60
-                ep += 1
-                if ep >= length or len(views) >= n_views or rng.random() >= p.binge_prob:
-                    break
-        views.sort()
-        for seq, (secs, title) in enumerate(views):
-            runtime = int(runtimes[title])
-            watched = runtime if rng.random() < 0.8 else int(rng.integers(1, max(2, runtime // 3)))
-            device = user["device"] if rng.random() < 0.8 else DEVICES[int(rng.integers(len(DEVICES)))]
-            ts = day_start + dt.timedelta(seconds=min(int(secs), 86399))
-            record = {
-                "user_id": user["user_id"],
-                "device": device,
-                "content_id": content_ids[title],
-                "duration": watched,
-                "timestamp": ts.strftime(TIMESTAMP_STRFTIME),
-                "edge_id": user["edge_id"],
-            }
-            line = json.dumps(record)
-            if p.bad_rate > 0 and rng.random() < p.bad_rate:
-                line = corrupt_line(record, int(rng.integers(len(CORRUPTIONS))))
-            yield user["edge_id"], user["user_id"], seq, line
+
+def item_probs(wl: Workload, day: int) -> np.ndarray:
+    """[edge, item] probability of a session picking each item on ``day``."""
+    age = day - wl.item_release
+    launch = 1.0 + wl.params.launch_boost * np.exp(-np.clip(age, 0, None) / wl.params.launch_decay_days)
+    w = np.where(age >= 0, wl.item_weight * launch, 0.0)  # nothing before its release
+    probs = wl.edge_genre_taste[:, wl.item_genre] * w
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def _pick(cdf: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF draw of one column per row of ``cdf`` (rows are CDFs ending at 1)."""
+    offset = rows.astype(np.float64)
+    flat = (cdf + np.arange(cdf.shape[0])[:, None]).ravel()
+    idx = np.searchsorted(flat, offset + u * (1 - 1e-12), side="right")
+    return np.minimum(idx - rows * cdf.shape[1], cdf.shape[1] - 1)
+
+
+def _follow_draws(wl: Workload, users: np.ndarray, day: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each viewer has a follow session on ``day``, and how many episodes it covers.
+
+    Drawn from a stream of their own, seeded by (seed, day, first viewer), so any day can
+    recompute any earlier day's follow sessions without state kept between runs.
+    """
+    p = wl.params
+    rng = np.random.default_rng([p.seed, 2, day, int(users[0]) if len(users) else 0])
+    happens = rng.random(len(users)) < p.follow_prob * np.minimum(wl.user_activity[users], 1.0)
+    length = rng.geometric(1 - p.binge_prob, size=len(users)).astype(np.int64)
+    return happens, length
+
+
+def _followed_series(wl: Workload, users: np.ndarray, day: int) -> tuple[np.ndarray, np.ndarray]:
+    """The series each viewer follows on ``day`` (-1: none) and the episode offset to resume at.
+
+    A viewer follows one series per FOLLOW_BLOCK_DAYS block, picked by their edge's taste,
+    and resumes where the previous follow session stopped: day D+1 picks up exactly where
+    day D ended.
+    """
+    p = wl.params
+    block_start = (day // FOLLOW_BLOCK_DAYS) * FOLLOW_BLOCK_DAYS
+    series = np.flatnonzero((wl.item_len > 1) & (wl.item_release <= block_start))
+    if len(series) == 0 or len(users) == 0:
+        return np.full(len(users), -1), np.zeros(len(users), dtype=np.int64)
+    rng = np.random.default_rng([p.seed, 1, block_start, int(users[0])])
+    w = wl.edge_genre_taste[:, wl.item_genre[series]] * wl.item_weight[series]  # [edge, series]
+    followed = series[_pick(np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1), wl.user_edge[users],
+                            rng.random(len(users)))]
+    n_eps = wl.item_len[followed]
+    pos = np.zeros(len(users), dtype=np.int64)
+    for d in range(block_start, day):
+        happens, length = _follow_draws(wl, users, d)
+        # A session stops at the series' end; the next one starts it over.
+        pos = np.where(happens, (pos + np.minimum(length, n_eps - pos)) % n_eps, pos)
+    return followed, pos
+
+
+def generate_chunk(wl: Workload, date: str, chunk: int) -> pa.RecordBatch:
+    """One chunk of viewers' views on ``date`` as log lines, with sort keys (see LOG_SCHEMA)."""
+    p = wl.params
+    day = day_index(date)
+    users = np.arange(chunk * CHUNK_USERS, min((chunk + 1) * CHUNK_USERS, p.users))
+    rng = np.random.default_rng([p.seed, 3, dt.date.fromisoformat(date).toordinal(), chunk])
+    probs = item_probs(wl, day)
+
+    # Sessions: at most one follow session per viewer (first), then Poisson other sessions.
+    followed, resume = _followed_series(wl, users, day)
+    happens, follow_len = _follow_draws(wl, users, day)
+    happens &= followed >= 0
+    n_other = rng.poisson(wl.user_activity[users] * wl.sessions_per_activity)
+    n_sess = n_other + happens
+    s_user = np.repeat(users, n_sess)
+    n = len(s_user)
+    local = s_user - users[0] if len(users) else s_user
+    first_of_user = np.r_[True, s_user[1:] != s_user[:-1]] if n else np.zeros(0, bool)
+    follow = first_of_user & happens[local]
+    edge = wl.user_edge[s_user]
+    # Other sessions: the viewer's favourite genre half the time, else the edge's taste.
+    genre_only = rng.random(n) < 0.5
+    pick_edge = _pick(np.cumsum(probs, axis=1), edge, rng.random(n))
+    in_genre = wl.item_genre[None, :] == np.arange(len(GENRES))[:, None]  # [genre, item]
+    gp = probs[:, None, :] * in_genre[None, :, :]  # [edge, genre, item]
+    gp_sum = gp.sum(axis=2, keepdims=True)
+    gp = np.where(gp_sum > 0, gp / np.where(gp_sum > 0, gp_sum, 1), probs[:, None, :])
+    gcdf = np.cumsum(gp, axis=2).reshape(-1, gp.shape[2])
+    pick_genre = _pick(gcdf, edge * len(GENRES) + wl.user_genre[s_user], rng.random(n))
+    item = np.where(follow, followed[local], np.where(genre_only, pick_genre, pick_edge))
+    first_ep = np.where(follow, resume[local], 0)
+    wanted = np.where(follow, follow_len[local], rng.geometric(1 - p.binge_prob, size=n))
+    length = np.where(wl.item_len[item] == 1, 1, np.minimum(wanted, wl.item_len[item] - first_ep))
+
+    # Views: expand sessions into consecutive titles.
+    v_sess = np.repeat(np.arange(n), length)
+    v_pos = np.arange(len(v_sess)) - np.repeat(np.cumsum(length) - length, length)
+    title = wl.item_first[item[v_sess]] + first_ep[v_sess] + v_pos
+    runtime = wl.catalog["runtime_min"].to_numpy()[title]
+    abandoned = rng.random(len(v_sess)) < p.abandon_prob
+    watched = np.where(abandoned, np.maximum(1, (runtime * rng.random(len(v_sess)) * 0.3).astype(np.int64)), runtime)
+    device = np.where(rng.random(len(v_sess)) < 0.8, wl.user_device[s_user[v_sess]],
+                      rng.choice(len(DEVICES), size=len(v_sess), p=DEVICE_MIX))
+
+    # Times: session starts on the diurnal curve; a viewer's sessions run one after another.
+    hour = rng.choice(24, size=n, p=hour_weights(p.peak_hour))
+    start = hour * 3600 + rng.integers(0, 3600, size=n)
+    order = np.lexsort((start, s_user))  # sessions by viewer, then start
+    sess_secs = np.bincount(v_sess, weights=watched * 60, minlength=n).astype(np.int64)
+    s_sorted, st_sorted, dur_sorted = s_user[order], start[order], sess_secs[order]
+    before = np.cumsum(dur_sorted) - dur_sorted  # viewer's earlier sessions' total time
+    user_first = np.r_[True, s_sorted[1:] != s_sorted[:-1]] if n else np.zeros(0, bool)
+    base = np.maximum.accumulate(np.where(user_first, before, 0))  # reset per viewer
+    slack = st_sorted - (before - base)
+    big = np.int64(1) << 40  # keeps the running max from crossing viewers
+    seg = np.cumsum(user_first)
+    shifted = np.maximum.accumulate(slack + seg * big) - seg * big
+    real_start = np.empty(n, dtype=np.int64)
+    real_start[order] = shifted + (before - base)
+    # A viewer whose sessions would run past midnight starts them earlier instead.
+    last_end = np.zeros(len(users), dtype=np.int64)
+    np.maximum.at(last_end, local, real_start + sess_secs)
+    real_start -= np.maximum(last_end - 86399, 0)[local]
+    v_start = real_start[v_sess] + (np.cumsum(watched * 60) - watched * 60 -
+                                    np.repeat(np.cumsum(sess_secs) - sess_secs, length))
+    keep = (v_start >= 0) & (v_start < 86400)  # only a viewer watching over 24 h loses views
+    v_sess, title, watched, device, v_start = v_sess[keep], title[keep], watched[keep], device[keep], v_start[keep]
+    v_user = s_user[v_sess]
+
+    return render(wl, date, v_user, title, watched, device, v_start, rng)
+
+
+def render(wl: Workload, date: str, user: np.ndarray, title: np.ndarray, duration: np.ndarray,
+           device: np.ndarray, secs: np.ndarray, rng: np.random.Generator) -> pa.RecordBatch:
+    """Format views as seed-style JSON lines (vectorised in Arrow), corrupting bad_rate of them."""
+    order = np.lexsort((title, secs, user))
+    user, title, duration, device, secs = user[order], title[order], duration[order], device[order], secs[order]
+    seq = np.arange(len(user)) - np.searchsorted(user, user)  # position within the viewer's day
+    ids, cids = wl.user_id_arrow, wl.content_id_arrow
+    eids = pa.array(wl.edge_ids, pa.string())
+    ts = _CLOCK.take(pa.array(secs))  # "HH:MM:SS"; the date is joined in below
+    edge = eids.take(pa.array(wl.user_edge[user]))
+    cols = [ids.take(pa.array(user)), pa.array(np.array(DEVICES, dtype=object)[device], pa.string()),
+            cids.take(pa.array(title)), pc.cast(pa.array(duration), pa.string()), ts, edge]
+    value = pc.binary_join_element_wise(
+        '{"user_id": "', cols[0], '", "device": "', cols[1], '", "content_id": "', cols[2],
+        '", "duration": ', cols[3], f', "timestamp": "{date} ', cols[4], '", "edge_id": "', cols[5], '"}', "",
+    )
+    bad = np.flatnonzero(rng.random(len(user)) < wl.params.bad_rate)
+    if len(bad):
+        kinds = rng.integers(len(CORRUPTIONS), size=len(bad))
+        broken = [CORRUPTIONS[k](json.loads(value[int(i)].as_py())) for i, k in zip(bad, kinds)]
+        mask = np.zeros(len(user), dtype=bool)
+        mask[bad] = True
+        value = pc.replace_with_mask(value, pa.array(mask), pa.array(broken, pa.string()))
+    return pa.RecordBatch.from_arrays(
+        [edge, pa.array(secs, pa.int32()), pa.array(user, pa.int32()), pa.array(seq, pa.int32()), value],
+        schema=LOG_SCHEMA,
+    )
 
 
 def _drop(r: dict) -> str:

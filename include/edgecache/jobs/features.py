@@ -42,6 +42,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     classified = classify(lines).cache()
     accepted(classified).write.mode("overwrite").parquet(str(layout.events(date)))
     quarantined(classified).write.mode("overwrite").json(str(layout.quarantine(date)))
+    active_users = spark.read.parquet(str(layout.events(date))).select("user_id").distinct().count()
     counts = {
         (r["reason"] or "accepted"): r["n"]
         for r in classified.groupBy("reason").agg(F.count("*").alias("n")).collect()
@@ -66,6 +67,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         "lines_in": lines_in,
         "accepted": accepted_n,
         "quarantined": sum(counts.values()),
+        "active_users": active_users,
         "quarantined_by_reason": dict(sorted(counts.items())),
         "window_days_found": days,
         "feature_rows": rows,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -13,34 +13,42 @@ from pyspark.sql import functions as F
 from edgecache.jobs.common import base_parser, positive_int, run_job
 from edgecache.layout import Layout, read_json, write_json_atomic
 from edgecache.settings import WorkloadParams
-from edgecache.workload import Workload, build_workload, generate_chunk, manifest, n_chunks
+from edgecache.workload import LOG_DDL, Workload, build_workload, generate_chunk, manifest, n_chunks
+
+
+# Flags of the workload knobs: --name-with-dashes for each WorkloadParams field.
+KNOB_HELP = {
+    "users": "viewers", "edges": "edge sites", "titles": "catalog size (movies and episodes)",
+    "events": "expected views in the day", "seed": "random seed",
+    "alpha": "Zipf exponent of title popularity (video: 0.6-1.2)",
+    "edge_size_ratio": "viewers at the largest edge / at the smallest",
+    "regional_skew": "spread of genre tastes between edges (Dirichlet concentration; lower = more regional)",
+    "binge_prob": "chance a series session goes on to the next episode",
+    "follow_prob": "chance a viewer resumes their followed series on a day",
+    "abandon_prob": "chance a view stops early (short duration)",
+    "peak_hour": "hour of the evening peak of session starts (0-23)",
+    "launch_boost": "extra weight of a title on its release day",
+    "launch_decay_days": "e-folding time of a release's launch burst, in days",
+    "bad_rate": "share of malformed lines, to exercise the quarantine",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = WorkloadParams.from_env()
     p = base_parser("Generate one day of synthetic viewing logs, JSON Lines per edge.")
-    p.add_argument("--users", type=positive_int, default=d.users, help=f"viewers (default {d.users})")
-    p.add_argument("--edges", type=positive_int, default=d.edges, help=f"edge sites (default {d.edges})")
-    p.add_argument("--titles", type=positive_int, default=d.titles, help=f"catalog size (default {d.titles})")
-    p.add_argument("--events", type=int, default=d.events, help=f"expected views per day (default {d.events})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    p.add_argument("--alpha", type=float, default=d.alpha, help=f"Zipf exponent of popularity (default {d.alpha})")
-    p.add_argument(
-        "--binge-prob", type=float, default=d.binge_prob,
-        help=f"chance the next view is the next episode (default {d.binge_prob})",
-    )
-    p.add_argument(
-        "--bad-rate", type=float, default=d.bad_rate,
-        help=f"share of malformed lines, to exercise the quarantine (default {d.bad_rate})",
-    )
+    for f in fields(WorkloadParams):
+        default = getattr(d, f.name)
+        p.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(default), default=default,
+            help=f"{KNOB_HELP[f.name]} (default {default}; env EDGECACHE_{f.name.upper()})",
+        )
+    p.add_argument("--partitions", type=positive_int, default=None,
+                   help="Spark partitions for generation (default: the default parallelism)")
     return p
 
 
 def params_from_args(args: argparse.Namespace) -> WorkloadParams:
-    return WorkloadParams(
-        users=args.users, edges=args.edges, titles=args.titles, events=args.events,
-        seed=args.seed, alpha=args.alpha, binge_prob=args.binge_prob, bad_rate=args.bad_rate,
-    )
+    return WorkloadParams(**{f.name: getattr(args, f.name) for f in fields(WorkloadParams)})
 
 
 def write_reference(wl: Workload, layout: Layout) -> bool:
@@ -91,29 +99,33 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
 
     wl_b = spark.sparkContext.broadcast(wl)
     date = args.date
-    chunks = n_chunks(params)
-    rows = spark.sparkContext.parallelize(range(chunks), min(chunks, 64)).flatMap(
-        lambda c: generate_chunk(wl_b.value, date, c)
-    )
-    df = spark.createDataFrame(rows, "edge string, user_id string, seq int, value string")
-    # One task per edge, rows in a fixed order: the files' contents depend only on (seed, date).
+
+    def chunks_to_logs(batches):
+        wl_local = wl_b.value
+        for batch in batches:
+            for chunk in batch.column(0).to_pylist():
+                yield generate_chunk(wl_local, date, chunk)
+
+    partitions = args.partitions or spark.sparkContext.defaultParallelism
+    chunk_ids = spark.range(n_chunks(params), numPartitions=min(partitions, n_chunks(params)))
+    logs = chunk_ids.mapInArrow(chunks_to_logs, LOG_DDL)
+    # One task per edge and lines in time order: a file's contents depend only on
+    # (seed, date), never on the partitioning above.
     out = (
-        df.repartition(params.edges, "edge")
-        .sortWithinPartitions("edge", "user_id", "seq")
-        .select("edge", "value")
-        .cache()
+        logs.repartition(params.edges, "edge_id")
+        .sortWithinPartitions("edge_id", "ts", "user_idx", "seq")
+        .select(F.col("edge_id").alias("edge"), "value")
     )
     out.write.mode("overwrite").partitionBy("edge").option("compression", "none").text(
         str(layout.logs(date))
     )
     stable_part_names(spark, str(layout.logs(date)), ".jsonl")
-    per_edge = {r["edge"]: r["lines"] for r in out.groupBy("edge").agg(F.count("*").alias("lines")).collect()}
-    active_users = out.select(F.get_json_object("value", "$.user_id")).distinct().count()
-    out.unpersist()
+    # Counted from the files themselves: cheaper than keeping 10 million lines cached.
+    written = spark.read.text(str(layout.logs(date)))
+    per_edge = {r["edge"]: r["lines"] for r in written.groupBy("edge").agg(F.count("*").alias("lines")).collect()}
     return {
         "lines": sum(per_edge.values()),
         "lines_per_edge": dict(sorted(per_edge.items())),
-        "active_users": active_users,
         "users": params.users,
         "edges": params.edges,
         "titles": params.titles,
