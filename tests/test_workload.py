@@ -12,7 +12,10 @@ import pytest
 
 from edgecache.schema import DEVICES, LOG_FIELDS, is_valid_id
 from edgecache.settings import WorkloadParams
-from edgecache.workload import CHUNK_USERS, GENRES, _follow_draws, _followed_series, build_workload, day_index, generate_chunk, n_chunks
+from edgecache.workload import (
+    CHUNK_USERS, GENRES, _follow_draws, _followed_series, build_workload, chunk_users, day_index, generate_chunk,
+    n_chunks,
+)
 
 DATE = "2025-04-12"
 PARAMS = WorkloadParams(users=12000, edges=8, titles=1500, events=30000, seed=7, bad_rate=0.0)
@@ -22,7 +25,7 @@ PARAMS = WorkloadParams(users=12000, edges=8, titles=1500, events=30000, seed=7,
 def day(params: WorkloadParams, date: str = DATE) -> pd.DataFrame:
     """All views of a day as a DataFrame, with catalog columns joined in."""
     wl = build_workload(params)
-    batches = [generate_chunk(wl, date, c) for c in range(n_chunks(params))]
+    batches = [generate_chunk(wl, date, c) for c in range(n_chunks(wl))]
     lines = [line for b in batches for line in b.column("value").to_pylist()]
     df = pd.DataFrame([json.loads(line) for line in lines])
     df["ts"] = np.concatenate([b.column("ts").to_numpy() for b in batches])
@@ -32,7 +35,7 @@ def day(params: WorkloadParams, date: str = DATE) -> pd.DataFrame:
 
 def lines(params: WorkloadParams, date: str = DATE) -> list[str]:
     wl = build_workload(params)
-    return [v for c in range(n_chunks(params)) for v in generate_chunk(wl, date, c).column("value").to_pylist()]
+    return [v for c in range(n_chunks(wl)) for v in generate_chunk(wl, date, c).column("value").to_pylist()]
 
 
 # --- determinism and the contract -------------------------------------------------------
@@ -48,10 +51,19 @@ def test_another_date_or_seed_gives_other_lines():
     assert lines(replace(small, seed=8)) != lines(small)
 
 
-def test_a_chunk_only_holds_its_own_viewers():
-    wl = build_workload(replace(PARAMS, users=CHUNK_USERS + 500, events=20000))
-    users = {json.loads(v)["user_id"] for v in generate_chunk(wl, DATE, 1).column("value").to_pylist()}
-    assert users and all(CHUNK_USERS < int(u[1:]) <= CHUNK_USERS + 500 for u in users)
+def test_chunks_partition_the_viewers_one_edge_each():
+    wl = build_workload(replace(PARAMS, users=3 * CHUNK_USERS, events=20000))
+    seen: list[int] = []
+    for c in range(n_chunks(wl)):
+        users = chunk_users(wl, c)
+        assert 0 < len(users) <= CHUNK_USERS
+        assert len(set(wl.user_edge[users])) == 1
+        seen += users.tolist()
+        batch = generate_chunk(wl, DATE, c)
+        ts = batch.column("ts").to_numpy()
+        assert (ts[1:] >= ts[:-1]).all()  # in time order
+        assert set(batch.column("user_idx").to_numpy()) <= set(users)
+    assert sorted(seen) == list(range(3 * CHUNK_USERS))
 
 
 def test_records_follow_the_contract():
@@ -167,9 +179,13 @@ def test_series_progress_carries_over_to_the_next_day():
     params = replace(PARAMS, follow_prob=1.0)
     wl = build_workload(params)
     d1, d2 = day(params, "2025-04-12"), day(params, "2025-04-13")
-    users = np.arange(params.users)
-    followed, _ = _followed_series(wl, users, day_index("2025-04-12"))
-    both_days = _follow_draws(wl, users, day_index("2025-04-12"))[0] & _follow_draws(wl, users, day_index("2025-04-13"))[0]
+    followed = np.empty(params.users, dtype=np.int64)
+    both_days = np.empty(params.users, dtype=bool)
+    for c in range(n_chunks(wl)):  # the follow streams are per chunk
+        users = chunk_users(wl, c)
+        followed[users] = _followed_series(wl, users, day_index("2025-04-12"))[0]
+        both_days[users] = (_follow_draws(wl, users, day_index("2025-04-12"))[0]
+                            & _follow_draws(wl, users, day_index("2025-04-13"))[0])
     ep1 = d1[d1["series_id"].notna()].groupby(["user_id", "series_id"])["episode"].agg(set)
     ep2 = d2[d2["series_id"].notna()].groupby(["user_id", "series_id"])["episode"].agg(set)
     lengths = wl.catalog.groupby("series_id")["episode"].max()

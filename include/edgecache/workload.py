@@ -35,7 +35,7 @@ from faker import Faker
 from edgecache.schema import DEVICES
 from edgecache.settings import WorkloadParams
 
-CHUNK_USERS = 4096  # viewers per random stream; fixed so output never depends on partitioning
+CHUNK_USERS = 4096  # most viewers per chunk; fixed so output never depends on partitioning
 EPOCH = dt.date(2025, 1, 1)
 CALIBRATION_DAY = "2025-06-01"
 FOLLOW_BLOCK_DAYS = 28  # a viewer follows one series per block, then moves on
@@ -60,8 +60,8 @@ class Workload:
     """Catalog and viewers as arrays, cheap to broadcast to Spark workers."""
 
     params: WorkloadParams
-    catalog: pd.DataFrame  # one row per title (movie or episode), row i has content id index i
-    users: pd.DataFrame  # one row per viewer
+    catalog: pd.DataFrame | None  # one row per title, row i is content id i + 1 (None on workers)
+    users: pd.DataFrame | None  # one row per viewer (None on workers)
     edge_ids: list[str]
     item_first: np.ndarray  # first title row of each item (a movie, or a whole series)
     item_len: np.ndarray  # titles in the item (1 for a movie)
@@ -74,8 +74,16 @@ class Workload:
     user_device: np.ndarray  # primary device index of each viewer
     user_activity: np.ndarray  # relative sessions per day of each viewer
     sessions_per_activity: float  # scales activity to the expected views per day
-    user_id_arrow: pa.Array  # user ids and content ids as Arrow strings, for fast rendering
-    content_id_arrow: pa.Array
+    content_id_arrow: pa.Array  # content ids as Arrow strings, for fast rendering
+    title_runtime: np.ndarray  # runtime in minutes of each title
+    users_by_edge: np.ndarray  # viewer indices grouped by edge (ascending within an edge)
+    chunk_bounds: np.ndarray  # chunk c holds users_by_edge[chunk_bounds[c]:chunk_bounds[c + 1]]
+
+
+def user_ids(index: np.ndarray) -> pa.Array:
+    """Viewer ids for 0-based indices: U000001, U000002, ... (vectorised)."""
+    digits = pc.utf8_lpad(pc.cast(pa.array(index + 1), pa.string()), 6, "0")
+    return pc.binary_join_element_wise("U", digits, "")
 
 
 def edge_ids(n: int) -> list[str]:
@@ -157,14 +165,15 @@ def build_workload(params: WorkloadParams) -> Workload:
 
     # Regions: each edge likes some genres more; lower regional_skew, stronger preferences.
     edge_genre_taste = rng.dirichlet(np.full(len(GENRES), p.regional_skew), size=p.edges) * len(GENRES)
-    user_edge = rng.choice(p.edges, size=p.users, p=edge_weights(p.edges, p.edge_size_ratio))
+    user_edge = rng.choice(p.edges, size=p.users, p=edge_weights(p.edges, p.edge_size_ratio)).astype(np.int16)
     taste = edge_genre_taste[user_edge]
     user_genre = (taste.cumsum(axis=1) / taste.sum(axis=1, keepdims=True) > rng.random((p.users, 1))).argmax(axis=1)
-    user_device = rng.choice(len(DEVICES), size=p.users, p=DEVICE_MIX)
-    user_activity = rng.lognormal(0.0, 1.0, size=p.users)  # heavy-tailed viewing activity
+    user_genre = user_genre.astype(np.int8)
+    user_device = rng.choice(len(DEVICES), size=p.users, p=DEVICE_MIX).astype(np.int8)
+    user_activity = rng.lognormal(0.0, 1.0, size=p.users).astype(np.float32)  # heavy-tailed activity
     eids = edge_ids(p.edges)
     users = pd.DataFrame({
-        "user_id": [f"U{i + 1:06d}" for i in range(p.users)],
+        "user_id": user_ids(np.arange(p.users)).to_numpy(zero_copy_only=False),
         "name": [fake.name() for _ in range(p.users)] if p.users <= 100_000 else None,
         "edge_id": [eids[e] for e in user_edge],
         "favourite_genre": [GENRES[g] for g in user_genre],
@@ -181,28 +190,36 @@ def build_workload(params: WorkloadParams) -> Workload:
     sessions = max(p.events - follow_views, 0.0) / max(user_activity.sum() * mean_len, 1e-9)
     wl = Workload(p, catalog, users, eids, item_first, item_len, item_genre, item_release, item_weight,
                   edge_genre_taste, user_edge, user_genre, user_device, user_activity, sessions,
-                  pa.array(users["user_id"], pa.string()), pa.array(catalog["content_id"], pa.string()))
+                  pa.array(catalog["content_id"], pa.string()), catalog["runtime_min"].to_numpy(),
+                  *chunk_plan(user_edge, p.edges))
     return calibrate(wl)
 
 
-def calibrate(wl: Workload, rounds: int = 2) -> Workload:
+def calibrate(wl: Workload, rounds: int = 3, pilots: int = 4) -> Workload:
     """Scale the session rate so a day has about ``events`` views.
 
-    The estimate above misses views lost to the end of the day and the exact mix of
-    session lengths, so a pilot of the first chunk on a fixed reference day measures the
-    actual rate and corrects it. The reference day is fixed so every day of one workload
+    The estimate above misses views lost to the day's end and the exact mix of session
+    lengths, so pilot chunks (spread over the edges) on a fixed reference day measure the
+    actual rate and correct it. The reference day is fixed so every day of one workload
     shares the same rate.
     """
-    users_in_chunk = min(CHUNK_USERS, wl.params.users)
-    want = wl.params.events * users_in_chunk / wl.params.users
+    n = n_chunks(wl)
+    chunks = sorted({int(c) for c in np.linspace(0, n - 1, min(pilots, n))})
+    users = sum(len(chunk_users(wl, c)) for c in chunks)
+    want = wl.params.events * users / wl.params.users
     if want < 1:
         return wl
     for _ in range(rounds):
-        got = generate_chunk(wl, CALIBRATION_DAY, 0).num_rows
+        got = sum(generate_chunk(wl, CALIBRATION_DAY, c).num_rows for c in chunks)
         if got == 0:
             break
         wl = replace(wl, sessions_per_activity=wl.sessions_per_activity * want / got)
     return wl
+
+
+def for_workers(wl: Workload) -> Workload:
+    """The workload without its DataFrames: what generate_chunk needs, small to broadcast."""
+    return replace(wl, catalog=None, users=None)
 
 
 def manifest(params: WorkloadParams) -> dict:
@@ -211,8 +228,27 @@ def manifest(params: WorkloadParams) -> dict:
     return {k: v for k, v in asdict(params).items() if k in keys}
 
 
-def n_chunks(params: WorkloadParams) -> int:
-    return (params.users + CHUNK_USERS - 1) // CHUNK_USERS
+def chunk_plan(user_edge: np.ndarray, n_edges: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split the viewers into chunks of at most CHUNK_USERS, each chunk within one edge.
+
+    One edge per chunk lets a Spark task write its chunk straight to that edge's folder,
+    with no shuffle; the plan depends only on the workload, never on the partitioning.
+    """
+    by_edge = np.argsort(user_edge, kind="stable").astype(np.int32)
+    bounds = [0]
+    for count in np.bincount(user_edge, minlength=n_edges):
+        start = bounds[-1]
+        bounds += [min(start + k, start + count) for k in range(CHUNK_USERS, count + CHUNK_USERS, CHUNK_USERS)]
+    return by_edge, np.array(bounds, dtype=np.int64)
+
+
+def n_chunks(wl: Workload) -> int:
+    return len(wl.chunk_bounds) - 1
+
+
+def chunk_users(wl: Workload, chunk: int) -> np.ndarray:
+    """Viewer indices of ``chunk`` (all at one edge)."""
+    return wl.users_by_edge[wl.chunk_bounds[chunk]:wl.chunk_bounds[chunk + 1]]
 
 
 def day_index(date: str) -> int:
@@ -278,7 +314,7 @@ def generate_chunk(wl: Workload, date: str, chunk: int) -> pa.RecordBatch:
     """One chunk of viewers' views on ``date`` as log lines, with sort keys (see LOG_SCHEMA)."""
     p = wl.params
     day = day_index(date)
-    users = np.arange(chunk * CHUNK_USERS, min((chunk + 1) * CHUNK_USERS, p.users))
+    users = chunk_users(wl, chunk)
     rng = np.random.default_rng([p.seed, 3, dt.date.fromisoformat(date).toordinal(), chunk])
     probs = item_probs(wl, day)
 
@@ -290,7 +326,7 @@ def generate_chunk(wl: Workload, date: str, chunk: int) -> pa.RecordBatch:
     n_sess = n_other + happens
     s_user = np.repeat(users, n_sess)
     n = len(s_user)
-    local = s_user - users[0] if len(users) else s_user
+    local = np.repeat(np.arange(len(users)), n_sess)  # each session's viewer, as a position in the chunk
     first_of_user = np.r_[True, s_user[1:] != s_user[:-1]] if n else np.zeros(0, bool)
     follow = first_of_user & happens[local]
     edge = wl.user_edge[s_user]
@@ -312,7 +348,7 @@ def generate_chunk(wl: Workload, date: str, chunk: int) -> pa.RecordBatch:
     v_sess = np.repeat(np.arange(n), length)
     v_pos = np.arange(len(v_sess)) - np.repeat(np.cumsum(length) - length, length)
     title = wl.item_first[item[v_sess]] + first_ep[v_sess] + v_pos
-    runtime = wl.catalog["runtime_min"].to_numpy()[title]
+    runtime = wl.title_runtime[title]
     abandoned = rng.random(len(v_sess)) < p.abandon_prob
     watched = np.where(abandoned, np.maximum(1, (runtime * rng.random(len(v_sess)) * 0.3).astype(np.int64)), runtime)
     device = np.where(rng.random(len(v_sess)) < 0.8, wl.user_device[s_user[v_sess]],
@@ -352,11 +388,13 @@ def render(wl: Workload, date: str, user: np.ndarray, title: np.ndarray, duratio
     order = np.lexsort((title, secs, user))
     user, title, duration, device, secs = user[order], title[order], duration[order], device[order], secs[order]
     seq = np.arange(len(user)) - np.searchsorted(user, user)  # position within the viewer's day
-    ids, cids = wl.user_id_arrow, wl.content_id_arrow
+    by_time = np.lexsort((seq, user, secs))  # a log is written in time order
+    user, title, duration, device, secs, seq = (a[by_time] for a in (user, title, duration, device, secs, seq))
+    cids = wl.content_id_arrow
     eids = pa.array(wl.edge_ids, pa.string())
     ts = _CLOCK.take(pa.array(secs))  # "HH:MM:SS"; the date is joined in below
     edge = eids.take(pa.array(wl.user_edge[user]))
-    cols = [ids.take(pa.array(user)), pa.array(np.array(DEVICES, dtype=object)[device], pa.string()),
+    cols = [user_ids(user), pa.array(np.array(DEVICES, dtype=object)[device], pa.string()),
             cids.take(pa.array(title)), pc.cast(pa.array(duration), pa.string()), ts, edge]
     value = pc.binary_join_element_wise(
         '{"user_id": "', cols[0], '", "device": "', cols[1], '", "content_id": "', cols[2],

@@ -13,8 +13,10 @@ from pyspark.sql import functions as F
 from edgecache.jobs.common import base_parser, positive_int, run_job
 from edgecache.layout import Layout, read_json, write_json_atomic
 from edgecache.settings import WorkloadParams
-from edgecache.workload import LOG_DDL, Workload, build_workload, generate_chunk, manifest, n_chunks
+from edgecache.workload import LOG_DDL, Workload, build_workload, for_workers, generate_chunk, manifest, n_chunks
 
+
+CHUNKS_PER_TASK = 16
 
 # Flags of the workload knobs: --name-with-dashes for each WorkloadParams field.
 KNOB_HELP = {
@@ -42,8 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{f.name.replace('_', '-')}", type=type(default), default=default,
             help=f"{KNOB_HELP[f.name]} (default {default}; env EDGECACHE_{f.name.upper()})",
         )
-    p.add_argument("--partitions", type=positive_int, default=None,
-                   help="Spark partitions for generation (default: the default parallelism)")
     return p
 
 
@@ -96,29 +96,25 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     params = params_from_args(args)
     wl = build_workload(params)
     reference_written = write_reference(wl, layout)
-
-    wl_b = spark.sparkContext.broadcast(wl)
+    chunks = n_chunks(wl)
+    wl_b = spark.sparkContext.broadcast(for_workers(wl))
+    del wl  # the catalog and viewer tables are on disk now; keep the driver small
     date = args.date
 
     def chunks_to_logs(batches):
         wl_local = wl_b.value
         for batch in batches:
             for chunk in batch.column(0).to_pylist():
-                yield generate_chunk(wl_local, date, chunk)
+                yield generate_chunk(wl_local, date, chunk)  # already in time order
 
-    partitions = args.partitions or spark.sparkContext.defaultParallelism
-    chunk_ids = spark.range(n_chunks(params), numPartitions=min(partitions, n_chunks(params)))
-    logs = chunk_ids.mapInArrow(chunks_to_logs, LOG_DDL)
-    # One task per edge and lines in time order: a file's contents depend only on
-    # (seed, date), never on the partitioning above.
-    out = (
-        logs.repartition(params.edges, "edge_id")
-        .sortWithinPartitions("edge_id", "ts", "user_idx", "seq")
-        .select(F.col("edge_id").alias("edge"), "value")
-    )
-    out.write.mode("overwrite").partitionBy("edge").option("compression", "none").text(
-        str(layout.logs(date))
-    )
+    # A task takes CHUNKS_PER_TASK consecutive chunks (a task costs far more than a chunk)
+    # and, with one edge per chunk, writes one file per edge it touches, with no shuffle.
+    # Files and contents depend only on (seed, date), never on the machine's parallelism.
+    tasks = -(-chunks // CHUNKS_PER_TASK)
+    logs = spark.range(chunks, numPartitions=tasks).mapInArrow(chunks_to_logs, LOG_DDL)
+    logs.select(F.col("edge_id").alias("edge"), "value").write.mode("overwrite").partitionBy("edge").option(
+        "compression", "none"
+    ).text(str(layout.logs(date)))
     stable_part_names(spark, str(layout.logs(date)), ".jsonl")
     # Counted from the files themselves: cheaper than keeping 10 million lines cached.
     written = spark.read.text(str(layout.logs(date)))
