@@ -69,6 +69,23 @@ class WorkloadParams:
         return cls(**values)
 
 
+# What each workload knob means: --help of the generate job, DAG params, README.
+WORKLOAD_HELP = {
+    "users": "viewers", "edges": "edge sites", "titles": "catalog size (movies and episodes)",
+    "events": "expected views in the day", "seed": "random seed",
+    "alpha": "Zipf exponent of title popularity (video: 0.6-1.2)",
+    "edge_size_ratio": "viewers at the largest edge / at the smallest",
+    "regional_skew": "spread of genre tastes between edges (Dirichlet concentration; lower = more regional)",
+    "binge_prob": "chance a series session goes on to the next episode",
+    "follow_prob": "chance a viewer resumes their followed series on a day",
+    "abandon_prob": "chance a view stops early (short duration)",
+    "peak_hour": "hour of the evening peak of session starts (0-23)",
+    "launch_boost": "extra weight of a title on its release day",
+    "launch_decay_days": "e-folding time of a release's launch burst, in days",
+    "bad_rate": "share of malformed lines, to exercise the quarantine",
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime settings read from the environment."""

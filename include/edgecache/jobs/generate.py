@@ -12,28 +12,11 @@ from pyspark.sql import functions as F
 
 from edgecache.jobs.common import base_parser, positive_int, run_job
 from edgecache.layout import Layout, read_json, write_json_atomic
-from edgecache.settings import WorkloadParams
+from edgecache.settings import WORKLOAD_HELP, WorkloadParams
 from edgecache.workload import LOG_DDL, Workload, build_workload, for_workers, generate_chunk, manifest, n_chunks
 
 
 CHUNKS_PER_TASK = 16
-
-# Flags of the workload knobs: --name-with-dashes for each WorkloadParams field.
-KNOB_HELP = {
-    "users": "viewers", "edges": "edge sites", "titles": "catalog size (movies and episodes)",
-    "events": "expected views in the day", "seed": "random seed",
-    "alpha": "Zipf exponent of title popularity (video: 0.6-1.2)",
-    "edge_size_ratio": "viewers at the largest edge / at the smallest",
-    "regional_skew": "spread of genre tastes between edges (Dirichlet concentration; lower = more regional)",
-    "binge_prob": "chance a series session goes on to the next episode",
-    "follow_prob": "chance a viewer resumes their followed series on a day",
-    "abandon_prob": "chance a view stops early (short duration)",
-    "peak_hour": "hour of the evening peak of session starts (0-23)",
-    "launch_boost": "extra weight of a title on its release day",
-    "launch_decay_days": "e-folding time of a release's launch burst, in days",
-    "bad_rate": "share of malformed lines, to exercise the quarantine",
-}
-
 
 def build_parser() -> argparse.ArgumentParser:
     d = WorkloadParams.from_env()
@@ -42,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(d, f.name)
         p.add_argument(
             f"--{f.name.replace('_', '-')}", type=type(default), default=default,
-            help=f"{KNOB_HELP[f.name]} (default {default}; env EDGECACHE_{f.name.upper()})",
+            help=f"{WORKLOAD_HELP[f.name]} (default {default}; env EDGECACHE_{f.name.upper()})",
         )
     return p
 
