@@ -1,0 +1,349 @@
+"""Cache policies behind one interface: ``hit_ratios(name, trace, capacity, ranking)``.
+
+A trace is one cache's requests in order. Capacity and sizes share one unit: titles
+(every size 1) or bytes. The static policies (``predictive``, ``oracle``) are set
+look-ups in numpy; every policy that evicts runs in libCacheSim, on the trace written once
+in its ``oracleGeneral`` binary layout, the only layout whose reader carries the next
+access that Belady needs (its CSV reader drops it silently).
+
+    hits = hit_ratios("LRU", trace, capacity=20)
+    hits.object_hit_ratio, hits.byte_hit_ratio
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+# libCacheSim's oracleGeneral record, little-endian and packed (24 bytes).
+ORACLE_DTYPE = np.dtype([("timestamp", "<u4"), ("obj_id", "<u8"), ("size", "<u4"), ("next_access", "<i8")])
+MAX_SIZE = np.iinfo(np.uint32).max
+S3FIFO_SMALL_RATIO = 0.1  # the S3-FIFO paper's small queue
+S3FIFO_MAX_SMALL_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One cache's requests in replay order.
+
+    ``size`` is what an object takes in the cache, in the unit capacities are given in.
+    ``unit_size`` counts every object as 1 (a cache sized in titles) while ``size`` and
+    the file keep the real sizes. ``file`` is the same requests in oracleGeneral layout.
+    """
+
+    obj_id: np.ndarray  # uint64, > 0
+    size: np.ndarray  # int64, 1 .. 2**32 - 1
+    timestamp: np.ndarray  # int64 seconds, non-decreasing
+    unit_size: bool = False
+    file: Path | None = None
+    n_objects: int = 0  # distinct objects, known once the file is written
+    memo: dict = field(default_factory=dict, compare=False, repr=False)  # shared by in_titles()
+
+    def __post_init__(self) -> None:
+        n = len(self.obj_id)
+        if len(self.size) != n or len(self.timestamp) != n:
+            raise ValueError("obj_id, size and timestamp must have the same length")
+        if n and (self.obj_id.min() < 1 or self.size.min() < 1 or self.size.max() > MAX_SIZE):
+            raise ValueError("obj_id must be positive and size within 1 .. 2**32 - 1")
+
+    def __len__(self) -> int:
+        return len(self.obj_id)
+
+    def in_titles(self) -> Trace:
+        """The same requests, every object counting as one title."""
+        return replace(self, unit_size=True)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Per-request size in the capacity's unit."""
+        return np.ones(len(self), dtype=np.int64) if self.unit_size else self.size.astype(np.int64)
+
+    @property
+    def total_size(self) -> int:
+        return len(self) if self.unit_size else int(self.size.sum(dtype=np.int64))
+
+    def with_file(self, path: Path) -> Trace:
+        """Write the oracleGeneral file once; every libCacheSim policy reads it."""
+        rec = oracle_records(self.obj_id, self.size, self.timestamp)
+        rec.tofile(path)
+        # every object's first request is nobody's next one
+        return replace(self, file=path, n_objects=len(self) - int((rec["next_access"] >= 0).sum()))
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Request and hit counts of one replay (object and size-weighted)."""
+
+    requests: int
+    hits: int
+    bytes: int
+    bytes_hit: int
+
+    def __add__(self, other: Hits) -> Hits:
+        return Hits(self.requests + other.requests, self.hits + other.hits,
+                    self.bytes + other.bytes, self.bytes_hit + other.bytes_hit)
+
+    @property
+    def object_hit_ratio(self) -> float:
+        return self.hits / self.requests if self.requests else 0.0
+
+    @property
+    def byte_hit_ratio(self) -> float:
+        return self.bytes_hit / self.bytes if self.bytes else 0.0
+
+
+NO_HITS = Hits(0, 0, 0, 0)
+
+
+def next_access(obj_id: np.ndarray) -> np.ndarray:
+    """Index of the next request for the same object, or -1: what Belady looks ahead with."""
+    n = len(obj_id)
+    order = np.lexsort((np.arange(n), obj_id))  # by object, then by position
+    nxt = np.full(n, -1, dtype=np.int64)
+    same = obj_id[order[1:]] == obj_id[order[:-1]]
+    nxt[order[:-1][same]] = order[1:][same]
+    return nxt
+
+
+def oracle_records(obj_id: np.ndarray, size: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    rec = np.empty(len(obj_id), dtype=ORACLE_DTYPE)
+    rec["timestamp"] = timestamp
+    rec["obj_id"] = obj_id
+    rec["size"] = size
+    rec["next_access"] = next_access(np.asarray(obj_id, dtype=np.uint64))
+    return rec
+
+
+def fit_prefix(sizes: np.ndarray, capacity: int) -> int:
+    """How many leading items of a ranking fit in ``capacity`` (stops at the first that does not)."""
+    fits = np.cumsum(sizes, dtype=np.int64) <= capacity
+    return int(np.argmin(fits)) if not fits.all() else len(sizes)
+
+
+def static_hits(trace: Trace, members: np.ndarray) -> Hits:
+    """Hits of a cache that holds ``members`` all day and admits nothing."""
+    top = int(trace.obj_id.max())
+    if top <= 1 << 26:  # a lookup table beats np.isin's sort on long traces
+        table = np.zeros(top + 1, dtype=bool)
+        table[members[members <= top].astype(np.int64)] = True
+        hit = table[trace.obj_id.astype(np.int64)]
+    else:
+        hit = np.isin(trace.obj_id, members)
+    sizes = trace.sizes
+    return Hits(len(trace), int(hit.sum()), int(sizes.sum()), int(sizes[hit].sum()))
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Objects best first, with their real sizes (what a static cache loads from the top)."""
+
+    obj_id: np.ndarray
+    size: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.obj_id) != len(self.size):
+            raise ValueError("obj_id and size must have the same length")
+
+    def top(self, capacity: int, unit_size: bool) -> Ranking:
+        """The top of the ranking that fits in ``capacity``."""
+        sizes = np.ones(len(self.obj_id), dtype=np.int64) if unit_size else self.size
+        k = fit_prefix(sizes, capacity)
+        return Ranking(self.obj_id[:k], self.size[:k])
+
+
+def oracle_ranking(trace: Trace) -> Ranking:
+    """Objects by their request count in the trace, most requested first (ties: lower id)."""
+    if "oracle" not in trace.memo:
+        ids, first, counts = np.unique(trace.obj_id, return_index=True, return_counts=True)
+        order = np.lexsort((ids, -counts))
+        trace.memo["oracle"] = Ranking(ids[order], trace.size[first[order]])
+    return trace.memo["oracle"]
+
+
+# --- the registry ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    kind: str  # "static" (numpy) or "libcachesim"
+    online: bool  # decides from the past only, starting from an empty cache
+    needs_ranking: bool = False
+    doc: str = ""
+    lcs_class: str = ""  # libcachesim class name
+    warm: bool = False  # starts with the ranking's prefetch set
+
+
+POLICIES: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        Policy("predictive", "static", online=False, needs_ranking=True,
+               doc="the predicted prefetch set, held all day, no admission"),
+        Policy("predictive+admission", "libcachesim", online=False, needs_ranking=True, lcs_class="LRU",
+               warm=True, doc="starts with the prefetch set (rank 1 most recent), admits every miss, evicts LRU"),
+        Policy("LRU", "libcachesim", online=True, lcs_class="LRU", doc="least recently used, from empty"),
+        Policy("LFU", "libcachesim", online=True, lcs_class="LFU", doc="least frequently used, from empty"),
+        Policy("S3-FIFO", "libcachesim", online=True, lcs_class="S3FIFO",
+               doc="small, main and ghost FIFO queues, from empty"),
+        Policy("SIEVE", "libcachesim", online=True, lcs_class="Sieve", doc="SIEVE, from empty"),
+        Policy("Belady", "libcachesim", online=False, lcs_class="Belady",
+               doc="evicts the object requested furthest in the future (needs the whole trace)"),
+        Policy("oracle", "static", online=False,
+               doc="each cache's most requested titles of the replayed day, held all day"),
+    )
+}
+
+
+def s3fifo_small_ratio(max_size: int, capacity: int) -> float | None:
+    """Small-queue share for S3-FIFO, or None where S3-FIFO cannot work at this capacity.
+
+    libCacheSim's S3-FIFO never admits an object at least as large as its small queue, so
+    at 10 % the small queue of a cache of a few titles admits nothing and the policy
+    scores zero. The queue grows to just hold the largest object, up to half the cache.
+    """
+    small = max(int(capacity * S3FIFO_SMALL_RATIO), max_size + 1)
+    if small > capacity * S3FIFO_MAX_SMALL_RATIO:
+        return None
+    if small == int(capacity * S3FIFO_SMALL_RATIO):
+        return S3FIFO_SMALL_RATIO
+    # libCacheSim truncates capacity * ratio: aim at the middle of the wanted integer.
+    return (small + 0.5) / capacity
+
+
+@dataclass(frozen=True)
+class Replay:
+    """One libCacheSim run, small enough to ship to a worker process."""
+
+    lcs_class: str
+    file: str
+    unit_size: bool
+    capacity: int
+    requests: int
+    bytes: int
+    n_objects: int
+    warm: np.ndarray | None = None  # object ids to load first, least recent first
+    warm_sizes: np.ndarray | None = None
+    params: dict = field(default_factory=dict)
+
+
+def _hashpower(n_objects: int) -> int:
+    # libCacheSim's default (2**24 buckets) costs more to allocate than a day's replay.
+    return min(24, max(4, math.ceil(math.log2(n_objects + 1)) + 1))
+
+
+def run_replay(job: Replay) -> Hits:
+    """Run one libCacheSim replay and return its counts (the warm-up is not counted)."""
+    import libcachesim as lcs
+
+    params = lcs.ReaderInitParam(ignore_obj_size=job.unit_size)
+    cache = getattr(lcs, job.lcs_class)(job.capacity, hashpower=_hashpower(job.n_objects), **job.params)
+    if job.warm is not None and len(job.warm):
+        with tempfile.TemporaryDirectory(prefix="edgecache-warm-") as tmp:
+            path = Path(tmp) / "warm.oracleGeneral"
+            rec = oracle_records(job.warm, job.warm_sizes, np.zeros(len(job.warm), dtype=np.int64))
+            rec["next_access"] = -1
+            rec.tofile(path)
+            cache.process_trace(lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE, params))
+    reader = lcs.TraceReader(job.file, lcs.TraceType.ORACLE_GENERAL_TRACE, params)
+    obj_miss, byte_miss = cache.process_trace(reader)
+    # libCacheSim returns ratios of exact integer counts: recover the counts.
+    return Hits(job.requests, round((1.0 - obj_miss) * job.requests), job.bytes,
+                round((1.0 - byte_miss) * job.bytes))
+
+
+class Job(NamedTuple):
+    """One replay: policy ``name`` on ``trace`` at ``capacity``.
+
+    ``max_size`` is the largest object any cache of the comparison may see (default: the
+    trace's); S3-FIFO sizes its small queue by it, so that every cache of one comparison
+    runs the same S3-FIFO.
+    """
+
+    name: str
+    trace: Trace
+    capacity: int
+    ranking: Ranking | None = None
+    max_size: int | None = None
+
+
+def plan(name: str, trace: Trace, capacity: int, ranking: Ranking | None = None,
+         max_size: int | None = None) -> Replay | Hits | None:
+    """Either the Hits (static policies), a libCacheSim Replay to run, or None where the
+    policy does not work at this capacity."""
+    policy = POLICIES[name]
+    if policy.needs_ranking and ranking is None:
+        raise ValueError(f"policy {name} needs a ranking")
+    if capacity < 0:
+        raise ValueError(f"capacity must not be negative, got {capacity}")
+    if len(trace) == 0:
+        return NO_HITS
+    if policy.kind == "static":
+        ranked = ranking if name == "predictive" else oracle_ranking(trace)
+        return static_hits(trace, ranked.top(capacity, trace.unit_size).obj_id)
+    if trace.file is None:
+        raise ValueError("libCacheSim policies read the trace's oracleGeneral file: use Trace.with_file")
+    params: dict = {}
+    if policy.lcs_class == "S3FIFO":
+        largest = 1 if trace.unit_size else int(trace.size.max() if max_size is None else max_size)
+        ratio = s3fifo_small_ratio(largest, capacity)
+        if ratio is None:
+            return None
+        params = {"small_size_ratio": ratio}
+    warm = warm_sizes = None
+    if policy.warm:
+        top = ranking.top(capacity, trace.unit_size)
+        warm, warm_sizes = top.obj_id[::-1], top.size[::-1]
+    return Replay(policy.lcs_class, str(trace.file), trace.unit_size, capacity, len(trace), trace.total_size,
+                  trace.n_objects, warm, warm_sizes, params)
+
+
+def hit_ratios(name: str, trace: Trace, capacity: int, ranking: Ranking | None = None,
+               max_size: int | None = None) -> Hits | None:
+    """Replay ``trace`` through policy ``name`` at ``capacity``; None where the policy does not apply.
+
+    ``ranking`` is the prediction the ``predictive`` policies load from the top.
+    libCacheSim policies need ``trace.file`` (``Trace.with_file``); a temporary one is
+    written when it is missing.
+    """
+    if POLICIES[name].kind == "libcachesim" and trace.file is None and len(trace):
+        with tempfile.TemporaryDirectory(prefix="edgecache-trace-") as tmp:
+            return hit_ratios(name, trace.with_file(Path(tmp) / "trace.oracleGeneral"), capacity, ranking,
+                              max_size)
+    step = plan(name, trace, capacity, ranking, max_size)
+    return run_replay(step) if isinstance(step, Replay) else step
+
+
+def hit_ratios_many(
+    jobs: Sequence[Job],
+    workers: int = 1,
+    run: Callable[[Replay], Hits] = run_replay,
+) -> list[Hits | None]:
+    """``hit_ratios`` for many jobs at once (traces already written), libCacheSim runs
+    spread over ``workers`` processes (libCacheSim holds the GIL while it replays)."""
+    steps = [plan(*job) for job in jobs]
+    replays = [(i, s) for i, s in enumerate(steps) if isinstance(s, Replay)]
+    out: list[Hits | None] = [s if not isinstance(s, Replay) else None for s in steps]
+    if workers > 1 and len(replays) > 1:
+        # spawn: the parent may hold a JVM (Spark's driver), which must not be forked.
+        with ProcessPoolExecutor(min(workers, len(replays)), mp_context=get_context("spawn")) as pool:
+            # longest first keeps both workers busy to the end
+            order = sorted(replays, key=lambda r: -r[1].requests)
+            for (i, _), hits in zip(order, pool.map(run, [r for _, r in order])):
+                out[i] = hits
+    else:
+        for i, r in replays:
+            out[i] = run(r)
+    return out
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

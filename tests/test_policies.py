@@ -1,0 +1,266 @@
+"""Cache policies: hand-worked traces, and libCacheSim cross-checked against plain references."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+from edgecache.policies import (
+    ORACLE_DTYPE,
+    POLICIES,
+    Hits,
+    Job,
+    Ranking,
+    Trace,
+    fit_prefix,
+    hit_ratios,
+    hit_ratios_many,
+    next_access,
+    oracle_ranking,
+    s3fifo_small_ratio,
+    static_hits,
+)
+
+ONLINE = [name for name, p in POLICIES.items() if p.online]
+
+
+def trace_of(letters: str, sizes: dict[str, int] | None = None) -> Trace:
+    """A trace from one letter per request: A is object 1, B object 2, ..."""
+    ids = np.array([ord(c) - 64 for c in letters], dtype=np.uint64)
+    size = np.array([(sizes or {}).get(c, 1) for c in letters], dtype=np.int64)
+    return Trace(ids, size, np.arange(len(ids), dtype=np.int64))
+
+
+def ranking_of(letters: str, sizes: dict[str, int] | None = None) -> Ranking:
+    return Ranking(np.array([ord(c) - 64 for c in letters], dtype=np.uint64),
+                   np.array([(sizes or {}).get(c, 1) for c in letters], dtype=np.int64))
+
+
+def zipf_trace(seed: int, n: int = 4000, objects: int = 80, sized: bool = False) -> Trace:
+    rng = np.random.default_rng(seed)
+    ids = (rng.zipf(1.2, n) % objects + 1).astype(np.uint64)
+    size = (ids * 7919 % 13 + 1).astype(np.int64) if sized else np.ones(n, dtype=np.int64)
+    return Trace(ids, size, np.arange(n, dtype=np.int64) // 10)
+
+
+# --- plain references, one request at a time -------------------------------------------
+
+
+def reference_lru(ids: list[int], sizes: list[int], capacity: int) -> list[bool]:
+    """LRU in bytes: evict least recent until the object fits; an object larger than the cache is not kept."""
+    cache: OrderedDict[int, int] = OrderedDict()
+    used, out = 0, []
+    for x, s in zip(ids, sizes):
+        if x in cache:
+            cache.move_to_end(x)
+            out.append(True)
+            continue
+        out.append(False)
+        if s > capacity:
+            continue
+        while used + s > capacity:
+            _, freed = cache.popitem(last=False)
+            used -= freed
+        cache[x] = s
+        used += s
+    return out
+
+
+def reference_belady(ids: list[int], capacity: int) -> list[bool]:
+    """Belady's MIN for unit sizes: on a miss in a full cache, evict the object needed furthest ahead."""
+    nxt = next_access(np.array(ids, dtype=np.uint64))
+    never = len(ids) + 1
+    cache: dict[int, int] = {}
+    out = []
+    for i, x in enumerate(ids):
+        out.append(x in cache)
+        if x not in cache and len(cache) >= capacity:
+            del cache[max(cache, key=lambda k: cache[k])]
+        cache[x] = int(nxt[i]) if nxt[i] >= 0 else never
+    return out
+
+
+# --- pure helpers ---------------------------------------------------------------------
+
+
+def test_next_access_points_at_the_next_request_of_the_same_object():
+    assert next_access(np.array([1, 2, 1, 3, 2, 1], dtype=np.uint64)).tolist() == [2, 4, 5, -1, -1, -1]
+
+
+def test_fit_prefix_stops_at_the_first_title_that_does_not_fit():
+    sizes = np.array([3, 2, 5, 1])
+    assert [fit_prefix(sizes, c) for c in (0, 2, 3, 4, 5, 9, 10, 11)] == [0, 0, 1, 1, 2, 2, 3, 4]
+
+
+def test_ranking_top_in_titles_and_in_bytes():
+    r = ranking_of("ABCD", {"A": 3, "B": 2, "C": 5, "D": 1})
+    assert r.top(2, unit_size=True).obj_id.tolist() == [1, 2]
+    assert r.top(9, unit_size=False).obj_id.tolist() == [1, 2]  # C does not fit, D is not looked at
+    assert r.top(10, unit_size=False).size.tolist() == [3, 2, 5]
+
+
+def test_oracle_ranking_orders_by_requests_then_id():
+    r = oracle_ranking(trace_of("CBABCAD", {"C": 4}))
+    assert r.obj_id.tolist() == [1, 2, 3, 4]  # A, B, C twice each (tie: lower id), D once
+    assert r.size.tolist() == [1, 1, 4, 1]
+
+
+def test_static_hits_counts_objects_and_bytes():
+    t = trace_of("ABCAB", {"A": 10, "B": 20, "C": 30})
+    assert static_hits(t, np.array([1, 3], dtype=np.uint64)) == Hits(5, 3, 90, 50)
+    assert static_hits(t.in_titles(), np.array([1, 3], dtype=np.uint64)) == Hits(5, 3, 5, 3)
+
+
+def test_oracle_general_record_layout():
+    assert ORACLE_DTYPE.itemsize == 24
+    assert [ORACLE_DTYPE.fields[f][1] for f in ("timestamp", "obj_id", "size", "next_access")] == [0, 4, 12, 16]
+
+
+def test_title_mode_reads_real_size_file_as_unit_sizes(tmp_path):
+    sized = zipf_trace(3, sized=True)
+    unit = Trace(sized.obj_id, np.ones(len(sized), dtype=np.int64), sized.timestamp)
+    for name in ONLINE + ["Belady"]:
+        assert hit_ratios(name, sized.in_titles(), 10) == hit_ratios(name, unit, 10), name
+
+
+# --- hand-worked traces with exact hit counts ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "letters", "ranking", "hits"),
+    [
+        # A B C A B D A, 2 titles
+        ("LRU", "ABCABDA", None, 0),  # every request comes back just after its eviction
+        ("Belady", "ABCABDA", None, 2),  # keeps A: hits A at 3 and 6
+        ("predictive", "ABCABDA", "AB", 5),  # A and B all day
+        ("oracle", "ABCABDA", None, 5),  # A (3) and B (2) are the most requested
+        # warm with A (most recent) and B: hits A, B; then C evicts A and the LRU churn begins
+        ("predictive+admission", "ABCABDA", "AB", 2),
+        # A A B C A B, 2 titles: LFU keeps A (twice) and drops the once-seen B, then C
+        ("LFU", "AABCAB", None, 2),
+        ("LRU", "AABCAB", None, 1),
+    ],
+)
+def test_hand_worked_hits_in_titles(name, letters, ranking, hits):
+    got = hit_ratios(name, trace_of(letters).in_titles(), 2, ranking_of(ranking) if ranking else None)
+    assert got == Hits(len(letters), hits, len(letters), hits)
+
+
+def test_admission_warm_order_follows_rank():
+    # Warm with rank 1 = A most recent, B least: the miss on C evicts B, so A then hits.
+    t = trace_of("CAB").in_titles()
+    assert hit_ratios("predictive+admission", t, 2, ranking_of("AB")).hits == 1
+    # The opposite ranking keeps B and loses A, whose admission then evicts B.
+    assert hit_ratios("predictive+admission", t, 2, ranking_of("BA")).hits == 0
+    assert hit_ratios("predictive+admission", trace_of("CB").in_titles(), 2, ranking_of("AB")).hits == 0
+    assert hit_ratios("predictive+admission", trace_of("CB").in_titles(), 2, ranking_of("BA")).hits == 1
+
+
+def test_warm_up_requests_are_not_counted():
+    t = zipf_trace(5)
+    everything = oracle_ranking(t)
+    got = hit_ratios("predictive+admission", t.in_titles(), len(everything.obj_id), everything)
+    assert got == Hits(len(t), len(t), len(t), len(t))
+
+
+def test_hand_worked_hits_in_bytes():
+    sizes = {"A": 6, "B": 3, "C": 4}
+    t = trace_of("ABCAB", sizes)
+    # 9 bytes: A and B fit; C (4) evicts A, A (6) evicts B and C, B fits beside A.
+    assert hit_ratios("LRU", t, 9) == Hits(5, 0, 22, 0)
+    assert hit_ratios("predictive", t, 9, ranking_of("AB", sizes)) == Hits(5, 4, 22, 18)
+    assert hit_ratios("predictive", t, 8, ranking_of("AB", sizes)) == Hits(5, 2, 22, 12)  # only A fits
+    assert hit_ratios("oracle", t, 10, None) == Hits(5, 4, 22, 18)
+
+
+# --- libCacheSim against the plain references, to the last request -----------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("capacity", [1, 3, 10, 40])
+def test_libcachesim_lru_and_belady_match_plain_references(seed, capacity):
+    t = zipf_trace(seed)
+    ids = t.obj_id.tolist()
+    assert hit_ratios("LRU", t.in_titles(), capacity).hits == sum(reference_lru(ids, [1] * len(ids), capacity))
+    assert hit_ratios("Belady", t.in_titles(), capacity).hits == sum(reference_belady(ids, capacity))
+
+
+@pytest.mark.parametrize("capacity", [5, 13, 40, 200])
+def test_libcachesim_lru_in_bytes_matches_plain_reference(capacity):
+    t = zipf_trace(4, sized=True)
+    want = reference_lru(t.obj_id.tolist(), t.size.tolist(), capacity)
+    got = hit_ratios("LRU", t, capacity)
+    assert got.hits == sum(want)
+    assert got.bytes_hit == int(t.size[np.array(want)].sum())
+
+
+def test_libcachesim_lru_matches_reference_on_prefixes():
+    t = zipf_trace(8, n=600)
+    want = np.cumsum(reference_lru(t.obj_id.tolist(), [1] * len(t), 7))
+    for n in (1, 50, 199, 437, 600):
+        prefix = Trace(t.obj_id[:n], t.size[:n], t.timestamp[:n])
+        assert hit_ratios("LRU", prefix.in_titles(), 7).hits == want[n - 1]
+
+
+# --- properties ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_belady_beats_every_online_policy(seed):
+    t = zipf_trace(seed).in_titles()
+    for capacity in (1, 2, 5, 10, 20, 40):
+        best = hit_ratios("Belady", t, capacity).hits
+        for name in ONLINE:
+            got = hit_ratios(name, t, capacity)
+            assert got is None or got.hits <= best, (name, capacity)
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_oracle_beats_any_predicted_set_of_the_same_size(seed):
+    t = zipf_trace(seed).in_titles()
+    rng = np.random.default_rng(seed)
+    for capacity in (1, 3, 10, 30):
+        guess = Ranking(rng.permutation(np.arange(1, 81, dtype=np.uint64)), np.ones(80, dtype=np.int64))
+        assert hit_ratios("oracle", t, capacity).hits >= hit_ratios("predictive", t, capacity, guess).hits
+        # and the oracle's own ranking, given as a prediction, scores exactly the oracle
+        assert hit_ratios("predictive", t, capacity, oracle_ranking(t)) == hit_ratios("oracle", t, capacity)
+
+
+def test_s3fifo_small_queue_grows_to_admit_the_largest_object():
+    assert s3fifo_small_ratio(1, 40) == 0.1
+    assert int(10 * s3fifo_small_ratio(1, 10)) == 2  # 10 % would be one title, which S3-FIFO never admits
+    assert int(4 * s3fifo_small_ratio(1, 4)) == 2
+    assert s3fifo_small_ratio(1, 3) is None  # two of three titles would leave no main queue worth the name
+    assert int(1000 * s3fifo_small_ratio(300, 1000)) == 301
+    assert s3fifo_small_ratio(600, 1000) is None
+    assert hit_ratios("S3-FIFO", zipf_trace(1).in_titles(), 3) is None
+
+
+def test_s3fifo_with_the_default_small_queue_admits_nothing_in_a_small_cache(tmp_path):
+    import libcachesim as lcs
+
+    t = zipf_trace(6).in_titles()
+    path = tmp_path / "t.oracleGeneral"
+    t.with_file(path)
+    reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE, lcs.ReaderInitParam(ignore_obj_size=True))
+    # Why the small queue is resized: libCacheSim's S3-FIFO at 10 % of 10 titles never hits.
+    assert lcs.S3FIFO(10, hashpower=8).process_trace(reader)[0] == 1.0
+    assert hit_ratios("S3-FIFO", t, 10).hits > hit_ratios("LRU", t, 10).hits / 2
+
+
+def test_many_in_worker_processes_equals_one_at_a_time(tmp_path):
+    t = zipf_trace(9, sized=True).with_file(tmp_path / "t.oracleGeneral")
+    rank = oracle_ranking(t)
+    jobs = [Job(n, tr, c, rank) for n in POLICIES for tr, c in ((t.in_titles(), 8), (t, 60))]
+    one = hit_ratios_many(jobs, workers=1)
+    assert hit_ratios_many(jobs, workers=2) == one
+    assert one == [hit_ratios(j.name, j.trace, j.capacity, j.ranking) for j in jobs]
+
+
+def test_empty_trace_and_missing_ranking():
+    empty = Trace(np.array([], dtype=np.uint64), np.array([], dtype=np.int64), np.array([], dtype=np.int64))
+    assert hit_ratios("LRU", empty, 5) == Hits(0, 0, 0, 0)
+    with pytest.raises(ValueError, match="needs a ranking"):
+        hit_ratios("predictive", zipf_trace(1), 5)
