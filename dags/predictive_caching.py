@@ -10,6 +10,10 @@ The nightly pipeline of the edge predictive cache, for one logical day D:
 4. **warm_cache**: writes `user:<id>` (top title), the ranked top-k and each edge's cache
    contents into Redis (connection `redis_default`), with a TTL.
 5. **push_metrics**: batch metrics to the Pushgateway (`PUSHGATEWAY_URL`) or a text file.
+6. **evaluate** (Spark, libCacheSim): replays day D+1's requests (generated with D's workload
+   if they are not there yet) against D's predictions and the classic cache policies (LRU,
+   LFU, S3-FIFO, SIEVE, Belady) at 1-20 % of the catalog; hit-ratio report, plot and
+   replayable traces under `evaluation/date=D/`.
 
 Trigger it with *Trigger DAG w/ config* to change the dataset size, the seed, top-k or the
 cache capacity. Outputs land under `$EDGECACHE_DATA_DIR` (default `data/`).
@@ -37,6 +41,7 @@ RUN_DATE = "{{ (logical_date or dag_run.run_after).strftime('%Y-%m-%d') }}"
 LOGS = Asset(name="edgecache_logs", uri=f"file://{DATA_DIR}/logs")
 FEATURES = Asset(name="edgecache_features", uri=f"file://{DATA_DIR}/features")
 PREDICTIONS = Asset(name="edgecache_predictions", uri=f"file://{DATA_DIR}/predictions")
+EVALUATION = Asset(name="edgecache_evaluation", uri=f"file://{DATA_DIR}/evaluation")
 
 SPARK_CONF = {
     "spark.sql.session.timeZone": "UTC",
@@ -122,8 +127,11 @@ def predictive_caching():
 
         return push(SETTINGS.data_dir, run_date, SETTINGS.pushgateway_url)
 
+    # Day D's predictions meet day D+1's requests; the job generates D+1's logs if missing.
+    evaluate = spark_job("evaluate", "evaluate.py", [], [EVALUATION])
+
     warmed = warm_cache(RUN_DATE)
-    generate_logs >> spark_features >> spark_predict >> warmed >> push_metrics(RUN_DATE)
+    generate_logs >> spark_features >> spark_predict >> warmed >> push_metrics(RUN_DATE) >> evaluate
 
 
 predictive_caching()

@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import ROOT
 
 DAG_FILE = ROOT / "dags" / "predictive_caching.py"
-ORDER = ["generate_logs", "spark_features", "spark_predict", "warm_cache", "push_metrics"]
+ORDER = ["generate_logs", "spark_features", "spark_predict", "warm_cache", "push_metrics", "evaluate"]
 
 
 def _no_lookups(*args, **kwargs):
@@ -47,7 +47,7 @@ def test_spark_tasks_use_spark_submit(dagbag):
 
     dag = dagbag.dags["predictive_caching"]
     for task_id, script in (("generate_logs", "generate_logs.py"), ("spark_features", "features.py"),
-                            ("spark_predict", "predict.py")):
+                            ("spark_predict", "predict.py"), ("evaluate", "evaluate.py")):
         task = dag.get_task(task_id)
         assert isinstance(task, SparkSubmitOperator)
         assert task._conn_id == "spark_default"
@@ -66,7 +66,8 @@ def test_schedule_params_and_docs(dagbag):
 def test_outlets_give_lineage(dagbag):
     dag = dagbag.dags["predictive_caching"]
     names = {a.name for t in dag.tasks for a in t.outlets}
-    assert names == {"edgecache_logs", "edgecache_features", "edgecache_predictions"}
+    assert names == {"edgecache_logs", "edgecache_features", "edgecache_predictions", "edgecache_evaluation"}
+    assert [a.name for a in dag.get_task("evaluate").outlets] == ["edgecache_evaluation"]
 
 
 def test_dates_come_from_the_run_not_the_clock():

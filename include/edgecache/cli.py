@@ -5,6 +5,7 @@
     edgecache predict  --date 2025-04-12        # Spark: predictions and prefetch sets
     edgecache warm     --date 2025-04-12        # Redis: load the predictions
     edgecache push-metrics --date 2025-04-12    # Pushgateway or text file
+    edgecache evaluate --date 2025-04-12        # replay D+1 against D's predictions: hit ratios
     edgecache run [--date D]                    # the DAG once via airflow dags test
     edgecache redis start|stop|status           # the embedded redis-server
 """
@@ -29,7 +30,7 @@ def _spark_job(module: str) -> Callable[[list[str]], int]:
     return run
 
 
-SPARK_JOBS = {"generate": _spark_job("generate"), "features": _spark_job("features"), "predict": _spark_job("predict")}
+SPARK_JOBS = {name: _spark_job(name) for name in ("generate", "features", "predict", "evaluate")}
 
 
 def _redis_client(url: str | None):
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (("generate", "generate a day of logs (Spark)"),
                         ("features", "validate logs and build features (Spark SQL)"),
-                        ("predict", "predict next titles and prefetch sets (Spark)")):
+                        ("predict", "predict next titles and prefetch sets (Spark)"),
+                        ("evaluate", "replay D+1's requests against D's predictions and classic "
+                                     "cache policies, print the hit-ratio tables (Spark, libCacheSim)")):
         sub.add_parser(name, help=help_ + "; see `edgecache %s --help`" % name, add_help=False)
 
     w = sub.add_parser("warm", help="load a day's predictions into Redis")

@@ -8,6 +8,8 @@ quarantine/date=D/    rejected lines with their reason, JSON Lines
 features/date=D/      users/, transitions/, popularity/ (Parquet)
 predictions/date=D/   users/, prefetch/, edge_demand/ (Parquet) and summary.json
 reports/date=D/       one JSON report per stage (counts, wall time)
+evaluation/date=D/    D's predictions replayed on D+1: report.json, report.md, hit_ratio.png,
+                      traces/edge=E.csv (timestamp,obj_id,size: what libCacheSim replays)
 metrics/batch.prom    batch metrics in Prometheus text format (when no Pushgateway is set)
 ```
 """
@@ -57,6 +59,9 @@ class Layout:
 
     def report(self, date: str, stage: str) -> Path:
         return self.root / "reports" / f"date={date}" / f"{stage}.json"
+
+    def evaluation(self, date: str) -> Path:
+        return self.root / "evaluation" / f"date={date}"
 
     @property
     def metrics_file(self) -> Path:

@@ -21,7 +21,7 @@ import redis
 
 from edgecache.java import require_java
 from edgecache.keys import LAST_WARM_KEY, user_key, user_topk_key
-from edgecache.layout import Layout
+from edgecache.layout import Layout, read_json
 from edgecache.metrics import read_reports
 from edgecache.redis_server import EmbeddedRedis
 from edgecache.settings import PROJECT_ROOT, Settings
@@ -152,8 +152,16 @@ def collect_summary(data_dir: Path, date: str, client: redis.Redis) -> dict[str,
             "value": client.get(user_key(sample_user)),
             "topk": client.get(user_topk_key(sample_user)),
         }
+    evaluation = layout.evaluation(date) / "report.json"
+    hit_ratios = None
+    if evaluation.exists():
+        titles = read_json(evaluation)["results"]["titles"]
+        pct = "10" if "10" in titles.get("LRU", {}) else next(iter(titles.get("LRU", {})), None)
+        hit_ratios = {"pct": pct, **{n: v[pct]["object_hit_ratio"] for n, v in titles.items()
+                                     if pct and v.get(pct) is not None}}
     return {
         "date": date,
+        "hit_ratios": hit_ratios,
         "events": gen.get("lines"),
         "users": gen.get("users"),
         "active_users": feat.get("active_users"),
@@ -172,6 +180,7 @@ def collect_summary(data_dir: Path, date: str, client: redis.Redis) -> dict[str,
             "predictions": str(layout.predictions(date, "")),
             "reports": str(layout.report(date, "x").parent),
             "metrics": str(layout.metrics_file),
+            "evaluation": str(layout.evaluation(date)),
         },
     }
 
@@ -189,6 +198,11 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["sample"]:
         lines.append(f"sample               GET {s['sample']['key']} -> {s['sample']['value']!r}")
         lines.append(f"                     GET {s['sample']['key']}:topk -> {s['sample']['topk']}")
+    if s.get("hit_ratios"):
+        h = dict(s["hit_ratios"])
+        pct = h.pop("pct")
+        lines.append(f"hit ratio next day   at {pct} % of the titles: "
+                     + ", ".join(f"{n} {v:.3f}" for n, v in h.items()))
     lines.append("wall time per task:")
     for task, d in sorted(s["tasks"].items(), key=lambda kv: kv[1]["start"] or ""):
         secs = d["seconds"]

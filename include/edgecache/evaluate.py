@@ -1,0 +1,382 @@
+"""Evaluation: replay day D+1's requests against day D's predictions and classic policies.
+
+Each edge has its own cache. For every cache size (a share of the catalog, counted in
+titles or in bytes) each policy of ``edgecache.policies`` replays the edge's requests in
+timestamp order; the overall figures add up the hits of all edges. Caches counted in
+titles report object hit ratios; caches counted in bytes report byte hit ratios and object
+hit ratios. (libCacheSim weighs bytes by the sizes it caches with, which are all 1 in a
+cache counted in titles, so byte figures there would only repeat the object ones.) The
+per-user ranked predictions are scored on each viewer's first request of D+1.
+
+Pure functions on pandas frames and numpy arrays; ``edgecache.jobs.evaluate`` reads the
+inputs with Spark and writes what ``write_outputs`` makes of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edgecache.policies import (
+    POLICIES,
+    Hits,
+    Job,
+    Ranking,
+    Trace,
+    hit_ratios_many,
+    s3fifo_small_ratio,
+)
+
+SIZES_PCT: tuple[int, ...] = (1, 2, 5, 10, 20)
+MODES: tuple[str, ...] = ("titles", "bytes")
+HEADLINE = {"titles": "object_hit_ratio", "bytes": "byte_hit_ratio"}  # what each mode is judged by
+TOP_K = (1, 10)
+MAX_SIZE = np.iinfo(np.uint32).max  # libCacheSim's oracleGeneral stores sizes as uint32
+CSV_HEADER = "timestamp,obj_id,size"
+_NUMBER = re.compile(r"^\D*(\d+)$")
+
+
+def content_numbers(content_ids: Iterable[str]) -> np.ndarray:
+    """The integer in each content id ("C00042" -> 42): the object id libCacheSim sees."""
+    out = []
+    for cid in content_ids:
+        m = _NUMBER.match(cid)
+        if m is None or int(m.group(1)) < 1:
+            raise ValueError(f"content id {cid!r} does not end in a positive number")
+        out.append(int(m.group(1)))
+    return np.array(out, dtype=np.uint64)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Titles by object id, sizes in ``unit`` bytes (1 unless a title outgrows uint32)."""
+
+    obj_id: np.ndarray  # sorted, uint64
+    size: np.ndarray  # int64, in unit bytes, >= 1
+    unit: int
+
+    @classmethod
+    def from_frame(cls, catalog: pd.DataFrame) -> Catalog:
+        ids = content_numbers(catalog["content_id"])
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("two catalog content ids carry the same number")
+        size_bytes = catalog["size_bytes"].to_numpy(dtype=np.int64)
+        if (size_bytes < 1).any():
+            raise ValueError("catalog sizes must be positive")
+        unit = 1
+        while -(-int(size_bytes.max()) // unit) > MAX_SIZE:
+            unit *= 1024
+        order = np.argsort(ids)
+        return cls(ids[order], -(-size_bytes[order] // unit), unit)
+
+    @property
+    def titles(self) -> int:
+        return len(self.obj_id)
+
+    @property
+    def total_size(self) -> int:
+        return int(self.size.sum())
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(self.obj_id, ids), len(self.obj_id) - 1)
+        return self.obj_id[pos] == ids
+
+    def sizes(self, ids: np.ndarray) -> np.ndarray:
+        return self.size[np.searchsorted(self.obj_id, ids)]
+
+
+def capacities(catalog: Catalog, sizes_pct: Sequence[int]) -> dict[str, dict[int, int]]:
+    """Cache capacity per mode and size: a share of the catalog's titles or of its bytes."""
+    return {
+        "titles": {p: max(1, catalog.titles * p // 100) for p in sizes_pct},
+        "bytes": {p: max(1, catalog.total_size * p // 100) for p in sizes_pct},
+    }
+
+
+def edge_traces(events: pd.DataFrame, catalog: Catalog) -> tuple[dict[str, Trace], int]:
+    """Per edge, its requests in timestamp order as a trace in bytes; and how many requests
+    named a title outside the catalog (left out: they have no size).
+
+    ``events`` has edge_id, user_id, content_id and ts (seconds). Ties in time are broken
+    by viewer and title so a re-run replays the same order.
+    """
+    if events.empty:
+        return {}, 0
+    ev = events.sort_values(["edge_id", "ts", "user_id", "content_id"], kind="stable")
+    codes, uniques = pd.factorize(ev["content_id"])
+    numbers = content_numbers(uniques)
+    known = catalog.contains(numbers)
+    ids = numbers[codes]
+    keep = known[codes]
+    ev_edges = ev["edge_id"].to_numpy()[keep]
+    ids, ts = ids[keep], ev["ts"].to_numpy(dtype=np.int64)[keep]
+    sizes = catalog.sizes(ids)
+    traces = {}
+    bounds = np.flatnonzero(np.r_[True, ev_edges[1:] != ev_edges[:-1], True])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        traces[str(ev_edges[lo])] = Trace(ids[lo:hi], sizes[lo:hi], ts[lo:hi])
+    return traces, int((~keep).sum())
+
+
+def edge_rankings(edge_demand: pd.DataFrame, catalog: Catalog) -> dict[str, Ranking]:
+    """Per edge, the predicted titles best first (rank 1 first), titles outside the catalog dropped."""
+    out = {}
+    for edge, g in edge_demand.sort_values(["edge_id", "rank", "content_id"]).groupby("edge_id", sort=True):
+        ids = content_numbers(g["content_id"])
+        ids = ids[catalog.contains(ids)]
+        out[str(edge)] = Ranking(ids, catalog.sizes(ids))
+    return out
+
+
+def user_metrics(events: pd.DataFrame, predictions: pd.DataFrame, ks: Sequence[int] = TOP_K) -> dict[str, Any]:
+    """hit@k and MRR of each viewer's first request of the day against their ranked list.
+
+    Viewers without a prediction count as misses. ``predictions`` has user_id and ranked.
+    """
+    if events.empty:
+        return {"evaluated": 0, "with_prediction": 0, **{f"hit@{k}": 0.0 for k in ks}, "mrr": 0.0}
+    first = (events.sort_values(["user_id", "ts", "content_id"], kind="stable")
+             .drop_duplicates("user_id")[["user_id", "content_id"]])
+    ranked = predictions[["user_id", "ranked"]].explode("ranked").dropna(subset=["ranked"])
+    ranked["pos"] = ranked.groupby("user_id").cumcount() + 1
+    ranked = ranked.rename(columns={"ranked": "content_id"}).drop_duplicates(["user_id", "content_id"])
+    scored = first.merge(ranked, on=["user_id", "content_id"], how="left")
+    pos = scored["pos"].to_numpy(dtype=float)  # NaN: not in the list
+    n = len(first)
+    out: dict[str, Any] = {
+        "evaluated": n,
+        "with_prediction": int(first["user_id"].isin(predictions["user_id"]).sum()),
+    }
+    for k in ks:
+        out[f"hit@{k}"] = float(np.sum(pos <= k) / n)
+    out["mrr"] = float(np.nansum(1.0 / pos) / n)
+    return out
+
+
+def _entry(by_edge: dict[str, Hits], mode: str) -> dict[str, Any]:
+    def figures(h: Hits) -> dict[str, Any]:
+        f: dict[str, Any] = {"requests": h.requests, "hits": h.hits, "object_hit_ratio": h.object_hit_ratio}
+        if mode == "bytes":
+            f.update(bytes=h.bytes, bytes_hit=h.bytes_hit, byte_hit_ratio=h.byte_hit_ratio)
+        return f
+
+    total = sum(by_edge.values(), Hits(0, 0, 0, 0))
+    return {**figures(total), "per_edge": {e: figures(h) for e, h in sorted(by_edge.items())}}
+
+
+def _small_queue(largest: int, capacity: int) -> int | None:
+    ratio = s3fifo_small_ratio(largest, capacity)
+    return None if ratio is None else int(capacity * ratio)
+
+
+def replay(
+    traces: dict[str, Trace],
+    rankings: dict[str, Ranking],
+    catalog: Catalog,
+    sizes_pct: Sequence[int] = SIZES_PCT,
+    workers: int = 1,
+    policies: Sequence[str] = tuple(POLICIES),
+    workdir: Path | None = None,
+) -> dict[str, Any]:
+    """Every policy at every size and mode, per edge and overall.
+
+    Returns ``{"capacities", "s3fifo_small_queue", "results"}``: results[mode][policy][pct]
+    is None where the policy does not work at that size (S3-FIFO in a cache of a few titles).
+    """
+    caps = capacities(catalog, sizes_pct)
+    largest = int(catalog.size.max())
+    empty = Ranking(np.array([], dtype=np.uint64), np.array([], dtype=np.int64))
+    with tempfile.TemporaryDirectory(prefix="edgecache-replay-", dir=workdir) as tmp:
+        written = {e: t.with_file(Path(tmp) / f"{i}.oracleGeneral") for i, (e, t) in enumerate(sorted(traces.items()))}
+        by_mode = {"titles": {e: t.in_titles() for e, t in written.items()}, "bytes": written}
+        jobs, keys = [], []
+        for mode in MODES:
+            for pct, cap in caps[mode].items():
+                for name in policies:
+                    for edge, trace in by_mode[mode].items():
+                        jobs.append(Job(name, trace, cap, rankings.get(edge, empty), largest))
+                        keys.append((mode, name, pct, edge))
+        hits = hit_ratios_many(jobs, workers)
+    grouped: dict[tuple[str, str, int], dict[str, Hits | None]] = {}
+    for (mode, name, pct, edge), h in zip(keys, hits):
+        grouped.setdefault((mode, name, pct), {})[edge] = h
+    results: dict[str, Any] = {m: {n: {} for n in policies} for m in MODES}
+    for (mode, name, pct), by_edge in grouped.items():
+        ok = all(h is not None for h in by_edge.values())
+        results[mode][name][str(pct)] = _entry(by_edge, mode) if ok else None  # type: ignore[arg-type]
+    for mode in MODES:
+        metric = HEADLINE[mode]
+        for name in policies:
+            for pct in map(str, sizes_pct):
+                e, o = results[mode][name][pct], results[mode].get("oracle", {}).get(pct)
+                if e is not None:
+                    e["share_of_oracle"] = e[metric] / o[metric] if o and o[metric] else None
+    return {
+        "capacities": {m: {str(p): c for p, c in caps[m].items()} for m in MODES},
+        # S3-FIFO's small queue, in the mode's unit (None: S3-FIFO cannot work at that size)
+        "s3fifo_small_queue": {m: {str(p): _small_queue(1 if m == "titles" else largest, c)
+                                   for p, c in caps[m].items()} for m in MODES},
+        "results": results,
+    }
+
+
+def evaluate(
+    events: pd.DataFrame,
+    catalog_frame: pd.DataFrame,
+    edge_demand: pd.DataFrame,
+    predictions: pd.DataFrame,
+    sizes_pct: Sequence[int] = SIZES_PCT,
+    workers: int = 1,
+    workdir: Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Trace]]:
+    """The whole evaluation from frames: the report and the per-edge traces it replayed."""
+    catalog = Catalog.from_frame(catalog_frame)
+    traces, unknown = edge_traces(events, catalog)
+    rankings = edge_rankings(edge_demand, catalog)
+    replayed = replay(traces, rankings, catalog, sizes_pct, workers, workdir=workdir)
+    report = {
+        "catalog": {"titles": catalog.titles, "bytes": int(catalog_frame["size_bytes"].sum()),
+                    "size_unit_bytes": catalog.unit},
+        "requests_replayed": int(sum(len(t) for t in traces.values())),
+        "requests_unknown_title": unknown,
+        "edges": {
+            e: {"requests": len(t), "titles_requested": int(len(np.unique(t.obj_id))),
+                "predicted_titles": int(len(rankings[e].obj_id)) if e in rankings else 0}
+            for e, t in sorted(traces.items())
+        },
+        "edges_without_prediction": sorted(set(traces) - set(rankings)),
+        "sizes_pct": list(sizes_pct),
+        "policies": {n: POLICIES[n].doc for n in POLICIES},
+        **replayed,
+        "users": user_metrics(events, predictions),
+    }
+    return report, traces
+
+
+# --- outputs -------------------------------------------------------------------------
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _table(report: dict[str, Any], mode: str, metric: str) -> list[str]:
+    pcts = [str(p) for p in report["sizes_pct"]]
+    caps = report["capacities"][mode]
+
+    def cap(p: str) -> str:
+        c = caps[p]
+        if mode == "titles":
+            return f"{c} title" + ("s" if c != 1 else "")
+        return f"{c * report['catalog']['size_unit_bytes'] / 1e9:.1f} GB"
+
+    lines = ["| policy | " + " | ".join(f"{p} % ({cap(p)})" for p in pcts) + " |",
+             "| --- | " + " | ".join("---:" for _ in pcts) + " |"]
+    for name, by_pct in report["results"][mode].items():
+        cells = [_fmt(None if by_pct[p] is None else by_pct[p][metric]) for p in pcts]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: hit-ratio tables (rows policies, columns cache sizes) and users."""
+    r = report
+    n_edges = len(r["edges"])
+    head = [
+        f"# Cache evaluation: predictions of {r.get('date', 'D')} replayed on {r.get('replayed_date', 'D+1')}",
+        "",
+        f"{r['requests_replayed']} requests replayed at {n_edges} edge(s), each edge its own cache; "
+        f"catalog of {r['catalog']['titles']} titles, {r['catalog']['bytes'] / 1e9:.1f} GB.",
+    ]
+    if "validation" in r:
+        v = r["validation"]
+        head.append(f"Log lines: {v['lines_in']} in, {v['accepted']} accepted, {v['quarantined']} rejected "
+                    f"{json.dumps(v['quarantined_by_reason'], sort_keys=True)}; "
+                    f"{r['requests_unknown_title']} request(s) for titles outside the catalog left out.")
+    unit = r["catalog"]["size_unit_bytes"]
+    if unit != 1:
+        head.append(f"Sizes in the traces and byte capacities are in units of {unit} bytes "
+                    "(a title outgrows the 32-bit size field of libCacheSim's binary traces).")
+    out = [*head, "",
+           "## Object hit ratio, caches sized in titles", "", *_table(r, "titles", "object_hit_ratio"), "",
+           "## Byte hit ratio, caches sized in bytes", "", *_table(r, "bytes", "byte_hit_ratio"), "",
+           "## Share of the static oracle's hit ratio (caches in titles)", "",
+           *_table(r, "titles", "share_of_oracle"), "",
+           "n/a: the policy does not work at that size (libCacheSim's S3-FIFO admits only objects "
+           "smaller than its small queue, at most half the cache).", ""]
+    u = r["users"]
+    ks = [k for k in u if k.startswith("hit@")]
+    out += ["## Per-user predictions (first request of the day)", "",
+            "| viewers evaluated | with a prediction | " + " | ".join(ks) + " | MRR |",
+            "| ---: | ---: | " + " | ".join("---:" for _ in ks) + " | ---: |",
+            f"| {u['evaluated']} | {u['with_prediction']} | " + " | ".join(_fmt(u[k]) for k in ks)
+            + f" | {_fmt(u['mrr'])} |", ""]
+    return "\n".join(out)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """hit_ratio.png: hit ratio against cache size, one line per policy, one panel per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pcts = report["sizes_pct"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, mode in zip(axes, MODES):
+        metric = HEADLINE[mode]
+        for name, by_pct in report["results"][mode].items():
+            ys = [np.nan if by_pct[str(p)] is None else by_pct[str(p)][metric] for p in pcts]
+            ax.plot(pcts, ys, marker="o", label=name, linestyle="--" if name in ("Belady", "oracle") else "-")
+        ax.set_xscale("log")
+        ax.set_xticks(pcts, [f"{p} %" for p in pcts])
+        ax.minorticks_off()
+        ax.set_xlabel(f"cache size (share of the catalog's {mode})")
+        ax.set_title(metric.replace("_", " ") + f", caches in {mode}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("hit ratio")
+    axes[0].set_ylim(0, 1)
+    axes[1].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Replay of {report.get('replayed_date', 'D+1')} against the predictions of {report.get('date', 'D')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_trace_csv(trace: Trace, path: Path) -> None:
+    """``timestamp,obj_id,size`` (size in the report's size unit): libCacheSim's CSV reader
+    replays it with time, id and size fields 1, 2 and 3 and a header."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pa.table({"timestamp": trace.timestamp.astype(np.int64), "obj_id": trace.obj_id.astype(np.uint64),
+                      "size": trace.size.astype(np.int64)})
+    with open(path, "wb") as fh:
+        fh.write((CSV_HEADER + "\n").encode())
+        pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False))
+
+
+def write_outputs(report: dict[str, Any], traces: dict[str, Trace], out: Path) -> None:
+    """report.json, report.md, hit_ratio.png and traces/edge=E.csv under ``out``, replacing
+    an earlier evaluation of the same day as a whole."""
+    from edgecache.layout import write_json_atomic
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "traces").mkdir(parents=True)
+    for edge, trace in sorted(traces.items()):
+        write_trace_csv(trace, tmp / "traces" / f"edge={edge}.csv")
+    plot(report, tmp / "hit_ratio.png")
+    (tmp / "report.md").write_text(to_markdown(report))
+    write_json_atomic(tmp / "report.json", report)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)

@@ -1,0 +1,160 @@
+"""Spark job: replay day D+1's requests against day D's predictions and classic cache policies.
+
+Spark reads and validates D+1's logs (generating them with D's workload if they are
+missing); the replay runs in the driver on numpy arrays and libCacheSim (see
+``edgecache.evaluate``). Writes ``evaluation/date=D/`` and prints the hit-ratio tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from edgecache.evaluate import SIZES_PCT, evaluate, to_markdown, write_outputs
+from edgecache.jobs.common import base_parser, positive_int, run_job
+from edgecache.layout import Layout, read_json, write_json_atomic
+from edgecache.policies import default_workers
+from edgecache.validate import accepted, classify
+
+
+def size_list(value: str) -> list[int]:
+    """argparse type: cache sizes in percent of the catalog, e.g. ``1,2,5``."""
+    try:
+        sizes = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a list of whole percentages: {value!r}") from exc
+    if not sizes or any(not 0 < s <= 100 for s in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be within 1..100 percent, got {value!r}")
+    return sorted(set(sizes))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser("Replay day D+1's requests against D's predictions and classic cache policies.")
+    p.add_argument(
+        "--sizes", type=size_list, default=list(SIZES_PCT),
+        help="cache sizes in percent of the catalog's titles and bytes (default 1,2,5,10,20)",
+    )
+    p.add_argument(
+        "--workers", type=positive_int, default=default_workers(),
+        help="processes for the libCacheSim replays (default: the CPUs this process may use)",
+    )
+    return p
+
+
+def next_day(date: str) -> str:
+    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
+
+
+def workload_argv(parser: argparse.ArgumentParser, workload: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Flags for the generate parser from a report's "workload" dict, and the keys it does not know."""
+    actions = {s: a for a in parser._actions for s in a.option_strings}
+    argv, unknown = [], []
+    for key, value in sorted(workload.items()):
+        flag = f"--{key.replace('_', '-')}"
+        action = actions.get(flag)
+        if action is None:
+            unknown.append(key)
+        elif action.nargs == 0:  # a switch: present when the run had it on
+            if bool(value) != bool(action.default):
+                argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    return argv, unknown
+
+
+def ensure_logs(spark: SparkSession, layout: Layout, date: str, master: str) -> dict[str, Any] | None:
+    """Generate D+1's logs with D's workload unless they exist; the generate report if generated."""
+    from edgecache.jobs import generate
+
+    target = next_day(date)
+    if logs_present(layout, target):
+        return None
+    source = layout.report(date, "generate")
+    if not source.exists():
+        raise FileNotFoundError(
+            f"no logs for {target} and no generate report for {date} at {source} to make them with"
+        )
+    parser = generate.build_parser()
+    argv, unknown = workload_argv(parser, read_json(source)["workload"])
+    args = parser.parse_args(["--date", target, "--data-dir", str(layout.root), "--master", master, *argv])
+    report = generate.run(spark, args)
+    report.update(stage="generate", date=target, generated_by="evaluate", workload_keys_ignored=unknown)
+    write_json_atomic(layout.report(target, "generate"), report)
+    return report
+
+
+def validated_events(spark: SparkSession, layout: Layout, date: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """D's accepted requests (edge_id, user_id, content_id, ts in seconds) and the line counts."""
+    lines = spark.read.text(str(layout.logs(date))).select("value", F.col("_metadata.file_path").alias("source"))
+    classified = classify(lines).cache()
+    counts = {
+        (r["reason"] or "accepted"): r["n"]
+        for r in classified.groupBy("reason").agg(F.count("*").alias("n")).collect()
+    }
+    events = accepted(classified).select(
+        "edge_id", "user_id", "content_id", F.col("timestamp").cast("long").alias("ts")
+    ).toArrow().to_pandas()
+    classified.unpersist()
+    accepted_n = counts.pop("accepted", 0)
+    if accepted_n != len(events):
+        raise RuntimeError(f"counted {accepted_n} accepted lines but collected {len(events)}")
+    return events, {
+        "lines_in": accepted_n + sum(counts.values()),
+        "accepted": accepted_n,
+        "quarantined": sum(counts.values()),
+        "quarantined_by_reason": dict(sorted(counts.items())),
+    }
+
+
+def logs_present(layout: Layout, date: str) -> bool:
+    """True when a day's logs were written (a failed write leaves no committed edge files)."""
+    logs = layout.logs(date)
+    return (logs / "_SUCCESS").exists() or any(logs.glob("edge=*/*"))
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    layout = Layout(args.data_dir.resolve())
+    date, replayed = args.date, next_day(args.date)
+    demand_path, users_path = layout.predictions(date, "edge_demand"), layout.predictions(date, "users")
+    for path in (demand_path, users_path, layout.catalog):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run generate, features and predict for {date} first")
+
+    generated = ensure_logs(spark, layout, date, args.master)
+    events, validation = validated_events(spark, layout, replayed)
+    catalog = pq.read_table(layout.catalog, columns=["content_id", "size_bytes"]).to_pandas()
+    demand = pq.read_table(demand_path).to_pandas()
+    users = pq.read_table(users_path, columns=["user_id", "ranked"]).to_pandas()
+
+    report, traces = evaluate(events, catalog, demand, users, args.sizes, args.workers)
+    report = {"date": date, "replayed_date": replayed, "logs_generated": generated is not None,
+              "validation": validation, **report}
+    out = layout.evaluation(date)
+    write_outputs(report, traces, out)
+    print(to_markdown(report))
+
+    headline = report["results"]["titles"]
+    mid = str(args.sizes[len(args.sizes) // 2])
+    return {
+        "replayed_date": replayed,
+        "logs_generated": generated is not None,
+        **validation,
+        "requests_replayed": report["requests_replayed"],
+        "edges": len(report["edges"]),
+        f"object_hit_ratio_at_{mid}pct": {
+            name: (None if by_pct[mid] is None else round(by_pct[mid]["object_hit_ratio"], 4))
+            for name, by_pct in headline.items()
+        },
+        "users": report["users"],
+        "output": str(out),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("evaluate", build_parser(), run, argv)

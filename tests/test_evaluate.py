@@ -1,0 +1,312 @@
+"""Evaluation: hand-made days with exact hit counts, the outputs, and the job end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from edgecache.evaluate import (
+    CSV_HEADER,
+    Catalog,
+    capacities,
+    content_numbers,
+    edge_rankings,
+    edge_traces,
+    evaluate,
+    to_markdown,
+    user_metrics,
+    write_outputs,
+)
+from edgecache.jobs import evaluate as job
+from edgecache.jobs import features, generate, predict
+from edgecache.layout import Layout, read_json
+from edgecache.policies import POLICIES
+
+DATE, NEXT = "2025-04-12", "2025-04-13"
+T0 = 1744502400  # 2025-04-13 00:00:00 UTC
+
+
+def catalog_frame(n: int = 10) -> pd.DataFrame:
+    return pd.DataFrame({"content_id": [f"C{i:05d}" for i in range(1, n + 1)],
+                         "size_bytes": [i * 100 for i in range(1, n + 1)]})
+
+
+def events_frame(rows: list[tuple[str, str, str, int]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["edge_id", "user_id", "content_id", "ts"])
+
+
+def demand_frame(rankings: dict[str, list[str]]) -> pd.DataFrame:
+    rows = [(e, c, float(len(r) - i), i + 1) for e, r in rankings.items() for i, c in enumerate(r)]
+    return pd.DataFrame(rows, columns=["edge_id", "content_id", "score", "rank"])
+
+
+# One small day: edge-01 asks for C1 three times, C2 twice, C3 once; edge-02 for C5 twice
+# and once for a title outside the catalog.
+DAY = events_frame([
+    ("edge-01", "U1", "C00001", T0 + 10), ("edge-01", "U2", "C00002", T0 + 20),
+    ("edge-01", "U1", "C00001", T0 + 30), ("edge-01", "U3", "C00003", T0 + 40),
+    ("edge-01", "U2", "C00002", T0 + 50), ("edge-01", "U1", "C00001", T0 + 60),
+    ("edge-02", "U4", "C00005", T0 + 15), ("edge-02", "U5", "C00099", T0 + 25),
+    ("edge-02", "U4", "C00005", T0 + 35),
+])
+PREDICTED = demand_frame({"edge-01": ["C00002", "C00001", "C00004"], "edge-02": ["C00005"]})
+USERS = pd.DataFrame({"user_id": ["U1", "U2", "U3"],
+                      "ranked": [["C00001", "C00002"], ["C00009", "C00002"], ["C00007"]]})
+
+
+@pytest.fixture(scope="module")
+def small_report():
+    report, traces = evaluate(DAY, catalog_frame(), PREDICTED, USERS, sizes_pct=(10, 20, 50))
+    return {**report, "date": DATE, "replayed_date": NEXT}, traces
+
+
+# --- pure pieces ------------------------------------------------------------------------
+
+
+def test_content_numbers():
+    assert content_numbers(["C00042", "C1", "title_7"]).tolist() == [42, 1, 7]
+    for bad in ("C", "C0", "7x"):
+        with pytest.raises(ValueError):
+            content_numbers([bad])
+
+
+def test_catalog_sizes_fall_back_to_kibibytes_past_uint32():
+    c = Catalog.from_frame(pd.DataFrame({"content_id": ["C2", "C1"], "size_bytes": [5 * 2**30, 1025]}))
+    assert c.unit == 1024
+    assert c.obj_id.tolist() == [1, 2] and c.size.tolist() == [2, 5 * 2**20]
+    assert Catalog.from_frame(catalog_frame()).unit == 1
+
+
+def test_capacities_are_shares_of_titles_and_bytes():
+    caps = capacities(Catalog.from_frame(catalog_frame()), (10, 20, 50))
+    assert caps == {"titles": {10: 1, 20: 2, 50: 5}, "bytes": {10: 550, 20: 1100, 50: 2750}}
+    assert capacities(Catalog.from_frame(catalog_frame(400)), (1, 2, 5, 10, 20))["titles"] == {
+        1: 4, 2: 8, 5: 20, 10: 40, 20: 80}
+
+
+def test_edge_traces_are_in_time_order_without_unknown_titles():
+    shuffled = DAY.sample(frac=1.0, random_state=3)
+    traces, unknown = edge_traces(shuffled, Catalog.from_frame(catalog_frame()))
+    assert unknown == 1
+    assert sorted(traces) == ["edge-01", "edge-02"]
+    assert traces["edge-01"].obj_id.tolist() == [1, 2, 1, 3, 2, 1]
+    assert traces["edge-01"].size.tolist() == [100, 200, 100, 300, 200, 100]
+    assert traces["edge-02"].timestamp.tolist() == [T0 + 15, T0 + 35]
+    # same second: viewer, then title decide, so every run replays the same order
+    tie = events_frame([("e", "U2", "C00001", 5), ("e", "U1", "C00003", 5), ("e", "U1", "C00002", 5)])
+    assert edge_traces(tie, Catalog.from_frame(catalog_frame()))[0]["e"].obj_id.tolist() == [2, 3, 1]
+
+
+def test_edge_rankings_follow_rank_and_drop_unknown_titles():
+    demand = demand_frame({"e": ["C00003", "C00077", "C00001"]}).sample(frac=1.0, random_state=1)
+    r = edge_rankings(demand, Catalog.from_frame(catalog_frame()))["e"]
+    assert r.obj_id.tolist() == [3, 1] and r.size.tolist() == [300, 100]
+
+
+def test_user_metrics_on_first_request():
+    events = events_frame([
+        ("e", "U1", "C00002", 9), ("e", "U1", "C00001", 5),  # first: C1, ranked 1st
+        ("e", "U2", "C00002", 1),  # ranked 2nd
+        ("e", "U3", "C00008", 1),  # not in the list
+        ("e", "U9", "C00001", 1),  # no prediction: a miss
+    ])
+    m = user_metrics(events, USERS)
+    assert m == {"evaluated": 4, "with_prediction": 3, "hit@1": 0.25, "hit@10": 0.5, "mrr": pytest.approx(1.5 / 4)}
+
+
+# --- a whole small day --------------------------------------------------------------------
+
+
+def test_static_policies_exact(small_report):
+    report, _ = small_report
+    titles, bytes_ = report["results"]["titles"], report["results"]["bytes"]
+    # 1 title: predictive holds C2 at edge-01 (2 hits) and C5 at edge-02 (2); the oracle C1 and C5.
+    assert titles["predictive"]["10"]["hits"] == 4 and titles["predictive"]["10"]["requests"] == 8
+    assert titles["predictive"]["10"]["per_edge"]["edge-01"]["hits"] == 2
+    assert titles["oracle"]["10"]["hits"] == 5
+    assert titles["predictive"]["10"]["share_of_oracle"] == pytest.approx(0.8)
+    assert titles["oracle"]["10"]["share_of_oracle"] == 1.0
+    # 550 bytes: C2 (200) and C1 (100) fit at edge-01, C4 (400) does not; C5 (500) at edge-02.
+    p = bytes_["predictive"]["10"]
+    assert (p["hits"], p["bytes_hit"], p["bytes"]) == (7, 1700, 2000)
+    assert p["byte_hit_ratio"] == pytest.approx(0.85)
+    assert "byte_hit_ratio" not in titles["LRU"]["10"]
+
+
+def test_overall_adds_up_the_edges(small_report):
+    report, _ = small_report
+    for mode, by_policy in report["results"].items():
+        for name, by_pct in by_policy.items():
+            for pct, e in by_pct.items():
+                if e is None:
+                    continue
+                assert e["hits"] == sum(x["hits"] for x in e["per_edge"].values()), (mode, name, pct)
+                assert e["requests"] == 8
+                assert e["object_hit_ratio"] == pytest.approx(e["hits"] / 8)
+
+
+def test_report_facts(small_report):
+    report, traces = small_report
+    assert report["requests_replayed"] == 8 and report["requests_unknown_title"] == 1
+    assert report["edges"]["edge-01"] == {"requests": 6, "titles_requested": 3, "predicted_titles": 3}
+    assert report["capacities"]["titles"] == {"10": 1, "20": 2, "50": 5}
+    assert report["s3fifo_small_queue"]["titles"] == {"10": None, "20": None, "50": 2}
+    assert report["results"]["titles"]["S3-FIFO"]["10"] is None
+    assert list(report["results"]["titles"]) == list(POLICIES)
+    assert report["users"]["evaluated"] == 5
+    assert sorted(traces) == ["edge-01", "edge-02"]
+
+
+def test_markdown_has_one_row_per_policy_and_a_column_per_size(small_report):
+    md = to_markdown(small_report[0])
+    assert "| policy | 10 % (1 title) | 20 % (2 titles) | 50 % (5 titles) |" in md
+    assert "| predictive | 0.500 |" in md
+    assert "| S3-FIFO | n/a | n/a |" in md
+    assert "## Byte hit ratio, caches sized in bytes" in md
+    assert "| 5 | 3 | 0.200 | 0.400 | 0.300 |" in md  # users: U1 hit@1, U2 hit@10 (rr 1/2)
+
+
+def test_outputs_are_written_and_replace_an_earlier_run(small_report, tmp_path):
+    report, traces = small_report
+    out = Layout(tmp_path).evaluation(DATE)
+    (out / "traces").mkdir(parents=True)
+    (out / "traces" / "edge=gone.csv").write_text("stale\n")
+    write_outputs(report, traces, out)
+    assert sorted(p.name for p in out.iterdir()) == ["hit_ratio.png", "report.json", "report.md", "traces"]
+    assert sorted(p.name for p in (out / "traces").iterdir()) == ["edge=edge-01.csv", "edge=edge-02.csv"]
+    assert json.loads((out / "report.json").read_text())["results"] == json.loads(json.dumps(report["results"]))
+    assert (out / "report.md").read_text() == to_markdown(report)
+    assert (out / "hit_ratio.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = (out / "traces" / "edge=edge-01.csv").read_text().splitlines()
+    assert lines[0] == CSV_HEADER == "timestamp,obj_id,size"
+    assert lines[1:] == [f"{T0 + 10 * k},{i},{i * 100}" for k, i in zip(range(1, 7), [1, 2, 1, 3, 2, 1])]
+
+
+def test_csv_traces_reproduce_the_classic_policies_with_libcachesim_alone(small_report, tmp_path):
+    import libcachesim as lcs
+
+    report, traces = small_report
+    write_outputs(report, traces, tmp_path / "out")
+    for edge in traces:
+        for mode in ("titles", "bytes"):
+            params = lcs.ReaderInitParam(has_header=True, has_header_set=True, delimiter=",",
+                                         ignore_obj_size=mode == "titles")
+            params.time_field, params.obj_id_field, params.obj_size_field = 1, 2, 3
+            reader = lcs.TraceReader(str(tmp_path / "out" / "traces" / f"edge={edge}.csv"),
+                                     lcs.TraceType.CSV_TRACE, params)
+            for pct, cap in report["capacities"][mode].items():
+                for name, cls in (("LRU", lcs.LRU), ("LFU", lcs.LFU), ("SIEVE", lcs.Sieve)):
+                    miss, _ = cls(cap, hashpower=8).process_trace(reader)
+                    want = report["results"][mode][name][pct]["per_edge"][edge]
+                    assert round((1 - miss) * want["requests"]) == want["hits"], (edge, mode, pct, name)
+
+
+# --- the job ------------------------------------------------------------------------------
+
+
+def test_size_list_and_next_day():
+    assert job.size_list("20,1,5,5") == [1, 5, 20]
+    for bad in ("", "0", "101", "a,b"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            job.size_list(bad)
+    assert job.next_day("2025-12-31") == "2026-01-01"
+
+
+def test_workload_argv_passes_every_knob_the_generator_knows():
+    parser = generate.build_parser()
+    argv, unknown = job.workload_argv(parser, {"users": 50, "alpha": 0.7, "bad_rate": 0.0, "retired_knob": 3})
+    assert argv == ["--alpha", "0.7", "--bad-rate", "0.0", "--users", "50"]
+    assert unknown == ["retired_knob"]
+    args = parser.parse_args(["--date", NEXT, *argv])
+    assert (args.users, args.alpha, args.bad_rate) == (50, 0.7, 0.0)
+    switch = argparse.ArgumentParser()
+    switch.add_argument("--fast", action="store_true")
+    assert job.workload_argv(switch, {"fast": True})[0] == ["--fast"]
+    assert job.workload_argv(switch, {"fast": False})[0] == []
+
+
+SMALL = ["--users", "150", "--edges", "3", "--titles", "80", "--events", "2500", "--seed", "5",
+         "--bad-rate", "0.02", "--peak-hour", "20"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, spark):
+    root = tmp_path_factory.mktemp("evaluate")
+    common = ["--date", DATE, "--data-dir", str(root), "--master", "local[2]"]
+    assert generate.main(common + SMALL) == 0
+    assert features.main(common + ["--window-days", "2"]) == 0
+    assert predict.main(common + ["--top-k", "5"]) == 0
+    assert job.main(common + ["--workers", "2"]) == 0
+    layout = Layout(root)
+    first = read_json(layout.evaluation(DATE) / "report.json")
+    assert job.main(common + ["--workers", "1"]) == 0  # D+1's logs are there now
+    return layout, first, read_json(layout.evaluation(DATE) / "report.json")
+
+
+def test_job_generates_the_next_day_with_the_same_workload(evaluated):
+    layout, first, second = evaluated
+    assert first["logs_generated"] is True and second["logs_generated"] is False
+    gen_d, gen_next = read_json(layout.report(DATE, "generate")), read_json(layout.report(NEXT, "generate"))
+    assert gen_next["workload"] == gen_d["workload"] and gen_next["workload"]["peak_hour"] == 20
+    assert gen_next["date"] == NEXT and gen_next["generated_by"] == "evaluate"
+    assert sorted(p.name for p in layout.logs(NEXT).glob("edge=*")) == ["edge=edge-01", "edge=edge-02", "edge=edge-03"]
+
+
+def test_job_counts_every_line_and_replays_every_accepted_request(evaluated):
+    layout, report, _ = evaluated
+    v = report["validation"]
+    lines = sum(len(p.read_text().splitlines()) for p in layout.logs(NEXT).rglob("*.jsonl"))
+    assert v["lines_in"] == lines == v["accepted"] + v["quarantined"]
+    assert v["quarantined"] == sum(v["quarantined_by_reason"].values()) > 0
+    assert report["requests_replayed"] + report["requests_unknown_title"] == v["accepted"]
+    assert report["requests_replayed"] == sum(e["requests"] for e in report["edges"].values())
+    csv_rows = sum(len(p.read_text().splitlines()) - 1 for p in (layout.evaluation(DATE) / "traces").glob("*.csv"))
+    assert csv_rows == report["requests_replayed"]
+    users = pq.read_table(layout.predictions(DATE, "users")).num_rows
+    assert 0 < report["users"]["with_prediction"] <= min(users, report["users"]["evaluated"])
+
+
+def test_job_results_hold_the_orderings_and_do_not_depend_on_workers(evaluated):
+    _, first, second = evaluated
+    assert first["results"] == second["results"]
+    titles = first["results"]["titles"]
+    for pct in map(str, first["sizes_pct"]):
+        belady = titles["Belady"][pct]["hits"]
+        for name in ("LRU", "LFU", "S3-FIFO", "SIEVE"):
+            assert titles[name][pct] is None or titles[name][pct]["hits"] <= belady
+        assert titles["oracle"][pct]["hits"] >= titles["predictive"][pct]["hits"]
+    hr = [titles["LRU"][str(p)]["object_hit_ratio"] for p in first["sizes_pct"]]
+    assert hr == sorted(hr) and hr[-1] > 0
+
+
+def test_job_writes_the_report_files_and_its_stage_report(evaluated, capsys):
+    layout, first, _ = evaluated
+    out = layout.evaluation(DATE)
+    assert sorted(p.name for p in out.iterdir()) == ["hit_ratio.png", "report.json", "report.md", "traces"]
+    stage = read_json(layout.report(DATE, "evaluate"))
+    assert stage["stage"] == "evaluate" and stage["replayed_date"] == NEXT
+    assert stage["requests_replayed"] == first["requests_replayed"]
+    assert set(stage["object_hit_ratio_at_5pct"]) == set(POLICIES)
+
+
+def test_cli_prints_the_markdown_table(evaluated, capsys):
+    from edgecache.cli import main
+
+    layout, _, _ = evaluated
+    assert main(["evaluate", "--date", DATE, "--data-dir", str(layout.root), "--workers", "1",
+                 "--sizes", "5,10"]) == 0
+    text = capsys.readouterr().out
+    assert "## Object hit ratio, caches sized in titles" in text
+    assert "| policy | 5 % (4 titles) | 10 % (8 titles) |" in text
+    for name in POLICIES:
+        assert f"| {name} |" in text
+
+
+def test_job_fails_loudly_without_predictions(tmp_path, spark):
+    with pytest.raises(FileNotFoundError, match="edge_demand"):
+        job.main(["--date", DATE, "--data-dir", str(tmp_path)])
