@@ -21,6 +21,7 @@ cache capacity. Outputs land under `$EDGECACHE_DATA_DIR` (default `data/`).
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
-from edgecache.settings import Settings, WorkloadParams
+from edgecache.settings import WORKLOAD_HELP, Settings, WorkloadParams
 
 SETTINGS = Settings.from_env()  # environment only: no connection or network look-up here
 WORKLOAD = WorkloadParams.from_env()
@@ -77,13 +78,12 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
         "max_retry_delay": timedelta(minutes=10),
     },
     params={
-        "users": Param(WORKLOAD.users, type="integer", minimum=1, description="viewers"),
-        "edges": Param(WORKLOAD.edges, type="integer", minimum=1, description="edge sites"),
-        "titles": Param(WORKLOAD.titles, type="integer", minimum=1, description="catalog size"),
-        "events": Param(WORKLOAD.events, type="integer", minimum=0, description="expected views in the day"),
-        "seed": Param(WORKLOAD.seed, type="integer", description="random seed of the workload"),
-        "bad_rate": Param(WORKLOAD.bad_rate, type="number", minimum=0, maximum=1,
-                          description="share of malformed log lines"),
+        # Every workload knob (see edgecache.settings.WorkloadParams), then the model's.
+        **{
+            f.name: Param(getattr(WORKLOAD, f.name), type="integer" if f.type in (int, "int") else "number",
+                          description=WORKLOAD_HELP[f.name])
+            for f in fields(WorkloadParams)
+        },
         "top_k": Param(SETTINGS.top_k, type="integer", minimum=1, description="titles predicted per viewer"),
         "cache_capacity": Param(SETTINGS.cache_capacity, type="integer", minimum=1,
                                 description="titles per edge cache"),
@@ -95,11 +95,7 @@ def predictive_caching():
     generate_logs = spark_job(
         "generate_logs",
         "generate_logs.py",
-        [
-            "--users", "{{ params.users }}", "--edges", "{{ params.edges }}",
-            "--titles", "{{ params.titles }}", "--events", "{{ params.events }}",
-            "--seed", "{{ params.seed }}", "--bad-rate", "{{ params.bad_rate }}",
-        ],
+        [arg for f in fields(WorkloadParams) for arg in (f"--{f.name.replace('_', '-')}", f"{{{{ params.{f.name} }}}}")],
         [LOGS],
     )
     spark_features = spark_job(

@@ -74,3 +74,19 @@ def test_dates_come_from_the_run_not_the_clock():
     source = DAG_FILE.read_text()
     assert "logical_date or dag_run.run_after" in source
     assert "now()" not in source and "today()" not in source
+
+
+def test_every_workload_knob_is_a_param_passed_to_generate(dagbag):
+    from dataclasses import fields
+
+    from edgecache.jobs.generate import build_parser
+    from edgecache.settings import WorkloadParams
+
+    dag = dagbag.dags["predictive_caching"]
+    args = dag.get_task("generate_logs").application_args
+    parser = build_parser()
+    for f in fields(WorkloadParams):
+        assert f.name in dag.params
+        flag = f"--{f.name.replace('_', '-')}"
+        assert args[args.index(flag) + 1] == f"{{{{ params.{f.name} }}}}"
+        assert parser.parse_args(["--date", "2025-04-12", flag, str(dag.params[f.name])]) is not None
