@@ -13,6 +13,7 @@ import pytest
 from edgecache.evaluate import (
     CSV_HEADER,
     Catalog,
+    Requests,
     capacities,
     content_numbers,
     edge_rankings,
@@ -91,7 +92,7 @@ def test_capacities_are_shares_of_titles_and_bytes():
 
 def test_edge_traces_are_in_time_order_without_unknown_titles():
     shuffled = DAY.sample(frac=1.0, random_state=3)
-    traces, unknown = edge_traces(shuffled, Catalog.from_frame(catalog_frame()))
+    traces, unknown = edge_traces(Requests.from_frame(shuffled), Catalog.from_frame(catalog_frame()))
     assert unknown == 1
     assert sorted(traces) == ["edge-01", "edge-02"]
     assert traces["edge-01"].obj_id.tolist() == [1, 2, 1, 3, 2, 1]
@@ -99,7 +100,7 @@ def test_edge_traces_are_in_time_order_without_unknown_titles():
     assert traces["edge-02"].timestamp.tolist() == [T0 + 15, T0 + 35]
     # same second: viewer, then title decide, so every run replays the same order
     tie = events_frame([("e", "U2", "C00001", 5), ("e", "U1", "C00003", 5), ("e", "U1", "C00002", 5)])
-    assert edge_traces(tie, Catalog.from_frame(catalog_frame()))[0]["e"].obj_id.tolist() == [2, 3, 1]
+    assert edge_traces(Requests.from_frame(tie), Catalog.from_frame(catalog_frame()))[0]["e"].obj_id.tolist() == [2, 3, 1]
 
 
 def test_edge_rankings_follow_rank_and_drop_unknown_titles():
@@ -115,8 +116,12 @@ def test_user_metrics_on_first_request():
         ("e", "U3", "C00008", 1),  # not in the list
         ("e", "U9", "C00001", 1),  # no prediction: a miss
     ])
-    m = user_metrics(events, USERS)
+    m = user_metrics(Requests.from_frame(events), USERS)
     assert m == {"evaluated": 4, "with_prediction": 3, "hit@1": 0.25, "hit@10": 0.5, "mrr": pytest.approx(1.5 / 4)}
+    # hit@10 looks at the first ten titles, MRR at the whole list (U1's first title is 12th)
+    long = pd.DataFrame({"user_id": ["U1", "U2"], "ranked": [[f"C{i:05d}" for i in range(3, 14)] + ["C00001"], []]})
+    m = user_metrics(Requests.from_frame(events[events.user_id.isin(["U1", "U2"])]), long, ks=(1, 10))
+    assert m == {"evaluated": 2, "with_prediction": 2, "hit@1": 0.0, "hit@10": 0.0, "mrr": pytest.approx(1 / 12 / 2)}
 
 
 # --- a whole small day --------------------------------------------------------------------

@@ -18,6 +18,7 @@ import json
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,29 +103,55 @@ def capacities(catalog: Catalog, sizes_pct: Sequence[int]) -> dict[str, dict[int
     }
 
 
-def edge_traces(events: pd.DataFrame, catalog: Catalog) -> tuple[dict[str, Trace], int]:
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes that sort like the values (factorize with sorted uniques), and the uniques."""
+    codes, uniques = pd.factorize(values, sort=True)
+    return codes, np.asarray(uniques)
+
+
+@dataclass(frozen=True)
+class Requests:
+    """A day's accepted requests with each id column factorized once: codes sort like the ids."""
+
+    edge: np.ndarray
+    edges: np.ndarray
+    user: np.ndarray
+    users: np.ndarray
+    content: np.ndarray
+    contents: np.ndarray
+    ts: np.ndarray  # seconds
+
+    @classmethod
+    def from_frame(cls, events: pd.DataFrame) -> Requests:
+        """From edge_id, user_id, content_id and ts (seconds) columns."""
+        edge, edges = _sorted_codes(events["edge_id"])
+        user, users = _sorted_codes(events["user_id"])
+        content, contents = _sorted_codes(events["content_id"])
+        return cls(edge, edges, user, users, content, contents, events["ts"].to_numpy(dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+def edge_traces(requests: Requests, catalog: Catalog) -> tuple[dict[str, Trace], int]:
     """Per edge, its requests in timestamp order as a trace in bytes; and how many requests
     named a title outside the catalog (left out: they have no size).
 
-    ``events`` has edge_id, user_id, content_id and ts (seconds). Ties in time are broken
-    by viewer and title so a re-run replays the same order.
+    Ties in time are broken by viewer and title so a re-run replays the same order.
     """
-    if events.empty:
+    r = requests
+    if len(r) == 0:
         return {}, 0
-    ev = events.sort_values(["edge_id", "ts", "user_id", "content_id"], kind="stable")
-    codes, uniques = pd.factorize(ev["content_id"])
-    numbers = content_numbers(uniques)
-    known = catalog.contains(numbers)
-    ids = numbers[codes]
-    keep = known[codes]
-    ev_edges = ev["edge_id"].to_numpy()[keep]
-    ids, ts = ids[keep], ev["ts"].to_numpy(dtype=np.int64)[keep]
+    order = np.lexsort((r.content, r.user, r.ts, r.edge))
+    numbers = content_numbers(r.contents)
+    order = order[catalog.contains(numbers)[r.content[order]]]
+    ids = numbers[r.content[order]]
     sizes = catalog.sizes(ids)
-    traces = {}
-    bounds = np.flatnonzero(np.r_[True, ev_edges[1:] != ev_edges[:-1], True])
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        traces[str(ev_edges[lo])] = Trace(ids[lo:hi], sizes[lo:hi], ts[lo:hi])
-    return traces, int((~keep).sum())
+    ts, edge = r.ts[order], r.edge[order]
+    bounds = np.searchsorted(edge, np.arange(len(r.edges) + 1))
+    traces = {str(r.edges[e]): Trace(ids[lo:hi], sizes[lo:hi], ts[lo:hi])
+              for e, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo}
+    return traces, len(r) - len(order)
 
 
 def edge_rankings(edge_demand: pd.DataFrame, catalog: Catalog) -> dict[str, Ranking]:
@@ -137,28 +164,33 @@ def edge_rankings(edge_demand: pd.DataFrame, catalog: Catalog) -> dict[str, Rank
     return out
 
 
-def user_metrics(events: pd.DataFrame, predictions: pd.DataFrame, ks: Sequence[int] = TOP_K) -> dict[str, Any]:
+def user_metrics(requests: Requests, predictions: pd.DataFrame, ks: Sequence[int] = TOP_K) -> dict[str, Any]:
     """hit@k and MRR of each viewer's first request of the day against their ranked list.
 
     Viewers without a prediction count as misses. ``predictions`` has user_id and ranked.
     """
-    if events.empty:
+    r = requests
+    if len(r) == 0:
         return {"evaluated": 0, "with_prediction": 0, **{f"hit@{k}": 0.0 for k in ks}, "mrr": 0.0}
-    first = (events.sort_values(["user_id", "ts", "content_id"], kind="stable")
-             .drop_duplicates("user_id")[["user_id", "content_id"]])
-    ranked = predictions[["user_id", "ranked"]].explode("ranked").dropna(subset=["ranked"])
-    ranked["pos"] = ranked.groupby("user_id").cumcount() + 1
-    ranked = ranked.rename(columns={"ranked": "content_id"}).drop_duplicates(["user_id", "content_id"])
-    scored = first.merge(ranked, on=["user_id", "content_id"], how="left")
-    pos = scored["pos"].to_numpy(dtype=float)  # NaN: not in the list
-    n = len(first)
-    out: dict[str, Any] = {
-        "evaluated": n,
-        "with_prediction": int(first["user_id"].isin(predictions["user_id"]).sum()),
-    }
+    order = np.lexsort((r.content, r.ts, r.user))
+    firsts = order[np.r_[True, r.user[order][1:] != r.user[order][:-1]]]
+    first = dict(zip(r.users[r.user[firsts]], r.contents[r.content[firsts]]))
+    # one step per viewer, not per request
+    pos, with_prediction = [], 0
+    for user_id, ranked in zip(predictions["user_id"], predictions["ranked"]):
+        wanted = first.get(user_id)
+        if wanted is None:
+            continue
+        with_prediction += 1
+        for i, content_id in enumerate(ranked, 1):
+            if content_id == wanted:
+                pos.append(i)
+                break
+    n, hit = len(first), np.array(pos, dtype=float)
+    out: dict[str, Any] = {"evaluated": n, "with_prediction": with_prediction}
     for k in ks:
-        out[f"hit@{k}"] = float(np.sum(pos <= k) / n)
-    out["mrr"] = float(np.nansum(1.0 / pos) / n)
+        out[f"hit@{k}"] = float(np.sum(hit <= k) / n)
+    out["mrr"] = float(np.sum(1.0 / hit) / n)
     return out
 
 
@@ -239,10 +271,17 @@ def evaluate(
     workdir: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Trace]]:
     """The whole evaluation from frames: the report and the per-edge traces it replayed."""
+    clock = time.perf_counter()
+    seconds = {}
     catalog = Catalog.from_frame(catalog_frame)
-    traces, unknown = edge_traces(events, catalog)
+    requests = Requests.from_frame(events)
+    traces, unknown = edge_traces(requests, catalog)
     rankings = edge_rankings(edge_demand, catalog)
+    seconds["traces"], clock = time.perf_counter() - clock, time.perf_counter()
     replayed = replay(traces, rankings, catalog, sizes_pct, workers, workdir=workdir)
+    seconds["replay"], clock = time.perf_counter() - clock, time.perf_counter()
+    users = user_metrics(requests, predictions)
+    seconds["users"] = time.perf_counter() - clock
     report = {
         "catalog": {"titles": catalog.titles, "bytes": int(catalog_frame["size_bytes"].sum()),
                     "size_unit_bytes": catalog.unit},
@@ -257,7 +296,8 @@ def evaluate(
         "sizes_pct": list(sizes_pct),
         "policies": {n: POLICIES[n].doc for n in POLICIES},
         **replayed,
-        "users": user_metrics(events, predictions),
+        "users": users,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
     return report, traces
 

@@ -53,14 +53,24 @@ def classify(lines: DataFrame) -> DataFrame:
 
 def accepted(classified: DataFrame) -> DataFrame:
     """Typed events from the lines that passed every check."""
-    return classified.where(F.col("reason").isNull()).select(
+    return classified.where(F.col("reason").isNull()).select(*_event_columns())
+
+
+def events_with_reason(classified: DataFrame) -> DataFrame:
+    """Every line's reason (null when accepted) beside its typed event columns, so one pass
+    gives both the counts and the events; the event columns mean nothing where reason is set."""
+    return classified.select("reason", *_event_columns())
+
+
+def _event_columns() -> list[Column]:
+    return [
         F.col("r.user_id").alias("user_id"),
         F.col("r.device").alias("device"),
         F.col("r.content_id").alias("content_id"),
         F.expr("CAST(floor(try_cast(r.duration AS DOUBLE)) AS BIGINT)").alias("duration"),
         F.expr(f"try_to_timestamp(r.timestamp, '{TIMESTAMP_FORMAT}')").alias("timestamp"),
         F.col("r.edge_id").alias("edge_id"),
-    )
+    ]
 
 
 def quarantined(classified: DataFrame) -> DataFrame:
