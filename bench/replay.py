@@ -32,7 +32,9 @@ HERE = Path(__file__).resolve().parent
 DAY = 1744502400  # 2025-04-13 00:00 UTC
 
 
-def synthetic_day(requests: int, edges: int, titles: int, seed: int) -> tuple[dict[str, Trace], dict[str, Ranking], Catalog]:
+def synthetic_day(
+    requests: int, edges: int, titles: int, seed: int
+) -> tuple[dict[str, Trace], dict[str, Ranking], Catalog]:
     rng = np.random.default_rng(seed)
     catalog = Catalog.from_frame(pd.DataFrame({
         "content_id": [f"C{i:05d}" for i in range(1, titles + 1)],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -100,7 +99,8 @@ def test_edge_traces_are_in_time_order_without_unknown_titles():
     assert traces["edge-02"].timestamp.tolist() == [T0 + 15, T0 + 35]
     # same second: viewer, then title decide, so every run replays the same order
     tie = events_frame([("e", "U2", "C00001", 5), ("e", "U1", "C00003", 5), ("e", "U1", "C00002", 5)])
-    assert edge_traces(Requests.from_frame(tie), Catalog.from_frame(catalog_frame()))[0]["e"].obj_id.tolist() == [2, 3, 1]
+    traces, _ = edge_traces(Requests.from_frame(tie), Catalog.from_frame(catalog_frame()))
+    assert traces["e"].obj_id.tolist() == [2, 3, 1]
 
 
 def test_edge_rankings_follow_rank_and_drop_unknown_titles():

@@ -31,7 +31,7 @@ S3FIFO_SMALL_RATIO = 0.1  # the S3-FIFO paper's small queue
 S3FIFO_MAX_SMALL_RATIO = 0.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare contents explicitly
 class Trace:
     """One cache's requests in replay order.
 
@@ -142,7 +142,7 @@ def static_hits(trace: Trace, members: np.ndarray) -> Hits:
     return Hits(len(trace), int(hit.sum()), int(sizes.sum()), int(sizes[hit].sum()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare contents explicitly
 class Ranking:
     """Objects best first, with their real sizes (what a static cache loads from the top)."""
 
@@ -219,7 +219,7 @@ def s3fifo_small_ratio(max_size: int, capacity: int) -> float | None:
     return (small + 0.5) / capacity
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare contents explicitly
 class Replay:
     """One libCacheSim run, small enough to ship to a worker process."""
 
