@@ -18,7 +18,8 @@ from tests.test_jobs import table, text_lines
 pytestmark = pytest.mark.e2e
 
 DATE = "2025-04-12"
-CONF = {"users": 150, "edges": 3, "titles": 80, "events": 2000, "seed": 11, "top_k": 5, "cache_capacity": 12}
+CONF = {"users": 300, "edges": 3, "titles": 120, "events": 2000, "seed": 11, "bad_rate": 0.01, "top_k": 5,
+        "cache_capacity": 12}
 
 
 def run_dag(tmp_path, redis_url: str) -> subprocess.CompletedProcess:
@@ -96,3 +97,13 @@ def test_two_runs_leave_identical_outputs(two_runs):
 def test_metrics_file_written(two_runs):
     text = two_runs["layout"].metrics_file.read_text()
     assert "edgecache_batch_predictions" in text and "edgecache_batch_records_quarantined" in text
+
+
+def test_evaluate_task_writes_its_report(two_runs):
+    out = two_runs["layout"].evaluation(DATE)
+    report = json.loads((out / "report.json").read_text())
+    assert {"LRU", "Belady", "predictive", "oracle"} <= set(json.dumps(report).split('"'))
+    assert (out / "report.md").read_text().startswith("#") or "|" in (out / "report.md").read_text()
+    assert (out / "hit_ratio.png").stat().st_size > 1000
+    assert sorted(p.name for p in (out / "traces").iterdir()) == ["edge=edge-01.csv", "edge=edge-02.csv",
+                                                                  "edge=edge-03.csv"]
