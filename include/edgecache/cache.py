@@ -9,15 +9,16 @@ yesterday's predictions until their TTL runs out.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import redis
 
 from edgecache.keys import LAST_WARM_KEY, edge_cache_key, edge_meta_key, user_key, user_topk_key
-from edgecache.layout import Layout
+from edgecache.layout import Layout, write_json_atomic
 
 BATCH = 2000  # commands per pipeline round trip
 
@@ -81,11 +82,6 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int) -> Wa
 
 def warm_stage(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int) -> dict:
     """Run the warm as a pipeline stage: time it and write its report beside the others."""
-    import time
-    from dataclasses import asdict
-
-    from edgecache.layout import write_json_atomic
-
     started = time.perf_counter()
     result = warm(client, data_dir, date, ttl_seconds)
     report = {
