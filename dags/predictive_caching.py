@@ -44,11 +44,9 @@ FEATURES = Asset(name="edgecache_features", uri=f"file://{DATA_DIR}/features")
 PREDICTIONS = Asset(name="edgecache_predictions", uri=f"file://{DATA_DIR}/predictions")
 EVALUATION = Asset(name="edgecache_evaluation", uri=f"file://{DATA_DIR}/evaluation")
 
-SPARK_CONF = {
-    "spark.sql.session.timeZone": "UTC",
-    "spark.sql.shuffle.partitions": "8",
-    "spark.ui.enabled": "false",
-}
+# Session defaults (time zone, shuffle partitions) come from edgecache.spark.get_spark;
+# the Spark connection or these settings override them.
+SPARK_CONF = {"spark.ui.enabled": "false"}
 
 
 def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) -> SparkSubmitOperator:

@@ -427,8 +427,3 @@ CORRUPTIONS = (
     lambda r: json.dumps({**r, "duration": -r["duration"] - 1}),  # negative_duration
     lambda r: json.dumps({**r, "timestamp": "12/04/2025 25:61"}),  # bad_timestamp
 )
-
-
-def corrupt_line(record: dict, kind: int) -> str:
-    """A malformed rendering of ``record`` (kind indexes CORRUPTIONS)."""
-    return CORRUPTIONS[kind](record)
