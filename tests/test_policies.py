@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 from edgecache.policies import (
+    ADMISSION_BOOST,
+    ADMISSION_TAU,
     ORACLE_DTYPE,
     POLICIES,
     Hits,
     Job,
     Ranking,
+    Sequels,
     Trace,
     fit_prefix,
     hit_ratios,
@@ -136,8 +139,8 @@ def test_title_mode_reads_real_size_file_as_unit_sizes(tmp_path):
         ("Belady", "ABCABDA", None, 2),  # keeps A: hits A at 3 and 6
         ("predictive", "ABCABDA", "AB", 5),  # A and B all day
         ("oracle", "ABCABDA", None, 5),  # A (3) and B (2) are the most requested
-        # warm with A (most recent) and B: hits A, B; then C evicts A and the LRU churn begins
-        ("predictive+admission", "ABCABDA", "AB", 2),
+        # warm with A and B (scores 2 and 1): C and D, never predicted, are refused
+        ("predictive+admission", "ABCABDA", "AB", 5),
         # A A B C A B, 2 titles: LFU keeps A (twice) and drops the once-seen B, then C
         ("LFU", "AABCAB", None, 2),
         ("LRU", "AABCAB", None, 1),
@@ -148,14 +151,87 @@ def test_hand_worked_hits_in_titles(name, letters, ranking, hits):
     assert got == Hits(len(letters), hits, len(letters), hits)
 
 
-def test_admission_warm_order_follows_rank():
-    # Warm with rank 1 = A most recent, B least: the miss on C evicts B, so A then hits.
-    t = trace_of("CAB").in_titles()
-    assert hit_ratios("predictive+admission", t, 2, ranking_of("AB")).hits == 1
-    # The opposite ranking keeps B and loses A, whose admission then evicts B.
-    assert hit_ratios("predictive+admission", t, 2, ranking_of("BA")).hits == 0
-    assert hit_ratios("predictive+admission", trace_of("CB").in_titles(), 2, ranking_of("AB")).hits == 0
-    assert hit_ratios("predictive+admission", trace_of("CB").in_titles(), 2, ranking_of("BA")).hits == 1
+# --- predictive+admission: hand-worked traces ------------------------------------------
+
+
+def scored(letters: str, scores: list[float], sizes: dict[str, int] | None = None,
+           sequels: dict[str, str] | None = None) -> Ranking:
+    """A ranking with scores; ``sequels`` links an episode to the next (A -> B), over titles A-H."""
+    r = ranking_of(letters, sizes)
+    ids = np.arange(1, 9, dtype=np.uint64)
+    nxt = np.zeros(8, dtype=np.uint64)
+    for a, b in (sequels or {}).items():
+        nxt[ord(a) - 65] = ord(b) - 64
+    size = np.array([(sizes or {}).get(chr(64 + i), 1) for i in range(1, 9)], dtype=np.int64)
+    return Ranking(r.obj_id, r.size, np.array(scores, dtype=np.float64), Sequels(ids, size, nxt))
+
+
+def timed(letters: str, seconds: list[int], sizes: dict[str, int] | None = None) -> Trace:
+    t = trace_of(letters, sizes)
+    return Trace(t.obj_id, t.size, np.array(seconds, dtype=np.int64))
+
+
+def admission(trace: Trace, capacity: int, ranking: Ranking) -> Hits:
+    return hit_ratios("predictive+admission", trace, capacity, ranking)
+
+
+def test_admission_admits_a_higher_score_and_refuses_a_lower_one():
+    # Warm: A (5) and B (1). C (3) beats B and takes its place; B (1) then loses to C and A.
+    got = admission(trace_of("CBAC").in_titles(), 2, scored("ABC", [5, 1, 3]))
+    assert got == Hits(4, 2, 4, 2)  # A and the second C
+    # an unpredicted title (score 0) never displaces a predicted one
+    assert admission(trace_of("DDDA").in_titles(), 1, scored("A", [0.5])).hits == 1
+
+
+def test_admission_values_decay_with_time_since_the_last_request():
+    # One title: A (5) was last asked for at 0; B (2) at 1 h is still below A's decayed
+    # value (2 > 5 e^-0.25 is false), at 5 h above it (5 e^-1.25 = 1.43 < 2), so B gets in;
+    # then A at 5 h (5 > 2) takes the place back. Only the first A hits.
+    hour = 3600
+    assert ADMISSION_TAU == 4 * hour
+    t = timed("ABBA", [0, hour, 5 * hour, 5 * hour + 1])
+    assert admission(t.in_titles(), 1, scored("AB", [5, 2])).hits == 1
+    # without the wait, A stays: A, then B refused twice, then A
+    assert admission(timed("ABBA", [0, 1, 2, 3]).in_titles(), 1, scored("AB", [5, 2])).hits == 2
+
+
+def test_admission_in_bytes_evicts_lowest_first_until_it_fits():
+    sizes = {"A": 6, "B": 3, "C": 4}
+    # 9 bytes hold A (score 1) and B (2). C (5, 4 bytes) evicts A (lowest, 6 bytes freed);
+    # A then needs 6 bytes: B (2) is above A (1), so A is refused; B and C hit.
+    got = admission(trace_of("CABC", sizes), 9, scored("BAC", [2, 1, 5], sizes))
+    assert got == Hits(4, 2, 17, 7)
+    # C (5) would have to evict B (2) and A (10): A is above C, so nothing is evicted.
+    got = admission(trace_of("CBA", sizes), 9, scored("ABC", [10, 2, 5], sizes))
+    assert got == Hits(3, 2, 13, 9)
+    # a title larger than the cache is never admitted
+    assert admission(trace_of("AA", {"A": 20}), 9, scored("A", [9], {"A": 20})).hits == 0
+
+
+def test_admission_boosts_the_next_episode():
+    # A -> B. Warm: C (30), D (10). A (unpredicted) is refused, but its next episode B gets
+    # 0 + BOOST = 22 > 10 and replaces D: B and C hit.
+    assert ADMISSION_BOOST == 22.0
+    links = {"A": "B"}
+    assert admission(trace_of("ABC").in_titles(), 2, scored("CD", [30, 10], sequels=links)).hits == 2
+    # Once asked for, B drops to its score (0): D (10) misses once and takes its place back.
+    got = hit_ratios("predictive+admission", trace_of("ABDDC").in_titles(), 2, scored("CD", [30, 10], sequels=links))
+    assert got.hits == 3  # B, the second D, C
+    # a boost below the lowest cached value (25) is refused: only C hits
+    assert admission(trace_of("ABC").in_titles(), 2, scored("CD", [30, 25], sequels=links)).hits == 1
+    # a boost raises a cached next episode: B (5) is kept over E (6) that would have replaced it
+    ranked = scored("CBE", [30, 5, 6], sequels=links)
+    assert admission(trace_of("AEB").in_titles(), 2, ranked).hits == 1  # E refused (6 < 27), B hits
+    assert admission(trace_of("EB").in_titles(), 2, ranked).hits == 0  # E replaces B, then B misses
+
+
+def test_admission_ties_evict_the_lower_id_first():
+    # Equal scores, all at t = 0: a title displaces an equal one only if it has the higher id.
+    same = [0, 0, 0]
+    # B (2) meets A (2) and C (2): A, the lower id, is evicted; A then loses to B; C hits.
+    assert admission(timed("BAC", same).in_titles(), 2, scored("ACB", [2, 2, 2])).hits == 1
+    # A (2) meets B and C: B has the higher id, so A is refused; B and C hit.
+    assert admission(timed("ABC", same).in_titles(), 2, scored("BCA", [2, 2, 2])).hits == 2
 
 
 def test_warm_up_requests_are_not_counted():

@@ -2,9 +2,10 @@
 
 A trace is one cache's requests in order. Capacity and sizes share one unit: titles
 (every size 1) or bytes. The static policies (``predictive``, ``oracle``) are set
-look-ups in numpy; every policy that evicts runs in libCacheSim, on the trace written once
+look-ups in numpy; the classic policies run in libCacheSim, on the trace written once
 in its ``oracleGeneral`` binary layout, the only layout whose reader carries the next
-access that Belady needs (its CSV reader drops it silently).
+access that Belady needs (its CSV reader drops it silently). ``predictive+admission``
+is our own, one request at a time in a numba kernel (see ``admission_replay``).
 
     hits = hit_ratios("LRU", trace, capacity=20)
     hits.object_hit_ratio, hits.byte_hit_ratio
@@ -12,6 +13,7 @@ access that Belady needs (its CSV reader drops it silently).
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import tempfile
@@ -143,21 +145,54 @@ def static_hits(trace: Trace, members: np.ndarray) -> Hits:
 
 
 @dataclass(frozen=True, eq=False)  # arrays: compare contents explicitly
+class Sequels:
+    """The catalog's next-episode links: ``next_id[i]`` follows ``obj_id[i]`` (0: none).
+
+    ``obj_id`` is sorted and covers every title, so the size of a next episode nobody has
+    asked for yet is known.
+    """
+
+    obj_id: np.ndarray  # uint64, sorted
+    size: np.ndarray  # int64, real sizes
+    next_id: np.ndarray  # uint64, 0 where the title is a movie or a series' last episode
+
+    def __post_init__(self) -> None:
+        if not len(self.obj_id) == len(self.size) == len(self.next_id):
+            raise ValueError("obj_id, size and next_id must have the same length")
+
+
+@dataclass(frozen=True, eq=False)  # arrays: compare contents explicitly
 class Ranking:
-    """Objects best first, with their real sizes (what a static cache loads from the top)."""
+    """Objects best first, with their real sizes (what a static cache loads from the top).
+
+    ``score`` is each object's predicted requests for the replayed day (the prior of
+    ``predictive+admission``); without it the ranking counts as scores n, n-1, ..., 1.
+    ``sequels`` are the catalog's next-episode links.
+    """
 
     obj_id: np.ndarray
     size: np.ndarray
+    score: np.ndarray | None = None
+    sequels: Sequels | None = None
 
     def __post_init__(self) -> None:
         if len(self.obj_id) != len(self.size):
             raise ValueError("obj_id and size must have the same length")
+        if self.score is not None and len(self.score) != len(self.obj_id):
+            raise ValueError("score and obj_id must have the same length")
+
+    @property
+    def scores(self) -> np.ndarray:
+        if self.score is not None:
+            return self.score.astype(np.float64)
+        return np.arange(len(self.obj_id), 0, -1, dtype=np.float64)
 
     def top(self, capacity: int, unit_size: bool) -> Ranking:
         """The top of the ranking that fits in ``capacity``."""
         sizes = np.ones(len(self.obj_id), dtype=np.int64) if unit_size else self.size
         k = fit_prefix(sizes, capacity)
-        return Ranking(self.obj_id[:k], self.size[:k])
+        return Ranking(self.obj_id[:k], self.size[:k], None if self.score is None else self.score[:k],
+                       self.sequels)
 
 
 def oracle_ranking(trace: Trace) -> Ranking:
@@ -175,7 +210,7 @@ def oracle_ranking(trace: Trace) -> Ranking:
 @dataclass(frozen=True)
 class Policy:
     name: str
-    kind: str  # "static" (numpy) or "libcachesim"
+    kind: str  # "static" (numpy), "libcachesim" or "numba" (our own kernel)
     online: bool  # decides from the past only, starting from an empty cache
     needs_ranking: bool = False
     doc: str = ""
@@ -188,8 +223,12 @@ POLICIES: dict[str, Policy] = {
     for p in (
         Policy("predictive", "static", online=False, needs_ranking=True,
                doc="the predicted prefetch set, held all day, no admission"),
-        Policy("predictive+admission", "libcachesim", online=False, needs_ranking=True, lcs_class="LRU",
-               warm=True, doc="starts with the prefetch set (rank 1 most recent), admits every miss, evicts LRU"),
+        Policy("predictive+admission", "numba", online=False, needs_ranking=True, warm=True, doc=(
+            "starts with the prefetch set; every cached title has a value, its predicted requests "
+            "(score) decaying by e every ADMISSION_TAU seconds since it was last requested; a "
+            "request resets the title's value to its score and a request for episode k adds "
+            "ADMISSION_BOOST to episode k+1's; a title not cached gets in only if its value beats "
+            "every title it would evict, lowest first (ties: lower id evicted first)")),
         Policy("LRU", "libcachesim", online=True, lcs_class="LRU", doc="least recently used, from empty"),
         Policy("LFU", "libcachesim", online=True, lcs_class="LFU", doc="least frequently used, from empty"),
         Policy("S3-FIFO", "libcachesim", online=True, lcs_class="S3FIFO",
@@ -260,6 +299,189 @@ def run_replay(job: Replay) -> Hits:
                 round((1.0 - byte_miss) * job.bytes))
 
 
+# --- predictive admission ---------------------------------------------------------------
+#
+# Per edge: one sorted set of cached titles with a key each, the predicted scores and the
+# catalog (sizes, next episodes). A key
+#
+#   key(v, t) = ln(v + ADMISSION_EPS) + (t - t0) / ADMISSION_TAU
+#
+# is ln of a value v that decays by e every ADMISSION_TAU seconds, shifted so that keys set
+# at different times compare without ever being rewritten (t0: midnight UTC of the day).
+# Warm-up: the ranking's top that fits, each title keyed key(score, t0).
+# On a request for title x at time t (prior(y): y's predicted score, 0 if unpredicted):
+#   1. x cached: hit, key[x] = key(prior(x), t). Not cached: miss, admit(x, key(prior(x), t)).
+#   2. x has a next episode z: c = key(prior(z) + ADMISSION_BOOST, t);
+#      z cached: key[z] = max(key[z], c); not cached: admit(z, c).
+# admit(y, c): refused if y is larger than the cache. Otherwise take cached titles in
+# increasing (key, id) order until y fits; each must be strictly below (c, y). If one is
+# not, refuse and keep them all; else evict them and cache y with key c.
+
+ADMISSION_TAU = 4 * 3600.0  # seconds; a binge's next episode is asked for within the hour, a stale boost fades in hours
+ADMISSION_BOOST = 22.0  # in score units (predicted requests of the day)
+ADMISSION_EPS = 1e-3  # keeps ln finite for unpredicted titles (score 0)
+SECONDS_PER_DAY = 86400
+
+
+@dataclass(frozen=True, eq=False)  # arrays: compare contents explicitly
+class AdmissionReplay:
+    """One ``predictive+admission`` run, small enough to ship to a worker process (the
+    requests are read back from the trace's oracleGeneral file)."""
+
+    file: str
+    unit_size: bool
+    capacity: int
+    requests: int
+    bytes: int
+    warm: np.ndarray  # object ids cached at the start
+    prior_id: np.ndarray  # objects with a predicted score
+    prior: np.ndarray  # their scores
+    sequels: Sequels | None
+    tau: float = ADMISSION_TAU
+    boost: float = ADMISSION_BOOST
+
+
+def _dense(ids: np.ndarray, parts: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], int]:
+    """``ids`` and each of ``parts`` as indices 0..n-1 in one space that keeps the ids' order."""
+    everything = np.concatenate([np.asarray(ids, dtype=np.uint64), *(np.asarray(p, dtype=np.uint64) for p in parts)])
+    top = int(everything.max()) if len(everything) else 0
+    if top <= 1 << 24:  # small ids index arrays directly
+        dense, n = everything.astype(np.int64), top + 1
+    else:
+        uniq, dense = np.unique(everything, return_inverse=True)
+        dense, n = dense.astype(np.int64), len(uniq)
+    bounds = np.cumsum([len(ids), *(len(p) for p in parts)])
+    return dense[:bounds[0]], [dense[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])], n
+
+
+def run_admission(job: AdmissionReplay) -> Hits:
+    """Replay one trace through ``predictive+admission`` (see the comment above)."""
+    rec = np.fromfile(job.file, dtype=ORACLE_DTYPE)
+    seq = job.sequels
+    empty = np.array([], dtype=np.uint64)
+    links = seq.next_id > 0 if seq is not None else np.array([], dtype=bool)
+    parts = [job.warm, job.prior_id, empty, empty, empty]
+    if seq is not None:
+        parts[2:] = [seq.obj_id, seq.obj_id[links], seq.next_id[links]]
+    req, (warm, prior_id, seq_id, link_from, link_to), n = _dense(rec["obj_id"], parts)
+    size_of = np.ones(n, dtype=np.int64)
+    if not job.unit_size:
+        if seq is not None:
+            size_of[seq_id] = seq.size
+        size_of[req] = rec["size"]
+    prior = np.zeros(n, dtype=np.float64)
+    prior[prior_id] = job.prior
+    nxt = np.full(n, -1, dtype=np.int64)
+    nxt[link_from] = link_to
+    ts = rec["timestamp"].astype(np.float64)
+    t0 = float(int(ts[0]) // SECONDS_PER_DAY * SECONDS_PER_DAY) if len(ts) else 0.0
+    hits, size_hit = admission_kernel()(req, ts, size_of, prior, nxt, warm, job.capacity, job.tau, job.boost,
+                                        ADMISSION_EPS, t0)
+    return Hits(job.requests, int(hits), job.bytes, int(size_hit))
+
+
+def _admission_replay(req, ts, size_of, prior, nxt, warm, capacity, tau, boost, eps, t0):  # noqa: ANN001, ANN202
+    """The per-request loop (numba-compiled by ``admission_kernel``): hits and size hit.
+
+    A binary heap of (key, id) with lazy deletion stands in for the sorted set: an entry
+    is live while its title is cached with that key.
+    """
+    n = len(prior)
+    key = np.zeros(n, dtype=np.float64)
+    cached = np.zeros(n, dtype=np.bool_)
+    heap = [(0.0, np.int64(0))]
+    heap.pop()
+    used, count = 0, 0
+    for w in warm:
+        if not cached[w] and used + size_of[w] <= capacity:
+            key[w] = np.log(prior[w] + eps)
+            cached[w] = True
+            used += size_of[w]
+            count += 1
+            heapq.heappush(heap, (key[w], w))
+    victims = np.empty(max(n, 1), dtype=np.int64)
+    hits, size_hit = 0, 0
+    for r in range(len(req)):
+        x = req[r]
+        t = (ts[r] - t0) / tau
+        for step in range(2):
+            if step == 0:
+                y = x
+                c = np.log(prior[y] + eps) + t
+                if cached[y]:
+                    hits += 1
+                    size_hit += size_of[y]
+                    key[y] = c
+                    heapq.heappush(heap, (c, y))
+                    continue
+            else:
+                y = nxt[x]
+                if y < 0:
+                    break
+                c = np.log(prior[y] + boost + eps) + t
+                if cached[y]:
+                    if c > key[y]:
+                        key[y] = c
+                        heapq.heappush(heap, (c, y))
+                    continue
+            s = size_of[y]
+            if s > capacity:
+                continue
+            free, nv, ok = capacity - used, 0, True
+            while free < s:
+                while len(heap) and not (cached[heap[0][1]] and key[heap[0][1]] == heap[0][0]):
+                    heapq.heappop(heap)
+                if len(heap) == 0:
+                    ok = False
+                    break
+                low_key, low = heap[0]
+                if low_key < c or (low_key == c and low < y):
+                    heapq.heappop(heap)
+                    cached[low] = False  # tentatively: a duplicate heap entry must not count twice
+                    victims[nv] = low
+                    nv += 1
+                    free += size_of[low]
+                else:
+                    ok = False
+                    break
+            if not ok:
+                for j in range(nv):
+                    cached[victims[j]] = True
+                    heapq.heappush(heap, (key[victims[j]], victims[j]))
+                continue
+            for j in range(nv):
+                used -= size_of[victims[j]]
+            count -= nv
+            cached[y] = True
+            key[y] = c
+            used += s
+            count += 1
+            heapq.heappush(heap, (c, y))
+        if len(heap) > 4 * count + 1024:  # drop dead entries now and then
+            heap.clear()
+            for i in range(n):
+                if cached[i]:
+                    heap.append((key[i], np.int64(i)))
+            heapq.heapify(heap)
+    return hits, size_hit
+
+
+_KERNEL: list = []
+
+
+def admission_kernel() -> Callable:
+    """``_admission_replay`` compiled by numba (once per process; cached on disk)."""
+    if not _KERNEL:
+        import numba
+
+        _KERNEL.append(numba.njit(cache=True)(_admission_replay))
+    return _KERNEL[0]
+
+
+Step = Replay | AdmissionReplay
+STEPS = (Replay, AdmissionReplay)
+
+
 class Job(NamedTuple):
     """One replay: policy ``name`` on ``trace`` at ``capacity``.
 
@@ -276,9 +498,9 @@ class Job(NamedTuple):
 
 
 def plan(name: str, trace: Trace, capacity: int, ranking: Ranking | None = None,
-         max_size: int | None = None) -> Replay | Hits | None:
-    """Either the Hits (static policies), a libCacheSim Replay to run, or None where the
-    policy does not work at this capacity."""
+         max_size: int | None = None) -> Step | Hits | None:
+    """Either the Hits (static policies), a replay to run (libCacheSim or our kernel), or
+    None where the policy does not work at this capacity."""
     policy = POLICIES[name]
     if policy.needs_ranking and ranking is None:
         raise ValueError(f"policy {name} needs a ranking")
@@ -290,7 +512,11 @@ def plan(name: str, trace: Trace, capacity: int, ranking: Ranking | None = None,
         ranked = ranking if name == "predictive" else oracle_ranking(trace)
         return static_hits(trace, ranked.top(capacity, trace.unit_size).obj_id)
     if trace.file is None:
-        raise ValueError("libCacheSim policies read the trace's oracleGeneral file: use Trace.with_file")
+        raise ValueError("replayed policies read the trace's oracleGeneral file: use Trace.with_file")
+    if policy.kind == "numba":
+        top = ranking.top(capacity, trace.unit_size)
+        return AdmissionReplay(str(trace.file), trace.unit_size, capacity, len(trace), trace.total_size,
+                               top.obj_id, ranking.obj_id, ranking.scores, ranking.sequels)
     params: dict = {}
     if policy.lcs_class == "S3FIFO":
         largest = 1 if trace.unit_size else int(trace.size.max() if max_size is None else max_size)
@@ -314,24 +540,29 @@ def hit_ratios(name: str, trace: Trace, capacity: int, ranking: Ranking | None =
     libCacheSim policies need ``trace.file`` (``Trace.with_file``); a temporary one is
     written when it is missing.
     """
-    if POLICIES[name].kind == "libcachesim" and trace.file is None and len(trace):
+    if POLICIES[name].kind in ("libcachesim", "numba") and trace.file is None and len(trace):
         with tempfile.TemporaryDirectory(prefix="edgecache-trace-") as tmp:
             return hit_ratios(name, trace.with_file(Path(tmp) / "trace.oracleGeneral"), capacity, ranking,
                               max_size)
     step = plan(name, trace, capacity, ranking, max_size)
-    return run_replay(step) if isinstance(step, Replay) else step
+    return run_step(step) if isinstance(step, STEPS) else step
+
+
+def run_step(step: Step) -> Hits:
+    """Run one replay, in libCacheSim or in our kernel."""
+    return run_admission(step) if isinstance(step, AdmissionReplay) else run_replay(step)
 
 
 def hit_ratios_many(
     jobs: Sequence[Job],
     workers: int = 1,
-    run: Callable[[Replay], Hits] = run_replay,
+    run: Callable[[Step], Hits] = run_step,
 ) -> list[Hits | None]:
-    """``hit_ratios`` for many jobs at once (traces already written), libCacheSim runs
-    spread over ``workers`` processes (libCacheSim holds the GIL while it replays)."""
+    """``hit_ratios`` for many jobs at once (traces already written), the replays spread
+    over ``workers`` processes (libCacheSim holds the GIL while it replays)."""
     steps = [plan(*job) for job in jobs]
-    replays = [(i, s) for i, s in enumerate(steps) if isinstance(s, Replay)]
-    out: list[Hits | None] = [s if not isinstance(s, Replay) else None for s in steps]
+    replays = [(i, s) for i, s in enumerate(steps) if isinstance(s, STEPS)]
+    out: list[Hits | None] = [s if not isinstance(s, STEPS) else None for s in steps]
     if workers > 1 and len(replays) > 1:
         # spawn: the parent may hold a JVM (Spark's driver), which must not be forked.
         with ProcessPoolExecutor(min(workers, len(replays)), mp_context=get_context("spawn")) as pool:
