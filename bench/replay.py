@@ -3,8 +3,9 @@
     python bench/replay.py [--requests 10000000] [--edges 8] [--titles 10000] [--workers N]
 
 Builds a synthetic day with numpy (Zipf popularity over the catalog, a regional twist per
-edge, edges of unequal size, sizes of 0.4-2.7 GB) and a prediction drawn from a smaller
-"yesterday" of the same model, then times ``edgecache.evaluate.replay``: eight policies,
+edge, edges of unequal size, sizes of 0.4-2.7 GB, every run of eight titles one series) and a
+prediction drawn from a smaller "yesterday" of the same model (scores: its counts scaled to
+a day), then times ``edgecache.evaluate.replay``: eight policies,
 five sizes, caches counted in titles and in bytes, one cache per edge. The reference,
 measured in the same run on the same machine, is one plain libCacheSim LRU pass over the
 whole day as a single trace (10 % of the titles), so the ratio says how many such passes
@@ -28,6 +29,8 @@ from edgecache.evaluate import SIZES_PCT, Catalog, replay, write_trace_csv
 from edgecache.layout import write_json_atomic
 from edgecache.policies import POLICIES, Ranking, Trace, default_workers, oracle_ranking
 
+SERIES_LEN = 8  # titles 1-8, 9-16, ... are the episodes of one series each
+
 HERE = Path(__file__).resolve().parent
 DAY = 1744502400  # 2025-04-13 00:00 UTC
 
@@ -36,9 +39,12 @@ def synthetic_day(
     requests: int, edges: int, titles: int, seed: int
 ) -> tuple[dict[str, Trace], dict[str, Ranking], Catalog]:
     rng = np.random.default_rng(seed)
+    pos = np.arange(titles)
     catalog = Catalog.from_frame(pd.DataFrame({
         "content_id": [f"C{i:05d}" for i in range(1, titles + 1)],
         "size_bytes": rng.integers(22, 150, titles) * 60 * 300_000,  # minutes at HD bitrate
+        "series_id": [f"S{i // SERIES_LEN:05d}" for i in pos],
+        "episode": pos % SERIES_LEN + 1,
     }))
     base = np.arange(1, titles + 1, dtype=float) ** -0.9
     share = 1.0 / np.arange(1, edges + 1)
@@ -51,8 +57,12 @@ def synthetic_day(
         name = f"edge-{e + 1:02d}"
         traces[name] = Trace(ids, catalog.sizes(ids), DAY + np.sort(rng.integers(0, 86400, n)))
         yesterday = (np.searchsorted(cdf, rng.random(max(1, n // 10)), side="right").clip(0, titles - 1) + 1)
-        rankings[name] = oracle_ranking(Trace(yesterday.astype(np.uint64), catalog.sizes(yesterday.astype(np.uint64)),
-                                              np.zeros(len(yesterday), dtype=np.int64)))
+        seen = Trace(yesterday.astype(np.uint64), catalog.sizes(yesterday.astype(np.uint64)),
+                     np.zeros(len(yesterday), dtype=np.int64))
+        ranked = oracle_ranking(seen)
+        seen_counts = np.unique(seen.obj_id, return_counts=True)[1]  # the ranking is by count, then id
+        score = np.sort(seen_counts)[::-1].astype(np.float64) * 10  # a tenth of a day, scaled to a day
+        rankings[name] = Ranking(ranked.obj_id, ranked.size, score, catalog.sequels)
     return traces, rankings, catalog
 
 

@@ -18,6 +18,9 @@ from edgecache.evaluate import (
     edge_rankings,
     edge_traces,
     evaluate,
+    hit_ratio_vs,
+    next_episodes,
+    popularity_predictions,
     to_markdown,
     user_metrics,
     write_outputs,
@@ -107,6 +110,74 @@ def test_edge_rankings_follow_rank_and_drop_unknown_titles():
     demand = demand_frame({"e": ["C00003", "C00077", "C00001"]}).sample(frac=1.0, random_state=1)
     r = edge_rankings(demand, Catalog.from_frame(catalog_frame()))["e"]
     assert r.obj_id.tolist() == [3, 1] and r.size.tolist() == [300, 100]
+    assert r.score.tolist() == [3.0, 1.0]  # the unknown C77 (score 2) is dropped with its score
+
+
+def series_catalog() -> pd.DataFrame:
+    """C1-C3: one series (episodes 1-3), C4: a movie, C5-C6: another series, rows shuffled."""
+    return pd.DataFrame({
+        "content_id": ["C00006", "C00002", "C00004", "C00001", "C00005", "C00003"],
+        "size_bytes": [600, 200, 400, 100, 500, 300],
+        "kind": ["episode", "episode", "movie", "episode", "episode", "episode"],
+        "series_id": ["S2", "S1", None, "S1", "S2", "S1"],
+        "episode": pd.array([2, 2, None, 1, 1, 3], dtype="Int64"),
+    })
+
+
+def test_next_episodes_link_each_episode_to_the_next_of_its_series():
+    frame = series_catalog()
+    assert next_episodes(frame, content_numbers(frame["content_id"])).tolist() == [0, 3, 0, 2, 6, 0]
+    c = Catalog.from_frame(frame)
+    assert c.next_id.tolist() == [2, 3, 0, 0, 6, 0]  # by object id 1..6
+    assert c.sequels.size.tolist() == [100, 200, 300, 400, 500, 600]
+    assert Catalog.from_frame(catalog_frame(3)).sequels.next_id.tolist() == [0, 0, 0]  # no series columns
+    r = edge_rankings(demand_frame({"e": ["C00004"]}), c)["e"]
+    assert r.sequels.next_id.tolist() == [2, 3, 0, 0, 6, 0]
+
+
+# Day D's feature window: edge e1 saw C1 10 times, C2 and C3 5 times each (rank breaks the
+# tie); e2 saw C3 7 times.
+POPULARITY = pd.DataFrame({"edge_id": ["e1", "e1", "e1", "e2"], "content_id": ["C00003", "C00001", "C00002", "C00003"],
+                           "requests": [5, 10, 5, 7], "rank": [3, 1, 2, 1]})
+VIEWERS = pd.DataFrame({"user_id": ["U1", "U2", "U3", "U4"], "edge_id": ["e1", "e1", "e1", "e2"],
+                        "ranked": [["C00002"], ["C00009", "C00005"], ["C00007"], []]})
+FIRSTS = events_frame([("e1", "U1", "C00002", 1), ("e1", "U2", "C00005", 1), ("e1", "U3", "C00001", 1),
+                       ("e2", "U4", "C00009", 2), ("e2", "U4", "C00003", 1), ("e2", "U9", "C00003", 1)])
+
+
+def test_popularity_baseline_gives_each_viewer_their_edges_top_titles():
+    base = popularity_predictions(POPULARITY, VIEWERS)
+    assert base["user_id"].tolist() == ["U1", "U2", "U3", "U4"]
+    assert base["ranked"].tolist() == [["C00001", "C00002", "C00003"]] * 3 + [["C00003"]]
+    assert popularity_predictions(POPULARITY, VIEWERS, k=2)["ranked"].tolist()[0] == ["C00001", "C00002"]
+    unknown = popularity_predictions(POPULARITY, pd.DataFrame({"user_id": ["U7"], "edge_id": ["e9"]}))
+    assert unknown["ranked"].tolist() == [[]]
+
+
+def test_popularity_baseline_scores_and_ratio_exact():
+    requests = Requests.from_frame(FIRSTS)
+    # first requests: U1 C2, U2 C5, U3 C1, U4 C3 (before C9), U9 C3 (no list: a miss)
+    model = user_metrics(requests, VIEWERS)  # U1 1st, U2 2nd
+    assert model == {"evaluated": 5, "with_prediction": 4, "hit@1": 0.2, "hit@10": 0.4, "mrr": pytest.approx(0.3)}
+    base = user_metrics(requests, popularity_predictions(POPULARITY, VIEWERS))
+    # baseline: U1's C2 2nd, U3's C1 and U4's C3 1st; U2's C5 is not in e1's top
+    assert base == {"evaluated": 5, "with_prediction": 4, "hit@1": 0.4, "hit@10": 0.6, "mrr": pytest.approx(0.5)}
+    assert hit_ratio_vs(model, base) == pytest.approx(2 / 3)
+    assert hit_ratio_vs(model, {"hit@10": 0.0}) is None
+
+
+def test_report_has_the_baseline_beside_the_model():
+    report, _ = evaluate(FIRSTS, catalog_frame(), demand_frame({"e1": ["C00001"]}), VIEWERS, sizes_pct=(10,),
+                         popularity=POPULARITY)
+    assert report["users"]["hit@10"] == 0.4 and report["users_baseline"]["hit@10"] == 0.6
+    assert report["users_hit@10_vs_baseline"] == pytest.approx(2 / 3)
+    md = to_markdown(report)
+    assert "| model | 5 | 4 | 0.200 | 0.400 | 0.300 |" in md
+    assert "| edge popularity | 5 | 4 | 0.400 | 0.600 | 0.500 |" in md
+    assert "over the edge-popularity baseline's" in md and ": 0.667." in md
+    # without the window's popularity the report has the model only
+    plain, _ = evaluate(FIRSTS, catalog_frame(), demand_frame({"e1": ["C00001"]}), VIEWERS, sizes_pct=(10,))
+    assert "users_baseline" not in plain and "edge popularity" not in to_markdown(plain)
 
 
 def test_user_metrics_on_first_request():

@@ -32,6 +32,7 @@ from edgecache.policies import (
     Hits,
     Job,
     Ranking,
+    Sequels,
     Trace,
     hit_ratios_many,
     s3fifo_small_ratio,
@@ -59,14 +60,18 @@ def content_numbers(content_ids: Iterable[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Catalog:
-    """Titles by object id, sizes in ``unit`` bytes (1 unless a title outgrows uint32)."""
+    """Titles by object id, sizes in ``unit`` bytes (1 unless a title outgrows uint32), and
+    each title's next episode (0: a movie, a series' last episode, or no series columns)."""
 
     obj_id: np.ndarray  # sorted, uint64
     size: np.ndarray  # int64, in unit bytes, >= 1
     unit: int
+    next_id: np.ndarray | None = None  # uint64, aligned with obj_id
 
     @classmethod
     def from_frame(cls, catalog: pd.DataFrame) -> Catalog:
+        """From content_id and size_bytes; series_id and episode (position in the whole
+        series), where present, link each episode to the next."""
         ids = content_numbers(catalog["content_id"])
         if len(np.unique(ids)) != len(ids):
             raise ValueError("two catalog content ids carry the same number")
@@ -77,7 +82,13 @@ class Catalog:
         while -(-int(size_bytes.max()) // unit) > MAX_SIZE:
             unit *= 1024
         order = np.argsort(ids)
-        return cls(ids[order], -(-size_bytes[order] // unit), unit)
+        nxt = next_episodes(catalog, ids)
+        return cls(ids[order], -(-size_bytes[order] // unit), unit, nxt[order])
+
+    @property
+    def sequels(self) -> Sequels:
+        nxt = self.next_id if self.next_id is not None else np.zeros(len(self.obj_id), dtype=np.uint64)
+        return Sequels(self.obj_id, self.size, nxt)
 
     @property
     def titles(self) -> int:
@@ -93,6 +104,20 @@ class Catalog:
 
     def sizes(self, ids: np.ndarray) -> np.ndarray:
         return self.size[np.searchsorted(self.obj_id, ids)]
+
+
+def next_episodes(catalog: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
+    """Per catalog row, the object id of the same series' next episode, or 0."""
+    out = np.zeros(len(catalog), dtype=np.uint64)
+    if "series_id" not in catalog or "episode" not in catalog:
+        return out
+    eps = pd.DataFrame({"series": catalog["series_id"].to_numpy(), "episode": catalog["episode"].to_numpy(),
+                        "row": np.arange(len(catalog))}).dropna(subset=["series", "episode"])
+    eps["episode"] = eps["episode"].astype(np.int64)
+    later = eps.assign(episode=eps["episode"] - 1)  # each episode under its predecessor's number
+    pairs = eps.merge(later, on=["series", "episode"], suffixes=("", "_next"))
+    out[pairs["row"].to_numpy()] = ids[pairs["row_next"].to_numpy()]
+    return out
 
 
 def capacities(catalog: Catalog, sizes_pct: Sequence[int]) -> dict[str, dict[int, int]]:
@@ -155,12 +180,15 @@ def edge_traces(requests: Requests, catalog: Catalog) -> tuple[dict[str, Trace],
 
 
 def edge_rankings(edge_demand: pd.DataFrame, catalog: Catalog) -> dict[str, Ranking]:
-    """Per edge, the predicted titles best first (rank 1 first), titles outside the catalog dropped."""
-    out = {}
+    """Per edge, the predicted titles best first (rank 1 first) with their scores and the
+    catalog's next-episode links; titles outside the catalog dropped."""
+    out, sequels = {}, catalog.sequels
     for edge, g in edge_demand.sort_values(["edge_id", "rank", "content_id"]).groupby("edge_id", sort=True):
         ids = content_numbers(g["content_id"])
-        ids = ids[catalog.contains(ids)]
-        out[str(edge)] = Ranking(ids, catalog.sizes(ids))
+        known = catalog.contains(ids)
+        ids = ids[known]
+        score = g["score"].to_numpy(dtype=np.float64)[known]
+        out[str(edge)] = Ranking(ids, catalog.sizes(ids), score, sequels)
     return out
 
 
@@ -192,6 +220,27 @@ def user_metrics(requests: Requests, predictions: pd.DataFrame, ks: Sequence[int
         out[f"hit@{k}"] = float(np.sum(hit <= k) / n)
     out["mrr"] = float(np.sum(1.0 / hit) / n)
     return out
+
+
+def popularity_predictions(popularity: pd.DataFrame, users: pd.DataFrame, k: int = max(TOP_K)) -> pd.DataFrame:
+    """The edge-popularity baseline: each viewer's ranked list is their home edge's ``k``
+    most requested titles of the feature window (ties: lower rank, then content id).
+
+    ``popularity`` has edge_id, content_id, requests and rank; ``users`` has user_id and
+    edge_id. Returns user_id and ranked, like the model's predictions.
+    """
+    top = (popularity.sort_values(["edge_id", "requests", "rank", "content_id"], ascending=[True, False, True, True])
+           .groupby("edge_id", sort=False).head(k))
+    lists = top.groupby("edge_id", sort=False)["content_id"].agg(list)
+    ranked = users["edge_id"].map(lists)
+    return pd.DataFrame({"user_id": users["user_id"].to_numpy(),
+                         "ranked": [r if isinstance(r, list) else [] for r in ranked]})
+
+
+def hit_ratio_vs(model: dict[str, Any], baseline: dict[str, Any], k: int = max(TOP_K)) -> float | None:
+    """Model hit@k over the baseline's (None when the baseline never hits)."""
+    b = baseline.get(f"hit@{k}", 0.0)
+    return model[f"hit@{k}"] / b if b else None
 
 
 def _entry(by_edge: dict[str, Hits], mode: str) -> dict[str, Any]:
@@ -226,7 +275,8 @@ def replay(
     """
     caps = capacities(catalog, sizes_pct)
     largest = int(catalog.size.max())
-    empty = Ranking(np.array([], dtype=np.uint64), np.array([], dtype=np.int64))
+    empty = Ranking(np.array([], dtype=np.uint64), np.array([], dtype=np.int64), np.array([], dtype=np.float64),
+                    catalog.sequels)
     with tempfile.TemporaryDirectory(prefix="edgecache-replay-", dir=workdir) as tmp:
         written = {e: t.with_file(Path(tmp) / f"{i}.oracleGeneral") for i, (e, t) in enumerate(sorted(traces.items()))}
         by_mode = {"titles": {e: t.in_titles() for e, t in written.items()}, "bytes": written}
@@ -269,8 +319,14 @@ def evaluate(
     sizes_pct: Sequence[int] = SIZES_PCT,
     workers: int = 1,
     workdir: Path | None = None,
+    popularity: pd.DataFrame | None = None,
 ) -> tuple[dict[str, Any], dict[str, Trace]]:
-    """The whole evaluation from frames: the report and the per-edge traces it replayed."""
+    """The whole evaluation from frames: the report and the per-edge traces it replayed.
+
+    With ``popularity`` (day D's feature window: edge_id, content_id, requests, rank) and an
+    edge_id column in ``predictions``, the per-user figures are also given for the
+    edge-popularity baseline.
+    """
     clock = time.perf_counter()
     seconds = {}
     catalog = Catalog.from_frame(catalog_frame)
@@ -281,6 +337,9 @@ def evaluate(
     replayed = replay(traces, rankings, catalog, sizes_pct, workers, workdir=workdir)
     seconds["replay"], clock = time.perf_counter() - clock, time.perf_counter()
     users = user_metrics(requests, predictions)
+    baseline = None
+    if popularity is not None and "edge_id" in predictions:
+        baseline = user_metrics(requests, popularity_predictions(popularity, predictions))
     seconds["users"] = time.perf_counter() - clock
     report = {
         "catalog": {"titles": catalog.titles, "bytes": int(catalog_frame["size_bytes"].sum()),
@@ -297,6 +356,8 @@ def evaluate(
         "policies": {n: POLICIES[n].doc for n in POLICIES},
         **replayed,
         "users": users,
+        **({"users_baseline": baseline, f"users_hit@{max(TOP_K)}_vs_baseline": hit_ratio_vs(users, baseline)}
+           if baseline is not None else {}),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
     return report, traces
@@ -355,11 +416,18 @@ def to_markdown(report: dict[str, Any]) -> str:
            "smaller than its small queue, at most half the cache).", ""]
     u = r["users"]
     ks = [k for k in u if k.startswith("hit@")]
+    rows = [("model", u)] + ([("edge popularity", r["users_baseline"])] if "users_baseline" in r else [])
     out += ["## Per-user predictions (first request of the day)", "",
-            "| viewers evaluated | with a prediction | " + " | ".join(ks) + " | MRR |",
-            "| ---: | ---: | " + " | ".join("---:" for _ in ks) + " | ---: |",
-            f"| {u['evaluated']} | {u['with_prediction']} | " + " | ".join(_fmt(u[k]) for k in ks)
-            + f" | {_fmt(u['mrr'])} |", ""]
+            "| ranked list | viewers evaluated | with a list | " + " | ".join(ks) + " | MRR |",
+            "| --- | ---: | ---: | " + " | ".join("---:" for _ in ks) + " | ---: |"]
+    out += [f"| {name} | {m['evaluated']} | {m['with_prediction']} | " + " | ".join(_fmt(m[k]) for k in ks)
+            + f" | {_fmt(m['mrr'])} |" for name, m in rows]
+    out.append("")
+    k = f"hit@{max(TOP_K)}"
+    if "users_baseline" in r:
+        out += [f"Model {k} over the edge-popularity baseline's (each viewer gets their edge's "
+                f"{max(TOP_K)} most requested titles of the feature window): "
+                f"{_fmt(r.get(f'users_{k}_vs_baseline'))}.", ""]
     return "\n".join(out)
 
 

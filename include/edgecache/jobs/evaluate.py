@@ -138,11 +138,14 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     generate_seconds, clock = time.perf_counter() - clock, time.perf_counter()
     events, validation = validated_events(spark, layout, replayed)
     validate_seconds = time.perf_counter() - clock
-    catalog = pq.read_table(layout.catalog, columns=["content_id", "size_bytes"]).to_pandas()
+    catalog = pq.read_table(layout.catalog).to_pandas()
     demand = pq.read_table(demand_path).to_pandas()
-    users = pq.read_table(users_path, columns=["user_id", "ranked"]).to_pandas()
+    users = pq.read_table(users_path, columns=["user_id", "edge_id", "ranked"]).to_pandas()
+    popularity_path = layout.features(date, "popularity")
+    popularity = (pq.read_table(popularity_path, columns=["edge_id", "content_id", "requests", "rank"]).to_pandas()
+                  if popularity_path.exists() else None)
 
-    report, traces = evaluate(events, catalog, demand, users, args.sizes, args.workers)
+    report, traces = evaluate(events, catalog, demand, users, args.sizes, args.workers, popularity=popularity)
     report = {"date": date, "replayed_date": replayed, "logs_generated": generated is not None,
               "validation": validation, **report}
     report["seconds"] = {"generate": round(generate_seconds, 2), "validate": round(validate_seconds, 2),
@@ -166,6 +169,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             for name, by_pct in headline.items()
         },
         "users": report["users"],
+        "users_baseline": report.get("users_baseline"),
         "seconds": {**report["seconds"], "outputs": round(outputs_seconds, 2)},
         "output": str(out),
     }
