@@ -3,10 +3,14 @@
 
 The nightly pipeline of the edge predictive cache, for one logical day D:
 
-1. **generate_logs** (Spark): synthetic viewing logs for D, JSON Lines per edge.
+1. **generate_logs** (Spark): synthetic viewing logs for D, JSON Lines per edge (and the
+   days before D that the feature window needs, when missing).
 2. **spark_features** (Spark SQL): validate the logs (bad lines are quarantined with a
-   reason and counted), then per-viewer, per-edge and title-to-title features.
-3. **spark_predict** (Spark): each viewer's next titles and each edge's prefetch set for D+1.
+   reason and counted), then per-viewer, per-series, per-edge and transition features
+   over the window ending at D (and D-1, for training).
+3. **spark_predict** (Spark MLlib): train the scorer on D-1's features against D's views
+   and the demand model on D's requests per edge, then rank each viewer's candidates and
+   each edge's titles for D+1; the prefetch set fills `cache_gb` per edge.
 4. **warm_cache**: writes `user:<id>` (top title), the ranked top-k and each edge's cache
    contents into Redis (connection `redis_default`), with a TTL.
 5. **push_metrics**: batch metrics to the Pushgateway (`PUSHGATEWAY_URL`) or a text file.
@@ -16,7 +20,7 @@ The nightly pipeline of the edge predictive cache, for one logical day D:
    replayable traces under `evaluation/date=D/`.
 
 Trigger it with *Trigger DAG w/ config* to change the dataset size, the seed, top-k or the
-cache capacity. Outputs land under `$EDGECACHE_DATA_DIR` (default `data/`).
+cache size, or the model. Outputs land under `$EDGECACHE_DATA_DIR` (default `data/`).
 """
 
 from __future__ import annotations
@@ -83,26 +87,32 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
             for f in fields(WorkloadParams)
         },
         "top_k": Param(SETTINGS.top_k, type="integer", minimum=1, description="titles predicted per viewer"),
-        "cache_capacity": Param(SETTINGS.cache_capacity, type="integer", minimum=1,
-                                description="titles per edge cache"),
+        "cache_gb": Param(SETTINGS.cache_gb, type="number", exclusiveMinimum=0,
+                          description="prefetch capacity of each edge cache, in GB"),
         "window_days": Param(SETTINGS.window_days, type="integer", minimum=1,
                              description="days of history the features cover"),
+        "decay_days": Param(SETTINGS.decay_days, type="number", exclusiveMinimum=0,
+                            description="e-folding time of the popularity decay, in days"),
+        "model": Param(SETTINGS.model, type="string", enum=["learned", "simple"],
+                       description="learned scorer, or the simple tiered baseline"),
     },
 )
 def predictive_caching():
     generate_logs = spark_job(
         "generate_logs",
         "generate_logs.py",
-        [arg for f in fields(WorkloadParams) for arg in (f"--{f.name.replace('_', '-')}", f"{{{{ params.{f.name} }}}}")],
+        [arg for f in fields(WorkloadParams) for arg in (f"--{f.name.replace('_', '-')}", f"{{{{ params.{f.name} }}}}")]
+        + ["--history-days", "{{ params.window_days + 1 }}"],
         [LOGS],
     )
     spark_features = spark_job(
-        "spark_features", "features.py", ["--window-days", "{{ params.window_days }}"], [FEATURES]
+        "spark_features", "features.py",
+        ["--window-days", "{{ params.window_days }}", "--decay-days", "{{ params.decay_days }}"], [FEATURES]
     )
     spark_predict = spark_job(
         "spark_predict",
         "predict.py",
-        ["--top-k", "{{ params.top_k }}", "--cache-capacity", "{{ params.cache_capacity }}"],
+        ["--top-k", "{{ params.top_k }}", "--cache-gb", "{{ params.cache_gb }}", "--model", "{{ params.model }}"],
         [PREDICTIONS],
     )
 

@@ -59,7 +59,7 @@ def test_schedule_params_and_docs(dagbag):
     assert dag.catchup is False
     assert dag.doc_md and "generate_logs" in dag.doc_md
     assert {"edgecache", "spark", "redis"} <= set(dag.tags)
-    assert {"users", "edges", "events", "seed", "top_k", "cache_capacity"} <= set(dag.params)
+    assert {"users", "edges", "events", "seed", "top_k", "cache_gb", "window_days", "decay_days", "model"} <= set(dag.params)
     assert all(t.retries >= 1 and t.retry_exponential_backoff for t in dag.tasks)
 
 

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from edgecache.keys import edge_cache_key, user_key, user_topk_key
-from edgecache.layout import Layout
+from edgecache.features import FEATURE_TABLES
+from edgecache.layout import Layout, read_json
 from tests.test_cache import snapshot
 from tests.test_jobs import table, text_lines
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 DATE = "2025-04-12"
 CONF = {"users": 300, "edges": 3, "titles": 120, "events": 2000, "seed": 11, "bad_rate": 0.01, "top_k": 5,
-        "cache_capacity": 12}
+        "cache_gb": 20, "window_days": 3}
 
 
 def run_dag(tmp_path, redis_url: str) -> subprocess.CompletedProcess:
@@ -42,8 +43,9 @@ def outputs(layout: Layout) -> dict:
     return {
         "logs": text_lines(layout.logs(DATE)),
         "quarantine": sorted(line for p in layout.quarantine(DATE).glob("*.json") for line in p.read_text().splitlines()),
-        **{f"features/{n}": table(layout.features(DATE, n)) for n in ("users", "transitions", "popularity")},
-        **{f"predictions/{n}": table(layout.predictions(DATE, n)) for n in ("users", "prefetch")},
+        **{f"features/{n}": table(layout.features(DATE, n)) for n in FEATURE_TABLES},
+        **{f"predictions/{n}": table(layout.predictions(DATE, n)) for n in ("users", "prefetch", "edge_demand")},
+        "models": read_json(layout.predictions(DATE, "summary.json"))["models"],
     }
 
 
@@ -92,6 +94,12 @@ def test_two_runs_leave_identical_outputs(two_runs):
     first, second = two_runs["outputs"]
     assert all(first.values())
     assert first == second
+
+
+def test_the_learned_model_predicts(two_runs):
+    summary = read_json(two_runs["layout"].predictions(DATE, "summary.json"))
+    assert summary["model"] == "learned"
+    assert summary["training"]["trained_on"]["labels"] == DATE
 
 
 def test_metrics_file_written(two_runs):

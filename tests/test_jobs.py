@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from edgecache.jobs import features, generate, predict
 from edgecache.layout import Layout, read_json
 from tests.test_validate import BAD
-from tests.tiny import CATALOG, EVENTS
+from edgecache.features import FEATURE_TABLES
+from tests.tiny import EVENTS, catalog_df
 
 DATE = "2025-04-12"
+CACHE_GB = 12.0
 SMALL = ["--users", "120", "--edges", "3", "--titles", "60", "--events", "1500", "--seed", "3", "--bad-rate", "0.02"]
 
 
 def run_all(root, master="local[2]") -> None:
     common = ["--date", DATE, "--data-dir", str(root), "--master", master]
-    assert generate.main(common + SMALL) == 0
+    assert generate.main(common + SMALL + ["--history-days", "4"]) == 0
     assert features.main(common + ["--window-days", "3"]) == 0
-    assert predict.main(common + ["--top-k", "5", "--cache-capacity", "10"]) == 0
+    assert predict.main(common + ["--top-k", "5", "--cache-gb", str(CACHE_GB)]) == 0
 
 
 def table(path) -> list[tuple]:
@@ -75,17 +76,36 @@ def test_every_active_viewer_gets_a_prediction(first_run):
     summary = read_json(layout.predictions(DATE, "summary.json"))
     assert summary["predictions"] == len(preds)
     prefetch = pq.read_table(layout.predictions(DATE, "prefetch")).to_pandas()
-    assert prefetch.groupby("edge_id").size().max() <= 10
+    assert 0 < prefetch.groupby("edge_id")["size_bytes"].sum().max() <= CACHE_GB * 1e9
+    assert summary["prefetch_bytes_per_edge"] == prefetch.groupby("edge_id")["size_bytes"].sum().to_dict()
+
+
+def test_history_is_generated_and_the_model_learns_from_yesterday(first_run):
+    layout = Layout(first_run)
+    gen = read_json(layout.report(DATE, "generate"))
+    assert gen["history_days_generated"] == ["2025-04-09", "2025-04-10", "2025-04-11"]
+    feat = read_json(layout.report(DATE, "features"))
+    assert feat["window_days_found"] == ["2025-04-10", "2025-04-11", "2025-04-12"]
+    assert feat["previous_day_features_built"] is True
+    summary = read_json(layout.predictions(DATE, "summary.json"))
+    assert summary["model"] == "learned"
+    assert summary["training"]["trained_on"] == {"features": "2025-04-11", "labels": DATE}
+    assert 0 < summary["training"]["scorer_positives"] < summary["training"]["scorer_rows"]
+    assert set(summary["models"]["scorer"]["features"]) >= {"next_episode", "popularity", "personal"}
+    preds = pq.read_table(layout.predictions(DATE, "users")).to_pandas()
+    # Scores are probabilities, best first.
+    assert all(list(s) == sorted(s, reverse=True) and 0 < s[-1] and s[0] < 1 for s in preds["scores"])
 
 
 def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):
     run_all(tmp_path)
     a, b = Layout(first_run), Layout(tmp_path)
     assert text_lines(a.logs(DATE)) == text_lines(b.logs(DATE))
-    for name in ("users", "transitions", "popularity"):
+    for name in FEATURE_TABLES:
         assert table(a.features(DATE, name)) == table(b.features(DATE, name))
-    for name in ("users", "prefetch"):
+    for name in ("users", "prefetch", "edge_demand"):
         assert table(a.predictions(DATE, name)) == table(b.predictions(DATE, name))
+    assert read_json(a.predictions(DATE, "summary.json"))["models"] == read_json(b.predictions(DATE, "summary.json"))["models"]
 
 
 def test_malformed_lines_of_every_kind_are_quarantined_and_good_lines_predicted(tmp_path, spark):
@@ -97,8 +117,7 @@ def test_malformed_lines_of_every_kind_are_quarantined_and_good_lines_predicted(
     edge_dir.mkdir(parents=True)
     (edge_dir / "part-00000.txt").write_text("\n".join(good[:6] + [v for _, v in bad] + good[6:]) + "\n")
     layout.reference.mkdir(parents=True)
-    pd.DataFrame(CATALOG, columns=["content_id", "kind", "series_id", "episode"]).astype(
-        {"episode": "Int64"}).to_parquet(layout.catalog)
+    catalog_df(spark).toPandas().astype({"episode": "Int64"}).to_parquet(layout.catalog)
 
     common = ["--date", DATE, "--data-dir", str(tmp_path)]
     assert features.main(common) == 0
@@ -111,6 +130,8 @@ def test_malformed_lines_of_every_kind_are_quarantined_and_good_lines_predicted(
     assert report["quarantined_by_reason"] == {reason: len(values) for reason, values in BAD.items()}
     rows = [json.loads(line) for p in layout.quarantine(DATE).glob("*.json") for line in p.read_text().splitlines()]
     assert sorted((r["reason"], r["line"]) for r in rows) == sorted(bad)
+    # One day of logs: nothing to train on yet, so the simple model predicts, and says so.
+    assert read_json(layout.predictions(DATE, "summary.json"))["model"] == "simple"
     preds = pq.read_table(layout.predictions(DATE, "users")).to_pandas().set_index("user_id")
     assert sorted(preds.index) == ["U1", "U2", "U3", "U4", "U5"]
     assert preds.loc["U1", "content_id"] == "C4"  # next episode, as in the hand-checked test

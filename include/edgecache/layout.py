@@ -5,8 +5,9 @@ reference/            catalog.parquet, users.parquet, manifest.json (written onc
 logs/date=D/edge=E/   raw viewing logs, JSON Lines (the seed's record format plus edge_id)
 events/date=D/        validated events, Parquet
 quarantine/date=D/    rejected lines with their reason, JSON Lines
-features/date=D/      users/, transitions/, popularity/ (Parquet)
-predictions/date=D/   users/, prefetch/, edge_demand/ (Parquet) and summary.json
+features/date=D/      users/, user_genres/, user_titles/, user_series/, transitions/, popularity/
+                      (Parquet), manifest.json (window; written last)
+predictions/date=D/   users/, prefetch/, edge_demand/ (Parquet) and summary.json (models, fill traffic)
 reports/date=D/       one JSON report per stage (counts, wall time)
 evaluation/date=D/    D's predictions replayed on D+1: report.json, report.md, hit_ratio.png,
                       traces/edge=E.csv (timestamp,obj_id,size: what libCacheSim replays)
@@ -44,6 +45,11 @@ class Layout:
 
     def logs(self, date: str) -> Path:
         return self.root / "logs" / f"date={date}"
+
+    def has_logs(self, date: str) -> bool:
+        """True when a day's logs were written (a failed Spark write commits no edge files)."""
+        logs = self.logs(date)
+        return (logs / "_SUCCESS").exists() or any(logs.glob("edge=*/*"))
 
     def events(self, date: str) -> Path:
         return self.root / "events" / f"date={date}"

@@ -170,6 +170,8 @@ def collect_summary(data_dir: Path, date: str, client: redis.Redis) -> dict[str,
         "quarantined": feat.get("quarantined"),
         "quarantined_by_reason": feat.get("quarantined_by_reason"),
         "predictions": pred.get("predictions"),
+        "model": pred.get("model"),
+        "trained_on": (pred.get("training") or {}).get("trained_on"),
         "redis_keys_written": warm.get("keys_written"),
         "last_warm": client.hgetall(LAST_WARM_KEY),
         "sample": sample,
@@ -192,7 +194,9 @@ def format_summary(s: dict[str, Any]) -> str:
         f"events generated     {s['events']}  ({s['accepted']} accepted, {s['quarantined']} quarantined"
         f" {s['quarantined_by_reason']})",
         f"users / edges        {s['users']} users ({s['active_users']} active today) at {s['edges']} edges",
-        f"predictions written  {s['predictions']}",
+        f"predictions written  {s['predictions']}  (model: {s['model']}"
+        + (f", trained on the features of {s['trained_on']['features']} against {s['trained_on']['labels']})"
+           if s.get("trained_on") else ")"),
         f"redis keys written   {s['redis_keys_written']}  at {s['redis_url']}",
     ]
     if s["sample"]:

@@ -39,6 +39,16 @@ def batch_registry(reports: dict[str, dict[str, Any]], date: str) -> CollectorRe
     for reason, n in feat.get("quarantined_by_reason", {}).items():
         q.labels(reason=reason).set(n)
     gauge("edgecache_batch_predictions", "Viewers with a prediction", pred.get("predictions"))
+    fill = Gauge("edgecache_batch_prefetch_fill_bytes",
+                 "Bytes each edge must load for its new prefetch set (titles not in yesterday's)", ["edge"],
+                 registry=reg)
+    for edge, f in (pred.get("fill_traffic") or {}).items():
+        fill.labels(edge=edge).set(f["fill_bytes"])
+    size = Gauge("edgecache_batch_prefetch_bytes", "Bytes of each edge's prefetch set", ["edge"], registry=reg)
+    for edge, b in (pred.get("prefetch_bytes_per_edge") or {}).items():
+        size.labels(edge=edge).set(b)
+    gauge("edgecache_batch_scorer_auc", "ROC AUC of the scorer on its training day",
+          (pred.get("training") or {}).get("scorer_auc_training_day"))
     gauge("edgecache_batch_redis_keys_warmed", "Redis keys written by the warm", warm.get("keys_written"))
     d = Gauge("edgecache_batch_stage_duration_seconds", "Wall time of each stage", ["stage"], registry=reg)
     for stage, rep in reports.items():

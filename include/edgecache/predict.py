@@ -1,4 +1,6 @@
-"""A simple, honest next-title model and the per-edge prefetch set.
+"""Per-viewer rankings: the foundation's simple model, and the top-k of a scored candidate set.
+
+The simple model (kept as the baseline the learned scorer is measured against):
 
 Candidates for each viewer, best first:
   1. the next episode of the series the viewer watched last;
@@ -12,6 +14,9 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 
+from edgecache.candidates import SOURCES
+from edgecache.demand import rank_demand
+
 
 def predict_users(
     users: DataFrame,
@@ -20,7 +25,7 @@ def predict_users(
     catalog: DataFrame,
     top_k: int,
 ) -> DataFrame:
-    """Per viewer: edge_id, content_id (top title), ranked (top-k titles) and source."""
+    """Per viewer: edge_id, content_id (top title), ranked (top-k titles), scores (none) and source."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     spark = users.sparkSession
@@ -60,6 +65,7 @@ def predict_users(
           FROM candidates GROUP BY user_id
         )
         SELECT u.user_id, u.edge_id, r.ranked[0] AS content_id, r.ranked,
+               CAST(NULL AS array<double>) AS scores,
                CASE r.top_tier WHEN 0 THEN 'next_episode' WHEN 1 THEN 'transition'
                                ELSE 'edge_popular' END AS source
         FROM {users} u JOIN ranked r ON r.user_id = u.user_id
@@ -72,21 +78,44 @@ def predict_users(
     )
 
 
-def edge_demand(popularity: DataFrame) -> DataFrame:
-    """Per edge: every title seen in the window, ranked by expected requests for D+1.
+def edge_demand(popularity: DataFrame, titles: DataFrame) -> DataFrame:
+    """Per edge: every title seen in the window, with its expected requests for D+1.
 
     The simple model expects tomorrow to look like the window: score = requests in it.
-    Cache sizes are applied by the reader (prefetch, evaluation), so one ranking serves all.
+    Same columns as ``edgecache.demand.rank_demand``.
     """
-    return popularity.select(
-        "edge_id", "content_id", popularity["requests"].cast("double").alias("score"), "rank"
+    return rank_demand(
+        popularity.join(titles.select("content_id", "size_bytes"), "content_id")
+        .selectExpr("edge_id", "content_id", "CAST(requests AS double) AS score", "size_bytes")
     )
 
 
-def prefetch(popularity: DataFrame, capacity: int) -> DataFrame:
-    """Per edge: the most requested titles up to ``capacity`` titles, with their rank."""
-    if capacity < 0:
-        raise ValueError(f"capacity must not be negative, got {capacity}")
-    return popularity.where(popularity["rank"] <= capacity).select(
-        "edge_id", "rank", "content_id", "requests"
+def rank_users(scored: DataFrame, top_k: int, prob: str = "p") -> DataFrame:
+    """Per viewer: edge_id, content_id (top title), ranked (top-k, best first), scores, source.
+
+    ``scored`` has one row per candidate with its probability ``prob`` and the src_*
+    flags of ``edgecache.candidates``; ``source`` names the top title's first source.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    source = "CASE " + " ".join(f"WHEN src_{s} = 1 THEN '{s}'" for s in SOURCES) + " END"
+    return scored.sparkSession.sql(
+        f"""
+        WITH top AS (
+          SELECT user_id, edge_id, content_id, `{prob}` AS p, {source} AS source,
+                 row_number() OVER (PARTITION BY user_id ORDER BY `{prob}` DESC, content_id) AS r
+          FROM {{scored}}
+        ),
+        lists AS (
+          SELECT user_id, first(edge_id) AS edge_id,
+                 transform(sort_array(collect_list(struct(r, content_id, p, source))),
+                           x -> x.content_id) AS ranked,
+                 transform(sort_array(collect_list(struct(r, content_id, p, source))), x -> x.p) AS scores,
+                 min_by(source, r) AS source
+          FROM top WHERE r <= :top_k GROUP BY user_id
+        )
+        SELECT user_id, edge_id, ranked[0] AS content_id, ranked, scores, source FROM lists
+        """,
+        args={"top_k": top_k},
+        scored=scored,
     )

@@ -96,8 +96,10 @@ class Settings:
     redis_url: str | None = None  # None: the project starts an embedded redis-server
     pushgateway_url: str | None = None  # None: metrics go to a Prometheus text file
     top_k: int = 10
-    cache_capacity: int = 50  # titles per edge cache
+    cache_gb: float = 90.0  # prefetch capacity per edge cache (about 5 % of the default catalog)
     window_days: int = 7
+    decay_days: float = 2.0  # e-folding time of the popularity decay
+    model: str = "learned"  # or "simple": the foundation's tiered model, kept as a baseline
     ttl_seconds: int = 2 * 24 * 3600  # predictions outlive one missed nightly run, not two
 
     @classmethod
@@ -110,7 +112,9 @@ class Settings:
             redis_url=os.environ.get("REDIS_URL") or None,
             pushgateway_url=os.environ.get("PUSHGATEWAY_URL") or None,
             top_k=_env_int("EDGECACHE_TOP_K", d.top_k),
-            cache_capacity=_env_int("EDGECACHE_CACHE_CAPACITY", d.cache_capacity),
+            cache_gb=_env_float("EDGECACHE_CACHE_GB", d.cache_gb),
             window_days=_env_int("EDGECACHE_WINDOW_DAYS", d.window_days),
+            decay_days=_env_float("EDGECACHE_DECAY_DAYS", d.decay_days),
+            model=os.environ.get("EDGECACHE_MODEL") or d.model,
             ttl_seconds=_env_int("EDGECACHE_TTL_SECONDS", d.ttl_seconds),
         )

@@ -1,8 +1,10 @@
-"""Spark job: generate one day of viewing logs per edge (plus the catalog and viewers once)."""
+"""Spark job: generate one day of viewing logs per edge (plus the catalog and viewers once,
+and the days before it that the feature window needs, when they are missing)."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import shutil
 from dataclasses import asdict, fields
 from typing import Any
@@ -12,7 +14,7 @@ from pyspark.sql import functions as F
 
 from edgecache.jobs.common import base_parser, positive_int, run_job
 from edgecache.layout import Layout, read_json, write_json_atomic
-from edgecache.settings import WORKLOAD_HELP, WorkloadParams
+from edgecache.settings import WORKLOAD_HELP, Settings, WorkloadParams
 from edgecache.workload import LOG_DDL, Workload, build_workload, for_workers, generate_chunk, manifest, n_chunks
 
 
@@ -21,6 +23,12 @@ CHUNKS_PER_TASK = 16
 def build_parser() -> argparse.ArgumentParser:
     d = WorkloadParams.from_env()
     p = base_parser("Generate one day of synthetic viewing logs, JSON Lines per edge.")
+    window = Settings.from_env().window_days
+    p.add_argument(
+        "--history-days", type=positive_int, default=window + 1,
+        help=f"also generate the days before --date, up to this many days in all, where missing "
+             f"(default {window + 1}: the feature window and the training day before it)",
+    )
     for f in fields(WorkloadParams):
         default = getattr(d, f.name)
         p.add_argument(
@@ -74,15 +82,8 @@ def stable_part_names(spark: SparkSession, root: str, suffix: str) -> None:
                 raise OSError(f"could not rename {p.toString()} to {target.toString()}")
 
 
-def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
-    layout = Layout(args.data_dir.resolve())
-    params = params_from_args(args)
-    wl = build_workload(params)
-    reference_written = write_reference(wl, layout)
-    chunks = n_chunks(wl)
-    wl_b = spark.sparkContext.broadcast(for_workers(wl))
-    del wl  # the catalog and viewer tables are on disk now; keep the driver small
-    date = args.date
+def write_day(spark: SparkSession, wl_b: Any, chunks: int, layout: Layout, date: str) -> dict[str, int]:
+    """Generate and write one day of logs; return lines per edge."""
 
     def chunks_to_logs(batches):
         wl_local = wl_b.value
@@ -101,10 +102,34 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     stable_part_names(spark, str(layout.logs(date)), ".jsonl")
     # Counted from the files themselves: cheaper than keeping 10 million lines cached.
     written = spark.read.text(str(layout.logs(date)))
-    per_edge = {r["edge"]: r["lines"] for r in written.groupBy("edge").agg(F.count("*").alias("lines")).collect()}
+    return {r["edge"]: r["lines"] for r in written.groupBy("edge").agg(F.count("*").alias("lines")).collect()}
+
+
+def history_dates(date: str, days: int) -> list[str]:
+    """The ``days - 1`` days before ``date``, oldest first."""
+    end = dt.date.fromisoformat(date)
+    return [(end - dt.timedelta(days=i)).isoformat() for i in range(days - 1, 0, -1)]
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    layout = Layout(args.data_dir.resolve())
+    params = params_from_args(args)
+    wl = build_workload(params)
+    reference_written = write_reference(wl, layout)
+    chunks = n_chunks(wl)
+    wl_b = spark.sparkContext.broadcast(for_workers(wl))
+    del wl  # the catalog and viewer tables are on disk now; keep the driver small
+    date = args.date
+    # The service has been running before D: earlier days the window needs are generated
+    # once, when missing (a re-run of D never rewrites them).
+    backfilled = [d for d in history_dates(date, args.history_days) if not layout.has_logs(d)]
+    for d in backfilled:
+        write_day(spark, wl_b, chunks, layout, d)
+    per_edge = write_day(spark, wl_b, chunks, layout, date)
     return {
         "lines": sum(per_edge.values()),
         "lines_per_edge": dict(sorted(per_edge.items())),
+        "history_days_generated": backfilled,
         "users": params.users,
         "edges": params.edges,
         "titles": params.titles,

@@ -1,54 +1,150 @@
-"""Spark job: predict each viewer's next titles and each edge's prefetch set for day D+1."""
+"""Spark job: predict each viewer's next titles and each edge's prefetch set for day D+1.
+
+The learned model trains on yesterday: candidates built from D-1's features, labelled
+with what each viewer watched on D, fit the scorer (logistic regression); the edges'
+request counts on D fit the demand model (Poisson). Both then score D's features for
+D+1, a day no model has seen. Without D-1's features (a first day) the job falls back to
+the foundation's simple model and says so in its report.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.jobs.common import base_parser, positive_int, run_job
-from edgecache.layout import Layout, write_json_atomic
-from edgecache.predict import edge_demand, predict_users, prefetch
+from edgecache.candidates import FEATURES, CandidateParams, candidate_features, candidates, with_labels
+from edgecache.demand import (
+    DEMAND_FEATURES,
+    demand_rows,
+    fill_traffic,
+    prefetch,
+    rank_demand,
+    viewers,
+    with_request_counts,
+)
+from edgecache.features import FEATURE_TABLES, title_features
+from edgecache.jobs.common import base_parser, positive_float, positive_int, run_job
+from edgecache.layout import Layout, read_json, write_json_atomic
+from edgecache.predict import edge_demand, predict_users, rank_users
+from edgecache.scorer import LinearModel, apply, auc, fit_logistic, fit_poisson, negative_sample
 from edgecache.settings import Settings
+
+MODELS = ("learned", "simple")
+# The scorer trains on every positive and a weighted sample of negatives up to this many
+# rows: enough for 16 weights, and it keeps training time flat as the service grows.
+MAX_TRAINING_ROWS = 300_000
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = Settings.from_env()
     p = base_parser("Predict next titles per viewer and the prefetch set per edge.")
     p.add_argument("--top-k", type=positive_int, default=d.top_k, help=f"titles per viewer (default {d.top_k})")
-    p.add_argument(
-        "--cache-capacity", type=positive_int, default=d.cache_capacity,
-        help=f"titles per edge cache (default {d.cache_capacity})",
-    )
+    p.add_argument("--cache-gb", type=positive_float, default=d.cache_gb,
+                   help=f"prefetch capacity of each edge cache in GB (default {d.cache_gb})")
+    p.add_argument("--model", choices=MODELS, default=d.model,
+                   help=f"learned scorer, or the simple tiered baseline (default {d.model})")
     return p
+
+
+def read_features(spark: SparkSession, layout: Layout, date: str) -> tuple[dict[str, DataFrame], dict] | None:
+    """A day's feature tables and manifest, or None when they were not (completely) built."""
+    manifest = layout.features(date, "manifest.json")
+    if not manifest.exists():
+        return None
+    return {n: spark.read.parquet(str(layout.features(date, n))) for n in FEATURE_TABLES}, read_json(manifest)
+
+
+def scored_candidates(feats: dict[str, DataFrame], titles: DataFrame, window_days: int) -> DataFrame:
+    return candidate_features(candidates(feats, titles, CandidateParams()), feats, titles, window_days)
+
+
+def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame) -> tuple[LinearModel, LinearModel, dict]:
+    """Fit the scorer and the demand model on D-1's features against D's requests."""
+    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
+    titles = title_features(catalog, previous)
+    labels = spark.read.parquet(str(layout.events(date)))
+    rows = with_labels(scored_candidates(feats, titles, manifest["window_days"]), labels).cache()
+    sample = negative_sample(rows, MAX_TRAINING_ROWS, seed=0, keys=("user_id", "content_id"))
+    scorer = fit_logistic(sample, FEATURES, weight="weight")
+    scored = apply(rows, scorer, "p").cache()
+    counts = scored.agg(F.count("*").alias("rows"), F.sum("label").alias("positives")).first()
+    demand_train = with_request_counts(demand_rows(feats["popularity"], titles, viewers(scored)), labels).cache()
+    demand_model = fit_poisson(demand_train, DEMAND_FEATURES)
+    stats = {
+        "trained_on": {"features": previous, "labels": date},
+        "scorer_rows": counts["rows"],
+        "scorer_positives": int(counts["positives"]),
+        "scorer_auc_training_day": auc(scored, "p"),
+        "demand_rows": demand_train.count(),
+    }
+    for df in (rows, scored, demand_train):
+        df.unpersist()
+    return scorer, demand_model, stats
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     layout = Layout(args.data_dir.resolve())
     date = args.date
-    feats = {n: spark.read.parquet(str(layout.features(date, n))) for n in ("users", "transitions", "popularity")}
+    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    found = read_features(spark, layout, date)
+    if found is None:
+        raise FileNotFoundError(f"no features for {date} under {layout.features(date, '')}: run features first")
+    feats, manifest = found
     catalog = spark.read.parquet(str(layout.catalog))
+    titles = title_features(catalog, date)
 
-    users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
+    model = args.model
+    trainable = read_features(spark, layout, previous) is not None and layout.events(date).exists()
+    if model == "learned" and not trainable:
+        model = "simple"  # nothing to learn from yet: say so in the report
+    stats: dict[str, Any] = {}
+    if model == "learned":
+        scorer, demand_model, stats = train(spark, layout, date, catalog)
+        scored = apply(scored_candidates(feats, titles, manifest["window_days"]), scorer, "p").cache()
+        users = rank_users(scored, args.top_k)
+        demand = rank_demand(apply(demand_rows(feats["popularity"], titles, viewers(scored)), demand_model, "score"))
+        models = {"scorer": scorer.to_dict(), "demand": demand_model.to_dict()}
+    else:
+        users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
+        demand = edge_demand(feats["popularity"], titles)
+        models = {}
+
     users.write.mode("overwrite").parquet(str(layout.predictions(date, "users")))
-    edge_demand(feats["popularity"]).write.mode("overwrite").parquet(str(layout.predictions(date, "edge_demand")))
-    prefetch(feats["popularity"], args.cache_capacity).write.mode("overwrite").parquet(
-        str(layout.predictions(date, "prefetch"))
-    )
+    demand.write.mode("overwrite").parquet(str(layout.predictions(date, "edge_demand")))
+    demand = spark.read.parquet(str(layout.predictions(date, "edge_demand")))
+    capacity = int(args.cache_gb * 1e9)
+    prefetch(demand, capacity).write.mode("overwrite").parquet(str(layout.predictions(date, "prefetch")))
 
     written = spark.read.parquet(str(layout.predictions(date, "users")))
     by_source = {r["source"]: r["n"] for r in written.groupBy("source").agg(F.count("*").alias("n")).collect()}
     pf = spark.read.parquet(str(layout.predictions(date, "prefetch")))
-    per_edge = {r["edge_id"]: r["n"] for r in pf.groupBy("edge_id").agg(F.count("*").alias("n")).collect()}
+    per_edge = {r["edge_id"]: (r["n"], r["b"]) for r in
+                pf.groupBy("edge_id").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).collect()}
+    yesterday = layout.predictions(previous, "prefetch")
+    fill = None
+    if yesterday.exists():
+        fill = {r["edge_id"]: r.asDict() for r in fill_traffic(pf, spark.read.parquet(str(yesterday))).collect()}
+        for v in fill.values():
+            v.pop("edge_id")
     summary = {
         "date": date,
+        "model": model,
+        "model_requested": args.model,
+        "models": models,
+        "training": stats,
         "predictions": sum(by_source.values()),
         "predictions_by_source": dict(sorted(by_source.items())),
-        "prefetch_titles_per_edge": dict(sorted(per_edge.items())),
+        "prefetch_titles_per_edge": {e: n for e, (n, _) in sorted(per_edge.items())},
+        "prefetch_bytes_per_edge": {e: b for e, (_, b) in sorted(per_edge.items())},
+        "fill_traffic": None if fill is None else dict(sorted(fill.items())),
+        "fill_bytes": None if fill is None else sum(v["fill_bytes"] for v in fill.values()),
         "top_k": args.top_k,
-        "cache_capacity": args.cache_capacity,
+        "cache_bytes": capacity,
     }
     write_json_atomic(layout.predictions(date, "summary.json"), summary)
     return {**summary, "output": str(layout.predictions(date, ""))}

@@ -1,0 +1,155 @@
+"""Linear models trained with Spark MLlib and applied as plain Spark SQL expressions.
+
+A ``LinearModel`` is a weight per named feature plus an intercept and a link:
+``logit`` gives a probability (will the viewer watch this title tomorrow?), ``log`` an
+expected count (how many requests will this title get at this edge tomorrow?). It is a
+fixed-size set of numbers, so models trained apart can be averaged, and it is applied
+with a SQL expression, so scoring needs no Python on the executors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame
+
+LINKS = ("logit", "log")
+SIGNIFICANT_DIGITS = 6
+
+
+def rounded(x: float) -> float:
+    """``x`` to SIGNIFICANT_DIGITS digits.
+
+    The optimisers sum partial results in the order tasks finish, so two fits of the same
+    rows can differ in the last bits; rounding makes a re-run give the same model and so
+    the same predictions, far below any difference that changes a ranking on purpose.
+    """
+    return float(f"{x:.{SIGNIFICANT_DIGITS}g}")
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    features: tuple[str, ...]
+    weights: tuple[float, ...]
+    intercept: float
+    link: str
+
+    def __post_init__(self) -> None:
+        if len(self.features) != len(self.weights):
+            raise ValueError("one weight per feature")
+        if self.link not in LINKS:
+            raise ValueError(f"link must be one of {LINKS}, got {self.link!r}")
+        if not all(math.isfinite(w) for w in (*self.weights, self.intercept)):
+            raise ValueError("weights must be finite")
+
+    def linear_sql(self) -> str:
+        terms = [f"({w!r}) * `{f}`" for f, w in zip(self.features, self.weights)]
+        return " + ".join([repr(self.intercept), *terms])
+
+    def sql(self) -> str:
+        """The model's prediction as a Spark SQL expression over the feature columns."""
+        eta = self.linear_sql()
+        return f"1.0 / (1.0 + exp(-({eta})))" if self.link == "logit" else f"exp({eta})"
+
+    def predict(self, values: Sequence[float]) -> float:
+        """The prediction for one row of feature values, in plain Python (for tests and tools)."""
+        eta = self.intercept + sum(w * v for w, v in zip(self.weights, values))
+        return 1.0 / (1.0 + math.exp(-eta)) if self.link == "logit" else math.exp(eta)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "features": list(self.features), "weights": list(self.weights)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LinearModel:
+        return cls(tuple(d["features"]), tuple(float(w) for w in d["weights"]), float(d["intercept"]), d["link"])
+
+
+def apply(rows: DataFrame, model: LinearModel, out: str) -> DataFrame:
+    """``rows`` with the model's prediction in column ``out``."""
+    return rows.selectExpr("*", f"{model.sql()} AS `{out}`")
+
+
+def _vectors(rows: DataFrame, features: Sequence[str], label: str, weight: str | None) -> DataFrame:
+    """The training rows as MLlib wants them, cached in few partitions: every optimiser
+    step is a pass over them, and on a small machine the per-task cost dominates."""
+    from pyspark.ml.feature import VectorAssembler
+
+    cols = ["features_vec", label] + ([weight] if weight else [])
+    vec = VectorAssembler(inputCols=list(features), outputCol="features_vec").transform(rows).select(*cols)
+    parts = rows.sparkSession.sparkContext.defaultParallelism
+    return vec.coalesce(max(1, parts)).cache()
+
+
+def fit_logistic(
+    rows: DataFrame,
+    features: Sequence[str],
+    label: str = "label",
+    weight: str | None = None,
+    reg_param: float = 1e-3,
+    max_iter: int = 50,
+) -> LinearModel:
+    """L2-regularised logistic regression (MLlib, L-BFGS) on unscaled features.
+
+    Minimises the (weighted) mean log-loss + reg_param / 2 * |w|^2, the intercept not
+    penalised; no standardisation, so the objective is the plain one edges can share.
+    """
+    from pyspark.ml.classification import LogisticRegression
+
+    lr = LogisticRegression(featuresCol="features_vec", labelCol=label, regParam=reg_param, elasticNetParam=0.0,
+                            standardization=False, maxIter=max_iter, tol=1e-7, family="binomial",
+                            **({"weightCol": weight} if weight else {}))
+    vec = _vectors(rows, features, label, weight)
+    try:
+        m = lr.fit(vec)
+    finally:
+        vec.unpersist()
+    return LinearModel(tuple(features), tuple(rounded(w) for w in m.coefficients), rounded(m.intercept), "logit")
+
+
+def fit_poisson(
+    rows: DataFrame, features: Sequence[str], label: str = "label", reg_param: float = 1e-3, max_iter: int = 25
+) -> LinearModel:
+    """L2-regularised Poisson regression with a log link (MLlib GLM, IRLS): expected counts."""
+    from pyspark.ml.regression import GeneralizedLinearRegression
+
+    glm = GeneralizedLinearRegression(featuresCol="features_vec", labelCol=label, family="poisson", link="log",
+                                      regParam=reg_param, maxIter=max_iter, tol=1e-7)
+    vec = _vectors(rows, features, label, None)
+    try:
+        m = glm.fit(vec)
+    finally:
+        vec.unpersist()
+    return LinearModel(tuple(features), tuple(rounded(w) for w in m.coefficients), rounded(m.intercept), "log")
+
+
+def negative_sample(rows: DataFrame, max_rows: int, seed: int, keys: Sequence[str], label: str = "label") -> DataFrame:
+    """At most about ``max_rows`` rows for training: every positive, a sample of the
+    negatives, and a ``weight`` column (1 / sampling rate) that keeps the fit unbiased.
+
+    A row is kept by a hash of its ``keys`` and ``seed``, never by partition-dependent
+    randomness, so the same rows give the same sample on any cluster."""
+    counts = {r[0]: r[1] for r in rows.groupBy(label).count().collect()}
+    positives, negatives = counts.get(1.0, 0), counts.get(0.0, 0)
+    rate = min(1.0, max(max_rows - positives, 1) / negatives) if negatives else 1.0
+    return rows.sparkSession.sql(
+        f"""
+        SELECT *, CASE WHEN `{label}` = 1 THEN 1.0 ELSE 1.0 / :rate END AS weight FROM {{rows}}
+        WHERE `{label}` = 1 OR :rate >= 1.0
+           OR pmod(xxhash64(:seed, {", ".join(f"`{k}`" for k in keys)}), 1000000) < :rate * 1000000
+        """,
+        args={"rate": rate, "seed": seed},
+        rows=rows,
+    )
+
+
+def auc(scored: DataFrame, score: str, label: str = "label") -> float | None:
+    """Area under the ROC curve of ``score`` against a 0/1 ``label``; None if one class is missing."""
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+    counts = {r[0]: r[1] for r in scored.groupBy(label).count().collect()}
+    if len(counts) < 2:
+        return None
+    return float(BinaryClassificationEvaluator(rawPredictionCol=score, labelCol=label).evaluate(scored))
