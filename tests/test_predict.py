@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from edgecache.features import edge_popularity, transitions, user_features
-from edgecache.predict import predict_users, prefetch
-from tests.tiny import catalog_df, events_df
+from edgecache.candidates import SOURCES
+from edgecache.features import edge_popularity, title_features, transitions, user_features
+from edgecache.predict import edge_demand, predict_users, rank_users
+from tests.tiny import DAY, catalog_df, window_df
 
 
 @pytest.fixture(scope="module")
 def feats(spark):
-    ev = events_df(spark)
+    ev = window_df(spark)
     return user_features(ev), transitions(ev), edge_popularity(ev), catalog_df(spark)
 
 
@@ -25,6 +26,7 @@ def test_predict_users_top3(feats):
         ("U4", "edge-01", "C3", ["C3", "C1", "C5"], "next_episode"),
         ("U5", "edge-01", "C2", ["C2", "C3", "C5"], "transition"),
     ]
+    assert all(r["scores"] is None for r in rows)  # the simple model has no scores
 
 
 def test_top1_is_the_head_of_the_ranking(feats):
@@ -38,25 +40,61 @@ def test_predict_rejects_zero_k(feats):
         predict_users(*feats, top_k=0)
 
 
-def test_prefetch_within_capacity(spark):
-    rows = prefetch(edge_popularity(events_df(spark)), 2).orderBy("edge_id", "rank").collect()
+def test_edge_demand_ranks_every_title_seen(spark, feats):
+    titles = title_features(catalog_df(spark), DAY)
+    rows = edge_demand(feats[2], titles).orderBy("edge_id", "rank").collect()
     assert [tuple(r) for r in rows] == [
-        ("edge-01", 1, "C1", 3),
-        ("edge-01", 2, "C2", 3),
-        ("edge-02", 1, "C2", 2),
-        ("edge-02", 2, "C1", 1),
+        # edge, title, score = requests in the window, rank, size
+        ("edge-01", "C1", 3.0, 1, 4000),
+        ("edge-01", "C2", 3.0, 2, 1000),
+        ("edge-01", "C3", 2.0, 3, 1000),
+        ("edge-01", "C5", 1.0, 4, 3000),
+        ("edge-02", "C2", 2.0, 1, 1000),
+        ("edge-02", "C1", 1.0, 2, 4000),
     ]
 
 
-def test_edge_demand_ranks_every_title_seen(spark):
-    from edgecache.predict import edge_demand
+# user, edge, title, p, then the src_* flags in SOURCES order
+# (next_episode, transition, edge_popular, genre, fresh)
+SCORED = [
+    ("U1", "edge-01", "C4", 0.5, 1, 0, 0, 0, 0),
+    ("U1", "edge-01", "C2", 0.5, 0, 0, 1, 1, 1),  # ties C4 on p: C2 first by id
+    ("U1", "edge-01", "C1", 0.2, 0, 0, 1, 0, 0),
+    ("U1", "edge-01", "C5", 0.1, 0, 0, 0, 0, 1),
+    ("U2", "edge-01", "C3", 0.9, 1, 1, 0, 0, 0),
+    ("U3", "edge-02", "C1", 0.05, 0, 0, 0, 1, 0),
+    ("U3", "edge-02", "C6", 0.3, 0, 0, 0, 0, 1),
+]
 
-    rows = edge_demand(edge_popularity(events_df(spark))).orderBy("edge_id", "rank").collect()
-    assert [tuple(r) for r in rows] == [
-        ("edge-01", "C1", 3.0, 1),
-        ("edge-01", "C2", 3.0, 2),
-        ("edge-01", "C3", 2.0, 3),
-        ("edge-01", "C5", 1.0, 4),
-        ("edge-02", "C2", 2.0, 1),
-        ("edge-02", "C1", 1.0, 2),
+
+@pytest.fixture(scope="module")
+def scored(spark):
+    # flags in reverse order in the frame: the source must follow SOURCES, not column order
+    cols = ", ".join(f"src_{s} int" for s in SOURCES)
+    df = spark.createDataFrame(SCORED, f"user_id string, edge_id string, content_id string, p double, {cols}")
+    return df.select("user_id", "edge_id", "content_id", "p", *[f"src_{s}" for s in reversed(SOURCES)])
+
+
+def test_rank_users_top_k(scored):
+    rows = rank_users(scored, 3).orderBy("user_id").collect()
+    assert [(r["user_id"], r["edge_id"], r["content_id"], list(r["ranked"]), list(r["scores"]), r["source"])
+            for r in rows] == [
+        # U1's top title C2 came from edge_popular, genre and fresh: edge_popular is first in SOURCES
+        ("U1", "edge-01", "C2", ["C2", "C4", "C1"], [0.5, 0.5, 0.2], "edge_popular"),
+        ("U2", "edge-01", "C3", ["C3"], [0.9], "next_episode"),  # fewer candidates than k
+        ("U3", "edge-02", "C6", ["C6", "C1"], [0.3, 0.05], "fresh"),
     ]
+
+
+def test_rank_users_top1_and_named_probability(scored):
+    rows = rank_users(scored.withColumnRenamed("p", "q"), 1, prob="q").orderBy("user_id").collect()
+    assert [(r["user_id"], list(r["ranked"]), list(r["scores"]), r["source"]) for r in rows] == [
+        ("U1", ["C2"], [0.5], "edge_popular"),
+        ("U2", ["C3"], [0.9], "next_episode"),
+        ("U3", ["C6"], [0.3], "fresh"),
+    ]
+
+
+def test_rank_users_rejects_zero_k(scored):
+    with pytest.raises(ValueError):
+        rank_users(scored, 0)

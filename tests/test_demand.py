@@ -1,0 +1,142 @@
+"""Per-edge demand rows, labels, ranking, the prefetch set and fill traffic, checked by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+
+from edgecache.demand import (
+    DEMAND_FEATURES,
+    demand_rows,
+    fill_traffic,
+    prefetch,
+    rank_demand,
+    viewers,
+    with_request_counts,
+)
+from edgecache.features import edge_popularity, title_features
+from tests.tiny import DAY, EVENTS_SCHEMA, catalog_df, window_df
+
+ln, E = math.log, math.exp
+
+
+@pytest.fixture(scope="module")
+def inputs(spark):
+    return edge_popularity(window_df(spark)).cache(), title_features(catalog_df(spark), DAY).cache()
+
+
+@pytest.fixture(scope="module")
+def expected_viewers(spark):
+    scored = spark.createDataFrame(
+        [("U1", "edge-01", "C2", 0.5), ("U2", "edge-01", "C2", 0.25), ("U1", "edge-01", "C4", 0.5),
+         ("U3", "edge-02", "C3", 0.75)],
+        "user_id string, edge_id string, content_id string, p double")
+    return viewers(scored)
+
+
+def test_viewers_sums_probabilities(expected_viewers):
+    rows = sorted(tuple(r) for r in expected_viewers.collect())
+    assert rows == [("edge-01", "C2", 0.75), ("edge-01", "C4", 0.5), ("edge-02", "C3", 0.75)]
+
+
+def test_demand_rows_by_hand(inputs, expected_viewers):
+    popularity, titles = inputs
+    rows = demand_rows(popularity, titles, expected_viewers).collect()
+    got = {(r["edge_id"], r["content_id"]): (r["size_bytes"], *(r[f] for f in DEMAND_FEATURES)) for r in rows}
+    # Keys: titles seen at the edge, titles with expected viewers (C4 is not out by D+1, so
+    # it is dropped) and every release of the week (C2, C3, C5, C6, ages 3, 2, 1, 0).
+    # global = ln(1 + decayed requests over all edges / 2 edges): C1 4, C2 5, C3 2, C5 1.
+    expected = {
+        # size, popularity, last_day, viewers, global, launch, new_release, first_episode, movie
+        ("edge-01", "C1"): (4000, ln(4), ln(4), 0.0, ln(3), E(-43 / 7), 0.0, 0.0, 1.0),
+        ("edge-01", "C2"): (1000, ln(4), ln(4), ln(1.75), ln(3.5), E(-3 / 7), 0.0, 1.0, 0.0),
+        ("edge-01", "C3"): (1000, ln(3), ln(3), 0.0, ln(2), E(-2 / 7), 0.0, 0.0, 0.0),
+        ("edge-01", "C5"): (3000, ln(2), ln(2), 0.0, ln(1.5), E(-1 / 7), 0.0, 0.0, 1.0),
+        ("edge-01", "C6"): (2000, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0),
+        ("edge-02", "C1"): (4000, ln(2), ln(2), 0.0, ln(3), E(-43 / 7), 0.0, 0.0, 1.0),
+        ("edge-02", "C2"): (1000, ln(3), ln(3), 0.0, ln(3.5), E(-3 / 7), 0.0, 1.0, 0.0),
+        ("edge-02", "C3"): (1000, 0.0, 0.0, ln(1.75), ln(2), E(-2 / 7), 0.0, 0.0, 0.0),
+        ("edge-02", "C5"): (3000, 0.0, 0.0, 0.0, ln(1.5), E(-1 / 7), 0.0, 0.0, 1.0),
+        ("edge-02", "C6"): (2000, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0),
+    }
+    assert len(rows) == len(expected)
+    assert sorted(got) == sorted(expected)
+    for key, want in expected.items():
+        assert got[key][0] == want[0], key
+        assert got[key][1:] == pytest.approx(want[1:], abs=1e-9, rel=0), key
+
+
+def test_with_request_counts(spark, inputs, expected_viewers):
+    rows = demand_rows(*inputs, expected_viewers)
+    nxt = [("edge-01", "C2"), ("edge-01", "C2"), ("edge-01", "C6"), ("edge-02", "C3"), ("edge-02", "C9")]
+    next_day = spark.createDataFrame(
+        [("U1", "TV", c, 10, dt.datetime(2025, 4, 13, 9, i), e) for i, (e, c) in enumerate(nxt)], EVENTS_SCHEMA)
+    labelled = {(r["edge_id"], r["content_id"]): r["label"] for r in with_request_counts(rows, next_day).collect()}
+    assert len(labelled) == 10  # C9 has no demand row and adds none
+    assert {k: v for k, v in labelled.items() if v} == {
+        ("edge-01", "C2"): 2.0, ("edge-01", "C6"): 1.0, ("edge-02", "C3"): 1.0}
+
+
+@pytest.fixture(scope="module")
+def demand(spark):
+    # score per byte: B 0.18, A 0.1, C 0.1 (A before C by id), D 0.005; E has no expected requests
+    return spark.createDataFrame(
+        [("edge-01", "A", 10.0, 100), ("edge-01", "B", 9.0, 50), ("edge-01", "C", 1.0, 10),
+         ("edge-01", "D", 5.0, 1000), ("edge-01", "E", 0.0, 1), ("edge-02", "X", 2.0, 10)],
+        "edge_id string, content_id string, score double, size_bytes bigint")
+
+
+def test_rank_demand(demand):
+    rows = rank_demand(demand).orderBy("edge_id", "rank").collect()
+    assert [tuple(r) for r in rows] == [
+        ("edge-01", "A", 10.0, 1, 100),
+        ("edge-01", "B", 9.0, 2, 50),
+        ("edge-01", "D", 5.0, 3, 1000),
+        ("edge-01", "C", 1.0, 4, 10),
+        ("edge-01", "E", 0.0, 5, 1),
+        ("edge-02", "X", 2.0, 1, 10),
+    ]
+
+
+def fetched(demand, capacity):
+    return [tuple(r) for r in prefetch(demand, capacity).orderBy("edge_id", "rank").collect()]
+
+
+def test_prefetch_greedy_by_score_per_byte(demand):
+    assert fetched(demand, 160) == [
+        # edge, rank (by score per byte), title, score, size
+        ("edge-01", 1, "B", 9.0, 50),
+        ("edge-01", 2, "A", 10.0, 100),
+        ("edge-01", 3, "C", 1.0, 10),  # 160 bytes exactly: it fits
+        ("edge-02", 1, "X", 2.0, 10),
+    ]
+
+
+def test_prefetch_stops_at_the_first_title_that_does_not_fit(demand):
+    # B (50) fits, A would make 150 > 149: the set ends there, though C (10) would fit
+    assert fetched(demand, 149) == [("edge-01", 1, "B", 9.0, 50), ("edge-02", 1, "X", 2.0, 10)]
+    # D, and E (no expected requests), never come in, even with room to spare
+    assert [r[2] for r in fetched(demand, 10**9)] == ["B", "A", "C", "D", "X"]
+
+
+def test_prefetch_capacity_zero_and_negative(demand):
+    assert fetched(demand, 0) == []
+    with pytest.raises(ValueError):
+        prefetch(demand, -1)
+
+
+def test_fill_traffic(spark):
+    schema = "edge_id string, rank int, content_id string, score double, size_bytes bigint"
+    today = spark.createDataFrame(
+        [("edge-01", 1, "A", 3.0, 100), ("edge-01", 2, "B", 2.0, 50), ("edge-02", 1, "X", 1.0, 10)], schema)
+    yesterday = spark.createDataFrame(
+        [("edge-01", 1, "B", 3.0, 50), ("edge-01", 2, "C", 2.0, 70), ("edge-03", 1, "Z", 1.0, 5)], schema)
+    rows = fill_traffic(today, yesterday).orderBy("edge_id").collect()
+    assert [tuple(r) for r in rows] == [
+        # edge, added, dropped, kept, bytes to fill (the added titles' sizes)
+        ("edge-01", 1, 1, 1, 100),  # A added, C dropped, B kept
+        ("edge-02", 1, 0, 0, 10),
+        ("edge-03", 0, 1, 0, 0),
+    ]
