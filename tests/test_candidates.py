@@ -42,33 +42,34 @@ def flags(rows) -> dict[tuple[str, str], tuple]:
 # Inputs, worked out from tests.tiny (one day, so decayed requests = requests):
 #   users: U1 edge-01 last C3; U2 edge-01 last C2; U3 edge-02 last C1; U4 edge-01 last C2;
 #          U5 edge-01 last C1. Favourite genre (most views, ties by name): U5 drama, others comedy.
-#   next episode (user_series): U1 C4, U2 C3, U3 C3, U4 C3 (U5 watched no series).
+#   next episode (user_series): U1 C4 (not out yet), U2 C3, U3 C3, U4 C3 (U5 watched no series).
 #   transitions: edge-01 C1->C2 2, C2->C3 1, C3->C2 1, C5->C1 1; edge-02 C2->C1 1.
 #   popularity: edge-01 C1 3, C2 3, C3 2, C5 1; edge-02 C2 2, C1 1.
 #   fresh (age 0..7 as of D+1, movie or first episode): C2 (age 3), C5 (1), C6 (0);
 #     by requests + launch: edge-01 C2 3.65, C5 1.87, C6 1; edge-02 C2 2.65, C6 1, C5 0.87.
 def test_candidates_by_source(cands):
-    # edge, next_episode, transition, edge_popular, genre, fresh
+    # edge, next_episode, restart, transition, edge_popular, genre, fresh
+    # (C4, U1's next episode, is not out until 2025-04-20: never a candidate; nobody watched
+    # a series on two days, so there is no restart candidate)
     assert flags(cands.collect()) == {
-        ("U1", "C4"): ("edge-01", 1, 0, 0, 0, 0),
-        ("U1", "C2"): ("edge-01", 0, 1, 1, 1, 1),  # C3 -> C2; popular #2; comedy #1; fresh #1
-        ("U1", "C1"): ("edge-01", 0, 0, 1, 0, 0),
-        ("U1", "C5"): ("edge-01", 0, 0, 0, 0, 1),
-        ("U2", "C3"): ("edge-01", 1, 1, 0, 0, 0),
-        ("U2", "C1"): ("edge-01", 0, 0, 1, 0, 0),
-        ("U2", "C2"): ("edge-01", 0, 0, 1, 1, 1),
-        ("U2", "C5"): ("edge-01", 0, 0, 0, 0, 1),
-        ("U3", "C3"): ("edge-02", 1, 0, 0, 0, 0),  # no transition from C1 at edge-02
-        ("U3", "C2"): ("edge-02", 0, 0, 1, 1, 1),
-        ("U3", "C1"): ("edge-02", 0, 0, 1, 0, 0),
-        ("U3", "C6"): ("edge-02", 0, 0, 0, 0, 1),
-        ("U4", "C3"): ("edge-01", 1, 1, 0, 0, 0),
-        ("U4", "C1"): ("edge-01", 0, 0, 1, 0, 0),
-        ("U4", "C2"): ("edge-01", 0, 0, 1, 1, 1),
-        ("U4", "C5"): ("edge-01", 0, 0, 0, 0, 1),
-        ("U5", "C2"): ("edge-01", 0, 1, 1, 0, 1),  # C1 -> C2
-        ("U5", "C1"): ("edge-01", 0, 0, 1, 1, 0),  # drama's favourite at edge-01
-        ("U5", "C5"): ("edge-01", 0, 0, 0, 0, 1),
+        ("U1", "C2"): ("edge-01", 0, 0, 1, 1, 1, 1),  # C3 -> C2; popular #2; comedy #1; fresh #1
+        ("U1", "C1"): ("edge-01", 0, 0, 0, 1, 0, 0),
+        ("U1", "C5"): ("edge-01", 0, 0, 0, 0, 0, 1),
+        ("U2", "C3"): ("edge-01", 1, 0, 1, 0, 0, 0),
+        ("U2", "C1"): ("edge-01", 0, 0, 0, 1, 0, 0),
+        ("U2", "C2"): ("edge-01", 0, 0, 0, 1, 1, 1),
+        ("U2", "C5"): ("edge-01", 0, 0, 0, 0, 0, 1),
+        ("U3", "C3"): ("edge-02", 1, 0, 0, 0, 0, 0),  # no transition from C1 at edge-02
+        ("U3", "C2"): ("edge-02", 0, 0, 0, 1, 1, 1),
+        ("U3", "C1"): ("edge-02", 0, 0, 0, 1, 0, 0),
+        ("U3", "C6"): ("edge-02", 0, 0, 0, 0, 0, 1),
+        ("U4", "C3"): ("edge-01", 1, 0, 1, 0, 0, 0),
+        ("U4", "C1"): ("edge-01", 0, 0, 0, 1, 0, 0),
+        ("U4", "C2"): ("edge-01", 0, 0, 0, 1, 1, 1),
+        ("U4", "C5"): ("edge-01", 0, 0, 0, 0, 0, 1),
+        ("U5", "C2"): ("edge-01", 0, 0, 1, 1, 0, 1),  # C1 -> C2
+        ("U5", "C1"): ("edge-01", 0, 0, 0, 1, 1, 0),  # drama's favourite at edge-01
+        ("U5", "C5"): ("edge-01", 0, 0, 0, 0, 0, 1),
     }
 
 
@@ -76,11 +77,10 @@ def test_candidates_respect_the_limits(tiny):
     one = CandidateParams(popular=1, transitions=1, genre=1, fresh=1)
     got = flags(candidates(*tiny, one).where("user_id IN ('U1', 'U3')").collect())
     assert got == {
-        ("U1", "C4"): ("edge-01", 1, 0, 0, 0, 0),
-        ("U1", "C2"): ("edge-01", 0, 1, 0, 1, 1),  # C2 is popular #2 at edge-01 (C1 wins the tie by id)
-        ("U1", "C1"): ("edge-01", 0, 0, 1, 0, 0),
-        ("U3", "C3"): ("edge-02", 1, 0, 0, 0, 0),
-        ("U3", "C2"): ("edge-02", 0, 0, 1, 1, 1),
+        ("U1", "C2"): ("edge-01", 0, 0, 1, 0, 1, 1),  # C2 is popular #2 at edge-01 (C1 wins the tie by id)
+        ("U1", "C1"): ("edge-01", 0, 0, 0, 1, 0, 0),
+        ("U3", "C3"): ("edge-02", 1, 0, 0, 0, 0, 0),
+        ("U3", "C2"): ("edge-02", 0, 0, 0, 1, 1, 1),
     }
 
 
@@ -99,39 +99,33 @@ def test_candidates_respect_the_limits(tiny):
 EXPECTED = {
     # U1 saw C2; S1 watched one day (not resumed), today; C3 -> C2 once at edge-01.
     ("U1", "C2"): {
-        "next_episode": 0.0, "series_days": ln(2), "series_resumed": 0.0, "series_recency": 1.0,
-        "transition": ln(2), "popularity": ln(4), "trend": ln(4) - ln(1 + 3 / 1),
+        "next_episode": 0.0, "next_days": 0.0, "next_resumed": 0.0, "series_days": ln(2),
+        "series_restart": ln(2), "series_recency": 1.0, "transition": ln(2), "popularity": ln(4), "trend": ln(4) - ln(1 + 3 / 1),
         "pooled": ln(5 / 12 * 20 / 21), "personal": ln(0.5 * 5 / 12 * 20 / 21 + 0.5 * 14 / 27 * 5 / 7),
         "genre_affinity": 14 / 27, "launch": E(-3 / 7), "seen": 1.0, "first_episode": 1.0, "movie": 0.0,
         "activity": ln(1 + 3 / 1),
     },
-    # C4 is not out until 2025-04-20 and has no requests anywhere: the log floors apply.
-    ("U1", "C4"): {
-        "next_episode": 1.0, "series_days": ln(2), "series_resumed": 0.0, "series_recency": 1.0,
-        "transition": 0.0, "popularity": 0.0, "trend": 0.0, "pooled": LOG_FLOOR, "personal": LOG_FLOOR,
-        "genre_affinity": 14 / 27, "launch": 0.0, "seen": 0.0, "first_episode": 0.0, "movie": 0.0,
-        "activity": ln(4),
-    },
     # A movie: no series features. U5's last title is C1 itself, so no transition.
     ("U5", "C1"): {
-        "next_episode": 0.0, "series_days": 0.0, "series_resumed": 0.0, "series_recency": 0.0,
-        "transition": 0.0, "popularity": ln(4), "trend": 0.0,
+        "next_episode": 0.0, "next_days": 0.0, "next_resumed": 0.0, "series_days": 0.0,
+        "series_restart": 0.0, "series_recency": 0.0, "transition": 0.0, "popularity": ln(4), "trend": 0.0,
         "pooled": ln(4 / 12 * 16 / 15), "personal": ln(0.5 * 4 / 12 * 16 / 15 + 0.5 * 169 / 189 * 4 / 5),
         "genre_affinity": 169 / 189, "launch": E(-43 / 7), "seen": 1.0, "first_episode": 0.0, "movie": 1.0,
         "activity": ln(1 + 2 / 1),
     },
     # U3 began S1 mid-way (C3 first); C3 has requests at edge-01 only, none at U3's edge-02.
     ("U3", "C3"): {
-        "next_episode": 1.0, "series_days": ln(2), "series_resumed": ln(2), "series_recency": 1.0,
-        "transition": 0.0, "popularity": 0.0, "trend": 0.0,
+        "next_episode": 1.0, "next_days": ln(2), "next_resumed": ln(2), "series_days": 0.0,
+        "series_restart": 0.0, "series_recency": 1.0, "transition": 0.0, "popularity": 0.0, "trend": 0.0,
         "pooled": ln(2 / 12 * 8 / 7), "personal": ln(0.5 * 2 / 12 * 8 / 7 + 0.5 * 5 / 9 * 2 / 7),
         "genre_affinity": 5 / 9, "launch": E(-2 / 7), "seen": 1.0, "first_episode": 0.0, "movie": 0.0,
         "activity": ln(1 + 4 / 1),
     },
     # C6 comes out on D+1: no requests anywhere yet.
     ("U3", "C6"): {
-        "next_episode": 0.0, "series_days": 0.0, "series_resumed": 0.0, "series_recency": 0.0,
-        "transition": 0.0, "popularity": 0.0, "trend": 0.0, "pooled": LOG_FLOOR, "personal": LOG_FLOOR,
+        "next_episode": 0.0, "next_days": 0.0, "next_resumed": 0.0, "series_days": 0.0,
+        "series_restart": 0.0, "series_recency": 0.0, "transition": 0.0, "popularity": 0.0, "trend": 0.0,
+        "pooled": LOG_FLOOR, "personal": LOG_FLOOR,
         "genre_affinity": 4 / 9, "launch": 1.0, "seen": 0.0, "first_episode": 0.0, "movie": 1.0,
         "activity": ln(5),
     },
@@ -149,7 +143,7 @@ def check_rows(rows, expected):
 
 def test_candidate_features_by_hand(tiny, cands):
     rows = candidate_features(cands, *tiny, window_days=1).collect()
-    assert len(rows) == 19  # one row per candidate: no join duplicates any
+    assert len(rows) == 18  # one row per candidate: no join duplicates any
     check_rows(rows, EXPECTED)
     for r in rows:  # never null, always a double
         assert all(isinstance(r[f], float) and math.isfinite(r[f]) for f in FEATURES), r
@@ -165,21 +159,15 @@ def test_candidate_features_over_a_window(spark):
     one = CandidateParams(popular=1, transitions=1, genre=1, fresh=1)
     rows = candidate_features(candidates(feats, titles, one), feats, titles, window_days=3).collect()
     partial = {
-        # V4 (edge-01, last C3): C3 on days 1 and 0, each resumed; C3 -> C4 once (V1);
-        # C4 had 1 request at edge-01, on the last day: trend ln 2 - ln(1 + 1/3) = ln 1.5.
-        ("V4", "C4"): {"next_episode": 1.0, "series_days": ln(3), "series_resumed": ln(3), "series_recency": 1.0,
-                       "transition": ln(2), "popularity": ln(2), "trend": ln(1.5), "seen": 0.0, "launch": 0.0,
-                       "activity": ln(1 + 2 / 3)},
-        # V2 (home edge-02 by id, last C1): S1 watched one day ago, resumed at episode 2.
-        ("V2", "C4"): {"next_episode": 1.0, "series_days": ln(2), "series_resumed": ln(2),
-                       "series_recency": E(-1), "transition": 0.0, "popularity": 0.0, "trend": 0.0,
-                       "activity": ln(1 + 2 / 3)},
+        # (C4, the next episode of V2 and V4, is not out yet: no candidate.)
         # V1 ended S1 on its last episode: the next is C2, already seen, 2 days ago at edge-01.
-        ("V1", "C2"): {"next_episode": 1.0, "series_days": ln(3), "series_resumed": ln(2), "series_recency": 1.0,
+        ("V1", "C2"): {"next_episode": 1.0, "next_days": ln(3), "next_resumed": ln(2), "series_days": 0.0,
+                       "series_restart": 0.0, "series_recency": 1.0,
                        "transition": 0.0, "popularity": ln(1 + E(-1)), "trend": -ln(1 + 1 / 3), "seen": 1.0,
                        "first_episode": 1.0, "launch": E(-3 / 7), "activity": ln(2)},
     }
     got = {(r["user_id"], r["content_id"]): r for r in rows}
+    assert ("V4", "C4") not in got and ("V2", "C4") not in got
     for key, want in partial.items():
         assert key in got, key
         for f, v in want.items():
@@ -193,8 +181,8 @@ def test_with_labels(spark, cands):
         [(u, "TV", c, 10, dt.datetime.fromisoformat(f"2025-04-13 {t}:00"), "edge-01") for u, c, t in nxt],
         EVENTS_SCHEMA)
     rows = with_labels(cands, next_day).collect()
-    assert len(rows) == 19  # two views of C2 by U1 still make one row
+    assert len(rows) == 18  # two views of C2 by U1 still make one row
     positives = sorted((r["user_id"], r["content_id"]) for r in rows if r["label"] == 1.0)
-    assert positives == [("U1", "C2"), ("U1", "C4")]
+    assert positives == [("U1", "C2")]  # C4 is no candidate: it was not out on D+1
     assert {r["label"] for r in rows} == {0.0, 1.0}
     assert set(rows[0].asDict()) == set(cands.columns) | {"label"}

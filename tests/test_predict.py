@@ -55,15 +55,15 @@ def test_edge_demand_ranks_every_title_seen(spark, feats):
 
 
 # user, edge, title, p, then the src_* flags in SOURCES order
-# (next_episode, transition, edge_popular, genre, fresh)
+# (next_episode, restart, transition, edge_popular, genre, fresh)
 SCORED = [
-    ("U1", "edge-01", "C4", 0.5, 1, 0, 0, 0, 0),
-    ("U1", "edge-01", "C2", 0.5, 0, 0, 1, 1, 1),  # ties C4 on p: C2 first by id
-    ("U1", "edge-01", "C1", 0.2, 0, 0, 1, 0, 0),
-    ("U1", "edge-01", "C5", 0.1, 0, 0, 0, 0, 1),
-    ("U2", "edge-01", "C3", 0.9, 1, 1, 0, 0, 0),
-    ("U3", "edge-02", "C1", 0.05, 0, 0, 0, 1, 0),
-    ("U3", "edge-02", "C6", 0.3, 0, 0, 0, 0, 1),
+    ("U1", "edge-01", "C4", 0.5, 1, 0, 0, 0, 0, 0),
+    ("U1", "edge-01", "C2", 0.5, 0, 0, 0, 1, 1, 1),  # ties C4 on p: C2 first by id
+    ("U1", "edge-01", "C1", 0.2, 0, 0, 0, 1, 0, 0),
+    ("U1", "edge-01", "C5", 0.1, 0, 0, 0, 0, 0, 1),
+    ("U2", "edge-01", "C3", 0.9, 1, 0, 1, 0, 0, 0),
+    ("U3", "edge-02", "C1", 0.05, 0, 0, 0, 0, 1, 0),
+    ("U3", "edge-02", "C6", 0.3, 0, 0, 0, 0, 0, 1),
 ]
 
 

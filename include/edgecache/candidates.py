@@ -1,7 +1,9 @@
 """Candidate titles for each viewer and the features the scorer ranks them by (Spark SQL).
 
 Candidates for a viewer at cutoff T, each tagged with every source that proposed it:
-  next_episode  the next unwatched episode of each series the viewer watched;
+  next_episode  the episode after the last one the viewer watched of each series (the
+                first again after a series' last episode);
+  restart       the first episode of each series the viewer watched on several days;
   transition    the titles viewers at the same edge most often went to from the viewer's
                 last title;
   edge_popular  the edge's most requested titles (decayed, so recent days weigh more);
@@ -21,12 +23,16 @@ from edgecache.features import LAUNCH_DAYS
 
 LOG_FLOOR = -12.0  # the log of a share where the title has none (about ln 6e-6)
 
-SOURCES = ("next_episode", "transition", "edge_popular", "genre", "fresh")
+SOURCES = ("next_episode", "restart", "transition", "edge_popular", "genre", "fresh")
 
 FEATURES = (
-    "next_episode",  # 1: the next unwatched episode of a series the viewer follows
-    "series_days",  # ln(1 + days the viewer watched the candidate's series)
-    "series_resumed",  # ln(1 + days the viewer picked the series up mid-way: they follow it)
+    # A series the viewer follows shows as one watched on several days, picked up mid-way:
+    # the next episode then is likely; after a one-off sample of a series it is not.
+    "next_episode",  # 1: the next episode of a series the viewer watched
+    "next_days",  # next_episode x ln(1 + days the viewer watched the series)
+    "next_resumed",  # next_episode x ln(1 + days the viewer picked the series up mid-way)
+    "series_days",  # (not the next episode) ln(1 + days the viewer watched the candidate's series)
+    "series_restart",  # series_days of a first episode: a followed series starting over
     "series_recency",  # exp(-days since the viewer last watched the series)
     "transition",  # ln(1 + moves from the viewer's last title to the candidate at the edge)
     "popularity",  # ln(1 + decayed requests at the edge)
@@ -93,6 +99,10 @@ def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: Candidate
         proposed AS (
           SELECT s.user_id, s.next_content_id AS content_id, 'next_episode' AS src FROM {{user_series}} s
           UNION ALL
+          SELECT s.user_id, t.content_id, 'restart' FROM {{user_series}} s
+          JOIN {{titles}} t ON t.series_id = s.series_id AND t.is_first_episode
+          WHERE s.days_watched >= 2
+          UNION ALL
           SELECT user_id, content_id, 'transition' FROM (
             SELECT u.user_id, t.to_content_id AS content_id,
                    row_number() OVER (PARTITION BY u.user_id
@@ -113,6 +123,7 @@ def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: Candidate
         SELECT p.user_id, u.edge_id, p.content_id,
                {flags}
         FROM proposed p JOIN u ON u.user_id = p.user_id
+        JOIN {{titles}} t ON t.content_id = p.content_id AND t.release_age_days >= 0  -- out by T+1
         GROUP BY p.user_id, u.edge_id, p.content_id
         """,
         args={"n_popular": params.popular, "n_transitions": params.transitions, "n_genre": params.genre,
@@ -126,58 +137,98 @@ def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: Candidate
     )
 
 
+def materialize(df: DataFrame) -> DataFrame:
+    """Compute ``df`` now and cut its lineage.
+
+    The feature queries nest many joins and windows; without a cut, every later query
+    over their result re-plans the whole tree, which costs more than running it.
+    """
+    return df.localCheckpoint(eager=True)
+
+
+def title_shares(popularity: DataFrame, titles: DataFrame) -> dict[str, DataFrame]:
+    """Service-wide shares: ``glob`` per title (its share, and its share within its genre),
+    ``edge_genre`` per edge and genre (the edge's share of requests in the genre) and
+    ``taste`` (that share over the service's: how much more the edge likes the genre)."""
+    spark = titles.sparkSession
+    tp = materialize(spark.sql(
+        """
+        SELECT p.edge_id, p.content_id, p.requests_decayed, t.genre,
+               sum(p.requests_decayed) OVER () AS all_decayed
+        FROM {popularity} p JOIN {titles} t ON t.content_id = p.content_id
+        """,
+        popularity=popularity, titles=titles,
+    ))
+    glob = spark.sql(
+        """
+        SELECT content_id, genre, sum(requests_decayed) / first(all_decayed) AS global_share,
+               sum(requests_decayed) / sum(sum(requests_decayed)) OVER (PARTITION BY genre) AS in_genre
+        FROM {tp} GROUP BY content_id, genre
+        """,
+        tp=tp,
+    )
+    edge_genre = spark.sql(
+        """
+        SELECT edge_id, genre, sum(requests_decayed) / sum(sum(requests_decayed))
+                 OVER (PARTITION BY edge_id) AS share
+        FROM {tp} GROUP BY edge_id, genre
+        """,
+        tp=tp,
+    )
+    taste = spark.sql(
+        """
+        SELECT e.edge_id, e.genre, e.share / g.share AS tilt
+        FROM {edge_genre} e
+        JOIN (SELECT genre, sum(requests_decayed) / first(all_decayed) AS share
+              FROM {tp} GROUP BY genre) g ON g.genre = e.genre
+        """,
+        tp=tp, edge_genre=edge_genre,
+    )
+    return {"glob": materialize(glob), "edge_genre": materialize(edge_genre), "taste": materialize(taste)}
+
+
+def genre_affinity(users: DataFrame, user_genres: DataFrame, edge_genre: DataFrame) -> DataFrame:
+    """Per viewer and genre: the probability that it is the viewer's favourite genre.
+
+    A pick is in the viewer's favourite genre half the time, else follows the edge's
+    taste: the posterior of each favourite genre f is proportional to the edge's share of
+    f (the prior) times the likelihood of the viewer's picks given f.
+    """
+    return users.sparkSession.sql(
+        """
+        WITH loglik AS (
+          SELECT u.user_id, pf.genre,
+                 ln(first(pf.share)) + sum(ug.picks * ln(0.5 * CAST(ug.genre = pf.genre AS double)
+                                                         + 0.5 * coalesce(eg.share, 1e-6))) AS ll
+          FROM {users} u
+          JOIN {edge_genre} pf ON pf.edge_id = u.edge_id
+          JOIN {user_genres} ug ON ug.user_id = u.user_id
+          LEFT JOIN {edge_genre} eg ON eg.edge_id = u.edge_id AND eg.genre = ug.genre
+          GROUP BY u.user_id, pf.genre
+        )
+        SELECT user_id, genre, w / sum(w) OVER (PARTITION BY user_id) AS share
+        FROM (SELECT user_id, genre, exp(ll - max(ll) OVER (PARTITION BY user_id)) AS w FROM loglik)
+        """,
+        users=users, user_genres=user_genres, edge_genre=edge_genre,
+    )
+
+
 def candidate_features(
     cands: DataFrame, feats: dict[str, DataFrame], titles: DataFrame, window_days: int
 ) -> DataFrame:
     """The candidates with every column of ``FEATURES`` (double, never null)."""
     spark = titles.sparkSession
+    shares = title_shares(feats["popularity"], titles)
+    affinity = materialize(genre_affinity(feats["users"], feats["user_genres"], shares["edge_genre"]))
     return spark.sql(
         """
-        WITH tp AS (
-          SELECT p.edge_id, p.content_id, p.requests_decayed, t.genre
-          FROM {popularity} p JOIN {titles} t ON t.content_id = p.content_id
-        ),
-        total AS (SELECT sum(requests_decayed) AS all_decayed FROM tp),
-        glob AS (  -- the service-wide share of each title, and of each title within its genre
-          SELECT content_id, genre, sum(requests_decayed) / first(all_decayed) AS global_share,
-                 sum(requests_decayed) / sum(sum(requests_decayed)) OVER (PARTITION BY genre) AS in_genre
-          FROM tp CROSS JOIN total GROUP BY content_id, genre
-        ),
-        taste AS (  -- how much more (or less) of each genre an edge watches than the service
-          SELECT e.edge_id, e.genre, e.share / g.share AS tilt FROM (
-            SELECT edge_id, genre, sum(requests_decayed) / sum(sum(requests_decayed))
-                     OVER (PARTITION BY edge_id) AS share
-            FROM tp GROUP BY edge_id, genre) e
-          JOIN (SELECT genre, sum(requests_decayed) / first(all_decayed) AS share
-                FROM tp CROSS JOIN total GROUP BY genre) g ON g.genre = e.genre
-        ),
-        edge_genre AS (
-          SELECT edge_id, genre, sum(requests_decayed) / sum(sum(requests_decayed))
-                   OVER (PARTITION BY edge_id) AS share
-          FROM tp GROUP BY edge_id, genre
-        ),
-        loglik AS (
-          -- A pick is in the viewer's favourite genre half the time, else follows the edge's
-          -- taste: the log-likelihood of the viewer's picks for each favourite genre f, plus
-          -- the log prior of f (the edge's taste).
-          SELECT u.user_id, f.genre AS fav,
-                 ln(first(pf.share)) + sum(ug.picks * ln(0.5 * CAST(ug.genre = f.genre AS double)
-                                                         + 0.5 * coalesce(eg.share, 1e-6))) AS ll
-          FROM {users} u
-          JOIN edge_genre pf ON pf.edge_id = u.edge_id
-          JOIN (SELECT DISTINCT genre FROM edge_genre) f ON f.genre = pf.genre
-          JOIN {user_genres} ug ON ug.user_id = u.user_id
-          LEFT JOIN edge_genre eg ON eg.edge_id = u.edge_id AND eg.genre = ug.genre
-          GROUP BY u.user_id, f.genre
-        ),
-        affinity AS (
-          SELECT user_id, genre, w / sum(w) OVER (PARTITION BY user_id) AS share
-          FROM (SELECT user_id, fav AS genre, exp(ll - max(ll) OVER (PARTITION BY user_id)) AS w FROM loglik)
-        )
         SELECT c.*,
                CAST(c.src_next_episode AS double)                               AS next_episode,
-               ln(1 + coalesce(s.days_watched, 0))                             AS series_days,
-               ln(1 + coalesce(s.resumed_days, 0))                             AS series_resumed,
+               c.src_next_episode * ln(1 + coalesce(s.days_watched, 0))        AS next_days,
+               c.src_next_episode * ln(1 + coalesce(s.resumed_days, 0))        AS next_resumed,
+               (1 - c.src_next_episode) * ln(1 + coalesce(s.days_watched, 0))  AS series_days,
+               (1 - c.src_next_episode) * CAST(t.is_first_episode AS int)
+                 * ln(1 + coalesce(s.days_watched, 0))                         AS series_restart,
                coalesce(exp(-s.last_age_days), 0.0)                            AS series_recency,
                ln(1 + coalesce(tr.transitions, 0))                             AS transition,
                ln(1 + coalesce(p.requests_decayed, 0))                         AS popularity,
@@ -199,9 +250,9 @@ def candidate_features(
         LEFT JOIN {transitions} tr ON tr.edge_id = c.edge_id AND tr.from_content_id = u.last_content_id
                                   AND tr.to_content_id = c.content_id
         LEFT JOIN {popularity} p ON p.edge_id = c.edge_id AND p.content_id = c.content_id
-        LEFT JOIN glob gl ON gl.content_id = c.content_id
-        LEFT JOIN taste ta ON ta.edge_id = c.edge_id AND ta.genre = t.genre
-        LEFT JOIN affinity g ON g.user_id = c.user_id AND g.genre = t.genre
+        LEFT JOIN {glob} gl ON gl.content_id = c.content_id
+        LEFT JOIN {taste} ta ON ta.edge_id = c.edge_id AND ta.genre = t.genre
+        LEFT JOIN {affinity} g ON g.user_id = c.user_id AND g.genre = t.genre
         LEFT JOIN {user_titles} ut ON ut.user_id = c.user_id AND ut.content_id = c.content_id
         """,
         args={"window": float(window_days), "floor": LOG_FLOOR},
@@ -211,8 +262,10 @@ def candidate_features(
         user_series=feats["user_series"],
         transitions=feats["transitions"],
         popularity=feats["popularity"],
-        user_genres=feats["user_genres"],
         user_titles=feats["user_titles"],
+        glob=shares["glob"],
+        taste=shares["taste"],
+        affinity=affinity,
     )
 
 

@@ -57,7 +57,9 @@ class LinearModel:
     def predict(self, values: Sequence[float]) -> float:
         """The prediction for one row of feature values, in plain Python (for tests and tools)."""
         eta = self.intercept + sum(w * v for w, v in zip(self.weights, values))
-        return 1.0 / (1.0 + math.exp(-eta)) if self.link == "logit" else math.exp(eta)
+        if self.link == "logit":
+            return 0.5 * (1.0 + math.tanh(eta / 2))  # the logistic function, without overflow
+        return math.exp(eta) if eta < 709.0 else math.inf
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "features": list(self.features), "weights": list(self.weights)}
@@ -89,7 +91,7 @@ def fit_logistic(
     label: str = "label",
     weight: str | None = None,
     reg_param: float = 1e-3,
-    max_iter: int = 50,
+    max_iter: int = 25,
 ) -> LinearModel:
     """L2-regularised logistic regression (MLlib, L-BFGS) on unscaled features.
 
@@ -112,7 +114,11 @@ def fit_logistic(
 def fit_poisson(
     rows: DataFrame, features: Sequence[str], label: str = "label", reg_param: float = 1e-3, max_iter: int = 25
 ) -> LinearModel:
-    """L2-regularised Poisson regression with a log link (MLlib GLM, IRLS): expected counts."""
+    """L2-regularised Poisson regression with a log link (MLlib GLM, IRLS): expected counts.
+
+    MLlib scales the penalty by the mean label (its objective is the deviance over the sum
+    of the labels plus reg_param / 2 * |w|^2): a busier training day is penalised less.
+    """
     from pyspark.ml.regression import GeneralizedLinearRegression
 
     glm = GeneralizedLinearRegression(featuresCol="features_vec", labelCol=label, family="poisson", link="log",

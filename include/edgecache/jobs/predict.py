@@ -16,7 +16,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.candidates import FEATURES, CandidateParams, candidate_features, candidates, with_labels
+from edgecache.candidates import FEATURES, CandidateParams, candidate_features, candidates, materialize, with_labels
 from edgecache.demand import (
     DEMAND_FEATURES,
     demand_rows,
@@ -58,32 +58,33 @@ def read_features(spark: SparkSession, layout: Layout, date: str) -> tuple[dict[
     return {n: spark.read.parquet(str(layout.features(date, n))) for n in FEATURE_TABLES}, read_json(manifest)
 
 
-def scored_candidates(feats: dict[str, DataFrame], titles: DataFrame, window_days: int) -> DataFrame:
-    return candidate_features(candidates(feats, titles, CandidateParams()), feats, titles, window_days)
+def candidate_rows(feats: dict[str, DataFrame], titles: DataFrame, window_days: int) -> DataFrame:
+    """Every viewer's candidates with their features."""
+    cands = materialize(candidates(feats, titles, CandidateParams()))
+    return candidate_features(cands, feats, titles, window_days)
 
 
 def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame) -> tuple[LinearModel, LinearModel, dict]:
     """Fit the scorer and the demand model on D-1's features against D's requests."""
     previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
     feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
-    titles = title_features(catalog, previous)
+    titles = materialize(title_features(catalog, previous))
     labels = spark.read.parquet(str(layout.events(date)))
-    rows = with_labels(scored_candidates(feats, titles, manifest["window_days"]), labels).cache()
-    sample = negative_sample(rows, MAX_TRAINING_ROWS, seed=0, keys=("user_id", "content_id"))
+    rows = materialize(with_labels(candidate_rows(feats, titles, manifest["window_days"]), labels))
+    sample = materialize(negative_sample(rows, MAX_TRAINING_ROWS, seed=0, keys=("user_id", "content_id")))
     scorer = fit_logistic(sample, FEATURES, weight="weight")
-    scored = apply(rows, scorer, "p").cache()
+    scored = materialize(apply(rows, scorer, "p"))
     counts = scored.agg(F.count("*").alias("rows"), F.sum("label").alias("positives")).first()
-    demand_train = with_request_counts(demand_rows(feats["popularity"], titles, viewers(scored)), labels).cache()
+    demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, viewers(scored)), labels))
     demand_model = fit_poisson(demand_train, DEMAND_FEATURES)
     stats = {
         "trained_on": {"features": previous, "labels": date},
         "scorer_rows": counts["rows"],
         "scorer_positives": int(counts["positives"]),
-        "scorer_auc_training_day": auc(scored, "p"),
+        # on the training sample: the full day's rows would cost a sort of all of them
+        "scorer_auc_training_day": auc(apply(sample, scorer, "p"), "p"),
         "demand_rows": demand_train.count(),
     }
-    for df in (rows, scored, demand_train):
-        df.unpersist()
     return scorer, demand_model, stats
 
 
@@ -96,7 +97,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         raise FileNotFoundError(f"no features for {date} under {layout.features(date, '')}: run features first")
     feats, manifest = found
     catalog = spark.read.parquet(str(layout.catalog))
-    titles = title_features(catalog, date)
+    titles = materialize(title_features(catalog, date))
 
     model = args.model
     trainable = read_features(spark, layout, previous) is not None and layout.events(date).exists()
@@ -105,7 +106,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     if model == "learned":
         scorer, demand_model, stats = train(spark, layout, date, catalog)
-        scored = apply(scored_candidates(feats, titles, manifest["window_days"]), scorer, "p").cache()
+        scored = materialize(apply(candidate_rows(feats, titles, manifest["window_days"]), scorer, "p"))
         users = rank_users(scored, args.top_k)
         demand = rank_demand(apply(demand_rows(feats["popularity"], titles, viewers(scored)), demand_model, "score"))
         models = {"scorer": scorer.to_dict(), "demand": demand_model.to_dict()}

@@ -1,0 +1,88 @@
+"""Benchmark: features and prediction for 1, 3 and 10 million events on local[2].
+
+    python bench/engine.py [--events 1000000 3000000 10000000] [--window-days 3]
+
+For each size N, the logs of ``window_days + 1`` days (the feature window of D and the
+training day before it) hold N events in all, at 5 views per viewer per day. They are
+generated first (not timed); then the two DAG tasks run as the DAG runs them, with
+spark-submit: ``spark_features`` (validates every day's JSON lines, builds the features
+of D and D-1) and ``spark_predict`` (trains the scorer and the demand model, predicts
+D+1). Reports wall time and peak memory of each, and their ratios to a bare spark-submit
+measured in the same run. Aim: features + prediction for 10 million events in under
+3 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from common import HERE, bare_spark_submit, measure
+
+ROOT = HERE.parent
+DATE = "2025-04-12"
+
+
+def spark_submit(args: argparse.Namespace, job: str, *job_args: str) -> list[str]:
+    return ["spark-submit", "--master", args.master, "--driver-memory", args.driver_memory,
+            "--conf", "spark.ui.enabled=false", str(ROOT / "spark_jobs" / job), "--date", DATE, *job_args]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
+    parser.add_argument("--window-days", type=int, default=3)
+    parser.add_argument("--views-per-user", type=float, default=5.0)
+    parser.add_argument("--titles", type=int, default=20_000)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="3g")
+    args = parser.parse_args(argv)
+
+    ref = bare_spark_submit(args.master)
+    gib = 1024**3
+    print(f"bare spark-submit (reference): {ref.seconds:.1f} s, peak {ref.peak_rss_bytes / gib:.2f} GiB")
+    days = args.window_days + 1
+    rows = []
+    for total in args.events:
+        per_day = total // days
+        users = int(per_day / args.views_per_user)
+        data = Path(tempfile.mkdtemp(prefix="edgecache-bench-engine-"))
+        try:
+            common = ["--data-dir", str(data)]
+            measure(spark_submit(args, "generate_logs.py", *common, "--events", str(per_day), "--users", str(users),
+                                 "--titles", str(args.titles), "--history-days", str(days)))
+            feat = measure(spark_submit(args, "features.py", *common, "--window-days", str(args.window_days)))
+            pred = measure(spark_submit(args, "predict.py", *common))
+            reports = {s: json.loads((data / "reports" / f"date={DATE}" / f"{s}.json").read_text())
+                       for s in ("features", "predict")}
+            events = sum(json.loads((data / "reports" / f"date={DATE}" / "generate.json").read_text())
+                         ["lines_per_edge"].values())
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
+        row = {
+            "events": total, "events_per_day": per_day, "events_on_D": events, "users": users,
+            "titles": args.titles, "days": days,
+            "features_seconds": round(feat.seconds, 1), "predict_seconds": round(pred.seconds, 1),
+            "total_seconds": round(feat.seconds + pred.seconds, 1),
+            "features_peak_gib": round(feat.peak_rss_bytes / gib, 2), "predict_peak_gib": round(pred.peak_rss_bytes / gib, 2),
+            "candidate_rows_trained": reports["predict"]["training"].get("scorer_rows"),
+            "model": reports["predict"]["model"],
+        }
+        rows.append(row)
+        print(f"{total:>11,} events ({users:,} viewers, {days} days): features {feat.seconds:6.1f} s "
+              f"({feat.seconds / ref.seconds:.1f} x ref, peak {row['features_peak_gib']} GiB), "
+              f"predict {pred.seconds:6.1f} s ({pred.seconds / ref.seconds:.1f} x ref, peak {row['predict_peak_gib']} GiB), "
+              f"total {row['total_seconds']} s", flush=True)
+    out = HERE / "results" / "engine.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"reference_seconds": round(ref.seconds, 1), "master": args.master,
+                               "window_days": args.window_days, "runs": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
