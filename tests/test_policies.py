@@ -209,19 +209,19 @@ def test_admission_in_bytes_evicts_lowest_first_until_it_fits():
 
 
 def test_admission_boosts_the_next_episode():
-    # A -> B. Warm: C (30), D (10). A (unpredicted) is refused, but its next episode B gets
-    # 0 + BOOST = 22 > 10 and replaces D: B and C hit.
-    assert ADMISSION_BOOST == 22.0
+    # A -> B. Warm: C (30), D (5). A (unpredicted) is refused, but its next episode B gets
+    # 0 + BOOST = 8 > 5 and replaces D: B and C hit.
+    assert ADMISSION_BOOST == 8.0
     links = {"A": "B"}
-    assert admission(trace_of("ABC").in_titles(), 2, scored("CD", [30, 10], sequels=links)).hits == 2
-    # Once asked for, B drops to its score (0): D (10) misses once and takes its place back.
-    got = hit_ratios("predictive+admission", trace_of("ABDDC").in_titles(), 2, scored("CD", [30, 10], sequels=links))
+    assert admission(trace_of("ABC").in_titles(), 2, scored("CD", [30, 5], sequels=links)).hits == 2
+    # Once asked for, B drops to its score (0): D (5) misses once and takes its place back.
+    got = hit_ratios("predictive+admission", trace_of("ABDDC").in_titles(), 2, scored("CD", [30, 5], sequels=links))
     assert got.hits == 3  # B, the second D, C
     # a boost below the lowest cached value (25) is refused: only C hits
     assert admission(trace_of("ABC").in_titles(), 2, scored("CD", [30, 25], sequels=links)).hits == 1
     # a boost raises a cached next episode: B (5) is kept over E (6) that would have replaced it
     ranked = scored("CBE", [30, 5, 6], sequels=links)
-    assert admission(trace_of("AEB").in_titles(), 2, ranked).hits == 1  # E refused (6 < 27), B hits
+    assert admission(trace_of("AEB").in_titles(), 2, ranked).hits == 1  # E refused (6 < 13), B hits
     assert admission(trace_of("EB").in_titles(), 2, ranked).hits == 0  # E replaces B, then B misses
 
 

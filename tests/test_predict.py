@@ -44,7 +44,7 @@ def test_edge_demand_ranks_every_title_seen(spark, feats):
     titles = title_features(catalog_df(spark), DAY)
     rows = edge_demand(feats[2], titles).orderBy("edge_id", "rank").collect()
     assert [tuple(r) for r in rows] == [
-        # edge, title, score = requests in the window, rank, size
+        # edge, title, score = requests per day of the (one-day) window, rank, size
         ("edge-01", "C1", 3.0, 1, 4000),
         ("edge-01", "C2", 3.0, 2, 1000),
         ("edge-01", "C3", 2.0, 3, 1000),
@@ -52,6 +52,11 @@ def test_edge_demand_ranks_every_title_seen(spark, feats):
         ("edge-02", "C2", 2.0, 1, 1000),
         ("edge-02", "C1", 1.0, 2, 4000),
     ]
+    # over a window of 2 days, the score is the mean requests per day
+    halves = edge_demand(feats[2], titles, window_days=2).orderBy("edge_id", "rank").collect()
+    assert [r["score"] for r in halves] == [1.5, 1.5, 1.0, 0.5, 1.0, 0.5]
+    with pytest.raises(ValueError):
+        edge_demand(feats[2], titles, window_days=0)
 
 
 # user, edge, title, p, then the src_* flags in SOURCES order

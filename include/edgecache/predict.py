@@ -78,15 +78,17 @@ def predict_users(
     )
 
 
-def edge_demand(popularity: DataFrame, titles: DataFrame) -> DataFrame:
+def edge_demand(popularity: DataFrame, titles: DataFrame, window_days: int = 1) -> DataFrame:
     """Per edge: every title seen in the window, with its expected requests for D+1.
 
-    The simple model expects tomorrow to look like the window: score = requests in it.
-    Same columns as ``edgecache.demand.rank_demand``.
+    The simple model expects tomorrow to look like the window: score = the window's mean
+    requests per day. Same columns as ``edgecache.demand.rank_demand``.
     """
+    if window_days < 1:
+        raise ValueError(f"window_days must be at least 1, got {window_days}")
     return rank_demand(
         popularity.join(titles.select("content_id", "size_bytes"), "content_id")
-        .selectExpr("edge_id", "content_id", "CAST(requests AS double) AS score", "size_bytes")
+        .selectExpr("edge_id", "content_id", f"requests / {float(window_days)!r} AS score", "size_bytes")
     )
 
 

@@ -112,7 +112,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         models = {"scorer": scorer.to_dict(), "demand": demand_model.to_dict()}
     else:
         users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
-        demand = edge_demand(feats["popularity"], titles)
+        demand = edge_demand(feats["popularity"], titles, manifest["window_days"])
         models = {}
 
     users.write.mode("overwrite").parquet(str(layout.predictions(date, "users")))
