@@ -34,7 +34,7 @@ def run_dag(tmp_path, redis_url: str) -> subprocess.CompletedProcess:
     # The test process points AIRFLOW_HOME at its own folder; the run makes its own.
     env.pop("AIRFLOW_HOME", None)
     out = subprocess.run([sys.executable, "-m", "edgecache.cli", "run", "--date", DATE, "--conf", json.dumps(CONF)],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=env, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
