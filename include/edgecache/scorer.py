@@ -85,6 +85,17 @@ def _vectors(rows: DataFrame, features: Sequence[str], label: str, weight: str |
     return vec.coalesce(max(1, parts)).cache()
 
 
+def _fit(estimator: Any, rows: DataFrame, features: Sequence[str], label: str, weight: str | None,
+         link: str) -> LinearModel:
+    """Fit an MLlib linear estimator on ``rows`` and return its (rounded) weights."""
+    vec = _vectors(rows, features, label, weight)
+    try:
+        m = estimator.fit(vec)
+    finally:
+        vec.unpersist()
+    return LinearModel(tuple(features), tuple(rounded(w) for w in m.coefficients), rounded(m.intercept), link)
+
+
 def fit_logistic(
     rows: DataFrame,
     features: Sequence[str],
@@ -103,12 +114,7 @@ def fit_logistic(
     lr = LogisticRegression(featuresCol="features_vec", labelCol=label, regParam=reg_param, elasticNetParam=0.0,
                             standardization=False, maxIter=max_iter, tol=1e-7, family="binomial",
                             **({"weightCol": weight} if weight else {}))
-    vec = _vectors(rows, features, label, weight)
-    try:
-        m = lr.fit(vec)
-    finally:
-        vec.unpersist()
-    return LinearModel(tuple(features), tuple(rounded(w) for w in m.coefficients), rounded(m.intercept), "logit")
+    return _fit(lr, rows, features, label, weight, "logit")
 
 
 def fit_poisson(
@@ -123,12 +129,7 @@ def fit_poisson(
 
     glm = GeneralizedLinearRegression(featuresCol="features_vec", labelCol=label, family="poisson", link="log",
                                       regParam=reg_param, maxIter=max_iter, tol=1e-7)
-    vec = _vectors(rows, features, label, None)
-    try:
-        m = glm.fit(vec)
-    finally:
-        vec.unpersist()
-    return LinearModel(tuple(features), tuple(rounded(w) for w in m.coefficients), rounded(m.intercept), "log")
+    return _fit(glm, rows, features, label, None, "log")
 
 
 def negative_sample(rows: DataFrame, max_rows: int, seed: int, keys: Sequence[str], label: str = "label") -> DataFrame:

@@ -76,7 +76,7 @@ def ensure_logs(spark: SparkSession, layout: Layout, date: str, master: str) -> 
     from edgecache.jobs import generate
 
     target = next_day(date)
-    if logs_present(layout, target):
+    if layout.has_logs(target):
         return None
     source = layout.report(date, "generate")
     if not source.exists():
@@ -117,12 +117,6 @@ def validated_events(spark: SparkSession, layout: Layout, date: str) -> tuple[pd
         "quarantined": table.num_rows - len(events),
         "quarantined_by_reason": dict(sorted(counts.items())),
     }
-
-
-def logs_present(layout: Layout, date: str) -> bool:
-    """True when a day's logs were written (a failed write leaves no committed edge files)."""
-    logs = layout.logs(date)
-    return (logs / "_SUCCESS").exists() or any(logs.glob("edge=*/*"))
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:

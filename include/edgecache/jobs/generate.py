@@ -4,7 +4,6 @@ and the days before it that the feature window needs, when they are missing)."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import shutil
 from dataclasses import asdict, fields
 from typing import Any
@@ -13,6 +12,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from edgecache.jobs.common import base_parser, positive_int, run_job
+from edgecache.jobs.features import window_dates
 from edgecache.layout import Layout, read_json, write_json_atomic
 from edgecache.settings import WORKLOAD_HELP, Settings, WorkloadParams
 from edgecache.workload import LOG_DDL, Workload, build_workload, for_workers, generate_chunk, manifest, n_chunks
@@ -105,12 +105,6 @@ def write_day(spark: SparkSession, wl_b: Any, chunks: int, layout: Layout, date:
     return {r["edge"]: r["lines"] for r in written.groupBy("edge").agg(F.count("*").alias("lines")).collect()}
 
 
-def history_dates(date: str, days: int) -> list[str]:
-    """The ``days - 1`` days before ``date``, oldest first."""
-    end = dt.date.fromisoformat(date)
-    return [(end - dt.timedelta(days=i)).isoformat() for i in range(days - 1, 0, -1)]
-
-
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     layout = Layout(args.data_dir.resolve())
     params = params_from_args(args)
@@ -122,7 +116,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     date = args.date
     # The service has been running before D: earlier days the window needs are generated
     # once, when missing (a re-run of D never rewrites them).
-    backfilled = [d for d in history_dates(date, args.history_days) if not layout.has_logs(d)]
+    # the days before D, oldest first
+    backfilled = [d for d in window_dates(date, args.history_days)[:-1] if not layout.has_logs(d)]
     for d in backfilled:
         write_day(spark, wl_b, chunks, layout, d)
     per_edge = write_day(spark, wl_b, chunks, layout, date)
