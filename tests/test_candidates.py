@@ -14,6 +14,7 @@ from edgecache.candidates import (
     CandidateParams,
     candidate_features,
     candidates,
+    sample_users,
     with_labels,
 )
 from edgecache.features import build_features, title_features
@@ -82,6 +83,28 @@ def test_candidates_respect_the_limits(tiny):
         ("U3", "C3"): ("edge-02", 1, 0, 0, 0, 0, 0),
         ("U3", "C2"): ("edge-02", 0, 0, 0, 1, 1, 1),
     }
+
+
+
+def test_sample_users_keeps_each_sampled_viewers_candidates_whole(tiny):
+    feats, titles = tiny
+    sampled, rate = sample_users(feats, 3)
+    assert rate == pytest.approx(3 / 5)
+    kept = {r["user_id"] for r in sampled["users"].collect()}
+    assert kept == {"U1", "U2", "U3"}  # pmod(xxhash64(0, id), 1e6) below 600,000 (U4: 624,474)
+    for name in ("user_genres", "user_titles", "user_series"):
+        assert {r["user_id"] for r in sampled[name].collect()} <= kept
+    assert sampled["popularity"] is feats["popularity"] and sampled["transitions"] is feats["transitions"]
+    # per-edge sources see every viewer's history, so a sampled viewer's candidates are unchanged
+    whole = flags(candidates(feats, titles, SMALL).collect())
+    assert flags(candidates(sampled, titles, SMALL).collect()) == {k: v for k, v in whole.items() if k[0] in kept}
+
+
+def test_sample_users_no_cut_when_few_viewers(tiny):
+    feats, _ = tiny
+    assert sample_users(feats, 5) == (feats, 1.0)
+    with pytest.raises(ValueError, match="max_users"):
+        sample_users(feats, 0)
 
 
 # Shares for the pooled and personal features (decayed requests, genre from the catalog):

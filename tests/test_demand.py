@@ -41,6 +41,13 @@ def test_viewers_sums_probabilities(expected_viewers):
     assert rows == [("edge-01", "C2", 0.75), ("edge-01", "C4", 0.5), ("edge-02", "C3", 0.75)]
 
 
+
+def test_viewers_scales_a_sample_up(spark):
+    scored = spark.createDataFrame([("U1", "edge-01", "C2", 0.5), ("U2", "edge-01", "C2", 0.25)],
+                                   "user_id string, edge_id string, content_id string, p double")
+    assert [tuple(r) for r in viewers(scored, rate=0.25).collect()] == [("edge-01", "C2", 3.0)]
+
+
 def test_demand_rows_by_hand(inputs, expected_viewers):
     popularity, titles = inputs
     rows = demand_rows(popularity, titles, expected_viewers).collect()

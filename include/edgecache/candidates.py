@@ -96,6 +96,14 @@ def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: Candidate
                                       ORDER BY requests_decayed DESC, content_id) AS r
             FROM pop) WHERE r <= :n_genre
         ),
+        -- an edge's top moves from each title, ranked before the join: joining every
+        -- move to every viewer first multiplies rows by the popular titles' fan-out
+        top_moves AS (
+          SELECT edge_id, from_content_id, to_content_id, transitions FROM (
+            SELECT *, row_number() OVER (PARTITION BY edge_id, from_content_id
+                                         ORDER BY transitions DESC, to_content_id) AS r
+            FROM {{transitions}}) WHERE r <= :n_transitions
+        ),
         proposed AS (
           SELECT s.user_id, s.next_content_id AS content_id, 'next_episode' AS src FROM {{user_series}} s
           UNION ALL
@@ -103,13 +111,8 @@ def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: Candidate
           JOIN {{titles}} t ON t.series_id = s.series_id AND t.is_first_episode
           WHERE s.days_watched >= 2
           UNION ALL
-          SELECT user_id, content_id, 'transition' FROM (
-            SELECT u.user_id, t.to_content_id AS content_id,
-                   row_number() OVER (PARTITION BY u.user_id
-                                      ORDER BY t.transitions DESC, t.to_content_id) AS r
-            FROM u JOIN {{transitions}} t
-              ON t.edge_id = u.edge_id AND t.from_content_id = u.last_content_id)
-          WHERE r <= :n_transitions
+          SELECT u.user_id, t.to_content_id, 'transition' FROM u
+          JOIN top_moves t ON t.edge_id = u.edge_id AND t.from_content_id = u.last_content_id
           UNION ALL
           SELECT u.user_id, p.content_id, 'edge_popular' FROM u
           JOIN pop p ON p.edge_id = u.edge_id AND p.decayed_rank <= :n_popular
@@ -135,6 +138,27 @@ def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: Candidate
         popularity=feats["popularity"],
         titles=titles,
     )
+
+
+USER_TABLES = ("users", "user_genres", "user_titles", "user_series")
+
+
+def sample_users(feats: dict[str, DataFrame], max_users: int, seed: int = 0) -> tuple[dict[str, DataFrame], float]:
+    """The feature tables cut down to a hash sample of about ``max_users`` viewers, and the rate.
+
+    Only the per-viewer tables shrink; the per-edge ones (popularity, transitions) stay
+    whole, so a sampled viewer's candidates and features are exactly those it would get
+    without sampling. The hash of the id, not a random draw, picks the viewers, so a
+    re-run picks the same ones.
+    """
+    if max_users < 1:
+        raise ValueError(f"max_users must be at least 1, got {max_users}")
+    n = feats["users"].count()
+    rate = min(1.0, max_users / n) if n else 1.0
+    if rate >= 1.0:
+        return feats, 1.0
+    keep = f"pmod(xxhash64({int(seed)}, user_id), 1000000) < {int(rate * 1_000_000)}"
+    return {k: df.where(keep) if k in USER_TABLES else df for k, df in feats.items()}, rate
 
 
 def materialize(df: DataFrame) -> DataFrame:

@@ -9,6 +9,7 @@ next day's requests turns them into expected requests, the ``score`` the caches 
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from edgecache.features import LAUNCH_DAYS
 
@@ -24,9 +25,12 @@ DEMAND_FEATURES = (
 )
 
 
-def viewers(scored: DataFrame, prob: str = "p") -> DataFrame:
-    """Per edge and title: the expected number of its viewers who watch it on the next day."""
-    return scored.groupBy("edge_id", "content_id").agg({prob: "sum"}).withColumnRenamed(f"sum({prob})", "viewers")
+def viewers(scored: DataFrame, prob: str = "p", rate: float = 1.0) -> DataFrame:
+    """Per edge and title: the expected number of its viewers who watch it on the next day.
+
+    ``scored`` may hold a sample of the viewers, taken at ``rate``: the sum is scaled up to
+    the whole edge."""
+    return scored.groupBy("edge_id", "content_id").agg((F.sum(prob) / rate).alias("viewers"))
 
 
 def demand_rows(popularity: DataFrame, titles: DataFrame, expected_viewers: DataFrame) -> DataFrame:

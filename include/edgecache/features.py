@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 
+from edgecache.schema import DEVICES
+
 LAUNCH_DAYS = 7.0  # e-folding time of a release's launch interest, in days
 
 
@@ -31,43 +33,30 @@ def in_window(events: DataFrame, cutoff: str, window_days: int) -> DataFrame:
 
 
 def user_features(events: DataFrame) -> DataFrame:
-    """Per viewer: home edge, watch counts, active days, device mix, the last title watched."""
-    spark = events.sparkSession
-    return spark.sql(
-        """
-        WITH ordered AS (
-          SELECT *,
-                 row_number() OVER (PARTITION BY user_id
-                                    ORDER BY timestamp DESC, content_id DESC) AS recency
-          FROM {events}
-        ),
-        edge_counts AS (
-          SELECT user_id, edge_id,
-                 row_number() OVER (PARTITION BY user_id
-                                    ORDER BY count(*) DESC, edge_id) AS edge_rank
-          FROM {events} GROUP BY user_id, edge_id
-        ),
-        devices AS (
-          SELECT user_id, map_from_entries(sort_array(collect_list(struct(device, share)))) AS device_mix
-          FROM (SELECT user_id, device,
-                       count(*) / sum(count(*)) OVER (PARTITION BY user_id) AS share
-                FROM {events} GROUP BY user_id, device)
-          GROUP BY user_id
-        )
-        SELECT o.user_id,
-               first(e.edge_id)                                   AS edge_id,
+    """Per viewer: home edge, watch counts, active days, device mix, the last title watched.
+
+    One aggregation per viewer, with no window and no DISTINCT: each of those would sort
+    or shuffle every event again. The home edge is the viewer's most frequent one (the
+    lowest id on a tie); the device mix covers the devices of ``schema.DEVICES``, the only
+    ones validation admits.
+    """
+    shares = ", ".join(
+        f"struct('{d}' AS device, count_if(device = '{d}') / count(*) AS share)" for d in sorted(DEVICES)
+    )
+    return events.sparkSession.sql(
+        f"""
+        SELECT user_id,
+               mode(edge_id, true)                                AS edge_id,
                count(*)                                           AS watch_count,
-               count(DISTINCT o.content_id)                       AS distinct_titles,
-               sum(o.duration)                                    AS minutes_watched,
-               count(DISTINCT o.age_days)                         AS days_active,
-               min(o.age_days)                                    AS last_age_days,
-               min_by(o.content_id, o.recency)                    AS last_content_id,
-               max(o.timestamp)                                   AS last_watched_at,
-               first(d.device_mix)                                AS device_mix
-        FROM ordered o
-        JOIN edge_counts e ON e.user_id = o.user_id AND e.edge_rank = 1
-        JOIN devices d ON d.user_id = o.user_id
-        GROUP BY o.user_id
+               CAST(size(collect_set(content_id)) AS BIGINT) AS distinct_titles,
+               sum(duration)                                      AS minutes_watched,
+               CAST(size(collect_set(age_days)) AS BIGINT) AS days_active,
+               min(age_days)                                      AS last_age_days,
+               max_by(content_id, struct(timestamp, content_id))  AS last_content_id,
+               max(timestamp)                                     AS last_watched_at,
+               map_from_entries(filter(array({shares}), d -> d.share > 0)) AS device_mix
+        FROM {{events}}
+        GROUP BY user_id
         """,
         events=events,
     )
@@ -79,7 +68,7 @@ def user_genres(events: DataFrame, catalog: DataFrame) -> DataFrame:
     return events.sparkSession.sql(
         """
         SELECT e.user_id, c.genre, count(*) AS views,
-               count(DISTINCT e.age_days, coalesce(c.series_id, c.content_id)) AS picks,
+               CAST(size(collect_set(struct(e.age_days, coalesce(c.series_id, c.content_id)))) AS BIGINT) AS picks,
                count(*) / sum(count(*)) OVER (PARTITION BY e.user_id) AS share
         FROM {events} e JOIN {catalog} c ON c.content_id = e.content_id
         GROUP BY e.user_id, c.genre

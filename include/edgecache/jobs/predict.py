@@ -16,7 +16,15 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.candidates import FEATURES, CandidateParams, candidate_features, candidates, materialize, with_labels
+from edgecache.candidates import (
+    FEATURES,
+    CandidateParams,
+    candidate_features,
+    candidates,
+    materialize,
+    sample_users,
+    with_labels,
+)
 from edgecache.demand import (
     DEMAND_FEATURES,
     demand_rows,
@@ -34,8 +42,10 @@ from edgecache.scorer import LinearModel, apply, auc, fit_logistic, fit_poisson,
 from edgecache.settings import Settings
 
 MODELS = ("learned", "simple")
-# The scorer trains on every positive and a weighted sample of negatives up to this many
-# rows: enough for 16 weights, and it keeps training time flat as the service grows.
+# The scorer trains on the candidates of a hash sample of at most MAX_TRAINING_USERS
+# viewers: every positive and a weighted sample of negatives, up to MAX_TRAINING_ROWS rows.
+# Enough for 17 weights, and it keeps training time flat as the service grows.
+MAX_TRAINING_USERS = 40_000
 MAX_TRAINING_ROWS = 300_000
 
 
@@ -68,6 +78,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame) ->
     """Fit the scorer and the demand model on D-1's features against D's requests."""
     previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
     feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
+    feats, rate = sample_users(feats, MAX_TRAINING_USERS)
     titles = materialize(title_features(catalog, previous))
     labels = spark.read.parquet(str(layout.events(date)))
     rows = materialize(with_labels(candidate_rows(feats, titles, manifest["window_days"]), labels))
@@ -75,10 +86,11 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame) ->
     scorer = fit_logistic(sample, FEATURES, weight="weight")
     scored = materialize(apply(rows, scorer, "p"))
     counts = scored.agg(F.count("*").alias("rows"), F.sum("label").alias("positives")).first()
-    demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, viewers(scored)), labels))
+    demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, viewers(scored, rate=rate)), labels))
     demand_model = fit_poisson(demand_train, DEMAND_FEATURES)
     stats = {
         "trained_on": {"features": previous, "labels": date},
+        "viewers_sampled_rate": rate,
         "scorer_rows": counts["rows"],
         "scorer_positives": int(counts["positives"]),
         # on the training sample: the full day's rows would cost a sort of all of them
