@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from edgecache.candidates import (
     FEATURES,
+    SOURCES,
     CandidateParams,
     candidate_features,
     candidates,
@@ -118,7 +119,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     if model == "learned":
         scorer, demand_model, stats = train(spark, layout, date, catalog)
-        scored = materialize(apply(candidate_rows(feats, titles, manifest["window_days"]), scorer, "p"))
+        # only what ranking and demand read: every viewer's candidates are kept at once
+        scored = materialize(apply(candidate_rows(feats, titles, manifest["window_days"]), scorer, "p")
+                             .select("user_id", "edge_id", "content_id", "p", *(f"src_{s}" for s in SOURCES)))
         users = rank_users(scored, args.top_k)
         demand = rank_demand(apply(demand_rows(feats["popularity"], titles, viewers(scored)), demand_model, "score"))
         models = {"scorer": scorer.to_dict(), "demand": demand_model.to_dict()}
