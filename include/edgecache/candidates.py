@@ -107,7 +107,7 @@ def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: Candidate
         proposed AS (
           SELECT s.user_id, s.next_content_id AS content_id, 'next_episode' AS src FROM {{user_series}} s
           UNION ALL
-          SELECT s.user_id, t.content_id, 'restart' FROM {{user_series}} s
+          SELECT /*+ BROADCAST(t) */ s.user_id, t.content_id, 'restart' FROM {{user_series}} s
           JOIN {{titles}} t ON t.series_id = s.series_id AND t.is_first_episode
           WHERE s.days_watched >= 2
           UNION ALL
@@ -123,7 +123,7 @@ def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: Candidate
           UNION ALL
           SELECT u.user_id, f.content_id, 'fresh' FROM u JOIN fresh f ON f.edge_id = u.edge_id
         )
-        SELECT p.user_id, u.edge_id, p.content_id,
+        SELECT /*+ SHUFFLE_MERGE(u), BROADCAST(t) */ p.user_id, u.edge_id, p.content_id,
                {flags}
         FROM proposed p JOIN u ON u.user_id = p.user_id
         JOIN {{titles}} t ON t.content_id = p.content_id AND t.release_age_days >= 0  -- out by T+1
@@ -221,7 +221,7 @@ def genre_affinity(users: DataFrame, user_genres: DataFrame, edge_genre: DataFra
     return users.sparkSession.sql(
         """
         WITH loglik AS (
-          SELECT u.user_id, pf.genre,
+          SELECT /*+ BROADCAST(pf) */ u.user_id, pf.genre,
                  ln(first(pf.share)) + sum(ug.picks * ln(0.5 * CAST(ug.genre = pf.genre AS double)
                                                          + 0.5 * coalesce(eg.share, 1e-6))) AS ll
           FROM {users} u
@@ -244,9 +244,11 @@ def candidate_features(
     spark = titles.sparkSession
     shares = title_shares(feats["popularity"], titles)
     affinity = materialize(genre_affinity(feats["users"], feats["user_genres"], shares["edge_genre"]))
+    # The small tables come from local checkpoints, which carry no size estimate: without
+    # the hint Spark shuffles every candidate row to join each of them.
     return spark.sql(
         """
-        SELECT c.*,
+        SELECT /*+ BROADCAST(t, gl, ta) */ c.*,
                CAST(c.src_next_episode AS double)                               AS next_episode,
                c.src_next_episode * ln(1 + coalesce(s.days_watched, 0))        AS next_days,
                c.src_next_episode * ln(1 + coalesce(s.resumed_days, 0))        AS next_resumed,

@@ -45,7 +45,7 @@ def demand_rows(popularity: DataFrame, titles: DataFrame, expected_viewers: Data
           UNION SELECT e.edge_id, t.content_id FROM edges e CROSS JOIN {titles} t
                 WHERE t.release_age_days BETWEEN 0 AND :fresh_days
         )
-        SELECT k.edge_id, k.content_id, t.size_bytes,
+        SELECT /*+ BROADCAST(t) */ k.edge_id, k.content_id, t.size_bytes,
                ln(1 + coalesce(p.requests_decayed, 0))                     AS popularity,
                ln(1 + coalesce(p.requests_last_day, 0))                    AS last_day,
                ln(1 + coalesce(v.viewers, 0))                              AS viewers,
