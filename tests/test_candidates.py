@@ -85,7 +85,6 @@ def test_candidates_respect_the_limits(tiny):
     }
 
 
-
 def test_sample_users_keeps_each_sampled_viewers_candidates_whole(tiny):
     feats, titles = tiny
     sampled, rate = sample_users(feats, 3)

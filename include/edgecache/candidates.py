@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 
 from edgecache.features import LAUNCH_DAYS
+from edgecache.scorer import in_hash_sample
 
 LOG_FLOOR = -12.0  # the log of a share where the title has none (about ln 6e-6)
 
@@ -123,7 +124,7 @@ def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: Candidate
           UNION ALL
           SELECT u.user_id, f.content_id, 'fresh' FROM u JOIN fresh f ON f.edge_id = u.edge_id
         )
-        SELECT /*+ SHUFFLE_MERGE(u), BROADCAST(t) */ p.user_id, u.edge_id, p.content_id,
+        SELECT /*+ BROADCAST(t) */ p.user_id, u.edge_id, p.content_id,
                {flags}
         FROM proposed p JOIN u ON u.user_id = p.user_id
         JOIN {{titles}} t ON t.content_id = p.content_id AND t.release_age_days >= 0  -- out by T+1
@@ -157,7 +158,7 @@ def sample_users(feats: dict[str, DataFrame], max_users: int, seed: int = 0) -> 
     rate = min(1.0, max_users / n) if n else 1.0
     if rate >= 1.0:
         return feats, 1.0
-    keep = f"pmod(xxhash64({int(seed)}, user_id), 1000000) < {int(rate * 1_000_000)}"
+    keep = in_hash_sample(["user_id"], seed, rate)
     return {k: df.where(keep) if k in USER_TABLES else df for k, df in feats.items()}, rate
 
 

@@ -132,6 +132,13 @@ def fit_poisson(
     return _fit(glm, rows, features, label, None, "log")
 
 
+def in_hash_sample(keys: Sequence[str], seed: int, rate: float) -> str:
+    """A SQL predicate that keeps about ``rate`` of the rows, chosen by a hash of ``keys``
+    and ``seed``: the same rows on every run and every cluster."""
+    cols = ", ".join(f"`{k}`" for k in keys)
+    return f"pmod(xxhash64({int(seed)}, {cols}), 1000000) < {float(rate)!r} * 1000000"
+
+
 def negative_sample(rows: DataFrame, max_rows: int, seed: int, keys: Sequence[str], label: str = "label") -> DataFrame:
     """At most about ``max_rows`` rows for training: every positive, a sample of the
     negatives, and a ``weight`` column (1 / sampling rate) that keeps the fit unbiased.
@@ -145,9 +152,9 @@ def negative_sample(rows: DataFrame, max_rows: int, seed: int, keys: Sequence[st
         f"""
         SELECT *, CASE WHEN `{label}` = 1 THEN 1.0 ELSE 1.0 / :rate END AS weight FROM {{rows}}
         WHERE `{label}` = 1 OR :rate >= 1.0
-           OR pmod(xxhash64(:seed, {", ".join(f"`{k}`" for k in keys)}), 1000000) < :rate * 1000000
+           OR {in_hash_sample(keys, seed, rate)}
         """,
-        args={"rate": rate, "seed": seed},
+        args={"rate": rate},
         rows=rows,
     )
 

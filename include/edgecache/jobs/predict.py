@@ -87,7 +87,8 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame) ->
     scorer = fit_logistic(sample, FEATURES, weight="weight")
     scored = materialize(apply(rows, scorer, "p"))
     counts = scored.agg(F.count("*").alias("rows"), F.sum("label").alias("positives")).first()
-    demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, viewers(scored, rate=rate)), labels))
+    expected_viewers = viewers(scored, rate=rate)
+    demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers), labels))
     demand_model = fit_poisson(demand_train, DEMAND_FEATURES)
     stats = {
         "trained_on": {"features": previous, "labels": date},
