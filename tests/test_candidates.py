@@ -12,8 +12,10 @@ from edgecache.candidates import (
     LOG_FLOOR,
     SOURCES,
     CandidateParams,
-    candidate_features,
+    affinity_sql,
+    candidate_rows,
     candidates,
+    profiles,
     sample_users,
     with_labels,
 )
@@ -164,7 +166,7 @@ def check_rows(rows, expected):
 
 
 def test_candidate_features_by_hand(tiny, cands):
-    rows = candidate_features(cands, *tiny, window_days=1).collect()
+    rows = candidate_rows(*tiny, window_days=1, params=SMALL).collect()
     assert len(rows) == 18  # one row per candidate: no join duplicates any
     check_rows(rows, EXPECTED)
     for r in rows:  # never null, always a double
@@ -179,7 +181,7 @@ def test_candidate_features_over_a_window(spark):
     feats = build_features(multi_df(spark), catalog, DAY, 3, 2.0)
     titles = title_features(catalog, DAY)
     one = CandidateParams(popular=1, transitions=1, genre=1, fresh=1)
-    rows = candidate_features(candidates(feats, titles, one), feats, titles, window_days=3).collect()
+    rows = candidate_rows(feats, titles, window_days=3, params=one).collect()
     partial = {
         # (C4, the next episode of V2 and V4, is not out yet: no candidate.)
         # V1 ended S1 on its last episode: the next is C2, already seen, 2 days ago at edge-01.
@@ -208,3 +210,43 @@ def test_with_labels(spark, cands):
     assert positives == [("U1", "C2")]  # C4 is no candidate: it was not out on D+1
     assert {r["label"] for r in rows} == {0.0, 1.0}
     assert set(rows[0].asDict()) == set(cands.columns) | {"label"}
+
+
+def test_genre_posterior_closed_form(spark):
+    """The favourite-genre posterior of ``profiles``/``affinity_sql`` against the model
+    worked by hand, where it must not overflow, and for viewers with no usable picks."""
+    users = spark.createDataFrame(
+        [(u, "edge-01", "C1", 1) for u in ("A", "B", "D", "N")],
+        "user_id string, edge_id string, last_content_id string, watch_count bigint")
+    user_genres = spark.createDataFrame(
+        [("A", "comedy", 5000, 5000), ("B", "scifi", 3, 3), ("D", "comedy", 2, 2)],
+        "user_id string, genre string, views bigint, picks bigint")
+    edge_genre = spark.createDataFrame([("edge-01", "comedy", 0.25), ("edge-01", "drama", 0.75)],
+                                       "edge_id string, genre string, share double")
+    feats = {
+        "users": users, "user_genres": user_genres,
+        "user_series": spark.createDataFrame([], "user_id string, series_id string, days_watched bigint, "
+                                                 "resumed_days bigint, last_age_days int, next_content_id string"),
+        "user_titles": spark.createDataFrame([], "user_id string, content_id string"),
+    }
+    titles = spark.createDataFrame([], "content_id string, series_id string, is_first_episode boolean")
+    genres = spark.createDataFrame([("comedy",), ("drama",), ("scifi",)], "genre string")
+    rows = spark.sql(
+        f"""
+        SELECT p.user_id, g.genre, {affinity_sql("p", "g.genre", "eg.share")} AS a
+        FROM {{profile}} p CROSS JOIN {{genres}} g
+        LEFT JOIN {{edge_genre}} eg ON eg.edge_id = p.edge_id AND eg.genre = g.genre
+        """,
+        profile=profiles(feats, titles, edge_genre), genres=genres, edge_genre=edge_genre,
+    ).collect()
+    got = {(r["user_id"], r["genre"]): r["a"] for r in rows}
+    # D picked comedy twice: weights 0.25 x (1.25 / 0.25)^2 = 6.25 and 0.75 (drama)
+    assert got[("D", "comedy")] == pytest.approx(6.25 / 7, abs=1e-12)
+    assert got[("D", "drama")] == pytest.approx(0.75 / 7, abs=1e-12)
+    # A's 5000 picks would overflow a plain product; the posterior is still a distribution
+    assert got[("A", "comedy")] == pytest.approx(1.0, abs=1e-12) and 0.0 <= got[("A", "drama")] < 1e-12
+    # B's only genre is unknown at the edge: the edge's taste alone (the prior)
+    assert (got[("B", "comedy")], got[("B", "drama")]) == pytest.approx((0.25, 0.75), abs=1e-12)
+    # no genre outside the edge's, and nothing for a viewer with no genre history
+    assert got[("A", "scifi")] == got[("B", "scifi")] == got[("D", "scifi")] == 0.0
+    assert {got[("N", g)] for g in ("comedy", "drama", "scifi")} == {0.0}

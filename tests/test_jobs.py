@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -106,6 +107,16 @@ def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):
     for name in ("users", "prefetch", "edge_demand"):
         assert table(a.predictions(DATE, name)) == table(b.predictions(DATE, name))
     assert read_json(a.predictions(DATE, "summary.json"))["models"] == read_json(b.predictions(DATE, "summary.json"))["models"]
+
+
+def test_nightly_features_equal_the_cold_build(first_run, tmp_path):
+    """The night after, D-1's features exist and only D's window is read: same tables."""
+    shutil.copytree(first_run, tmp_path / "night")
+    night = Layout(tmp_path / "night")
+    assert features.main(["--date", DATE, "--data-dir", str(night.root), "--window-days", "3"]) == 0
+    assert read_json(night.report(DATE, "features"))["previous_day_features_built"] is False
+    for name in FEATURE_TABLES:
+        assert table(night.features(DATE, name)) == table(Layout(first_run).features(DATE, name)), name
 
 
 def test_malformed_lines_of_every_kind_are_quarantined_and_good_lines_predicted(tmp_path, spark):

@@ -59,86 +59,179 @@ class CandidateParams:
     fresh: int = 5
 
 
-def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams = CandidateParams()) -> DataFrame:
-    """Per viewer: user_id, edge_id, content_id and one 0/1 column per source."""
+def edge_lists(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams) -> dict[str, DataFrame]:
+    """The per-edge sources as small lists, the same for every viewer they apply to:
+    ``edges`` (edge_id, popular, fresh), ``genres`` (edge_id, genre, ids) and ``moves``
+    (edge_id, from_content_id, ids: the top moves out of each title)."""
     spark = titles.sparkSession
-    flags = ",\n".join(f"max(CAST(src = '{s}' AS int)) AS src_{s}" for s in SOURCES)
-    return spark.sql(
-        f"""
-        WITH u AS (SELECT user_id, edge_id, last_content_id FROM {{users}}),
-        fav_genre AS (
-          SELECT user_id, genre FROM (
-            SELECT user_id, genre,
-                   row_number() OVER (PARTITION BY user_id ORDER BY views DESC, genre) AS r
-            FROM {{user_genres}}) WHERE r = 1
-        ),
+    common = dict(
+        args={"n_popular": params.popular, "n_transitions": params.transitions, "n_genre": params.genre,
+              "n_fresh": params.fresh, "fresh_days": int(LAUNCH_DAYS)},
+        popularity=feats["popularity"], transitions=feats["transitions"], titles=titles,
+    )
+    ranked = """
         pop AS (
-          SELECT p.*, t.genre, t.is_movie, t.is_first_episode, t.launch,
+          SELECT /*+ BROADCAST(t) */ p.edge_id, p.content_id, p.requests_decayed, t.genre,
                  row_number() OVER (PARTITION BY p.edge_id
-                                    ORDER BY p.requests_decayed DESC, p.content_id) AS decayed_rank
-          FROM {{popularity}} p JOIN {{titles}} t ON t.content_id = p.content_id
-        ),
-        edges AS (SELECT DISTINCT edge_id FROM u),
+                                    ORDER BY p.requests_decayed DESC, p.content_id) AS decayed_rank,
+                 row_number() OVER (PARTITION BY p.edge_id, t.genre
+                                    ORDER BY p.requests_decayed DESC, p.content_id) AS genre_rank
+          FROM {popularity} p JOIN {titles} t ON t.content_id = p.content_id
+        )"""
+    edges = spark.sql(
+        f"""
+        WITH {ranked},
         fresh AS (
           SELECT edge_id, content_id FROM (
-            SELECT e.edge_id, t.content_id,
+            SELECT /*+ BROADCAST(t) */ e.edge_id, t.content_id,
                    row_number() OVER (PARTITION BY e.edge_id
                                       ORDER BY coalesce(p.requests_decayed, 0) + t.launch DESC,
                                                t.content_id) AS r
-            FROM edges e CROSS JOIN {{titles}} t
+            FROM (SELECT DISTINCT edge_id FROM {{popularity}}) e CROSS JOIN {{titles}} t
             LEFT JOIN {{popularity}} p ON p.edge_id = e.edge_id AND p.content_id = t.content_id
             WHERE t.release_age_days BETWEEN 0 AND :fresh_days AND (t.is_movie OR t.is_first_episode))
           WHERE r <= :n_fresh
-        ),
-        genre_top AS (
-          SELECT edge_id, genre, content_id FROM (
-            SELECT edge_id, genre, content_id,
-                   row_number() OVER (PARTITION BY edge_id, genre
-                                      ORDER BY requests_decayed DESC, content_id) AS r
-            FROM pop) WHERE r <= :n_genre
-        ),
-        -- an edge's top moves from each title, ranked before the join: joining every
-        -- move to every viewer first multiplies rows by the popular titles' fan-out
-        top_moves AS (
-          SELECT edge_id, from_content_id, to_content_id, transitions FROM (
-            SELECT *, row_number() OVER (PARTITION BY edge_id, from_content_id
-                                         ORDER BY transitions DESC, to_content_id) AS r
-            FROM {{transitions}}) WHERE r <= :n_transitions
-        ),
-        proposed AS (
-          SELECT s.user_id, s.next_content_id AS content_id, 'next_episode' AS src FROM {{user_series}} s
-          UNION ALL
-          SELECT /*+ BROADCAST(t) */ s.user_id, t.content_id, 'restart' FROM {{user_series}} s
-          JOIN {{titles}} t ON t.series_id = s.series_id AND t.is_first_episode
-          WHERE s.days_watched >= 2
-          UNION ALL
-          SELECT u.user_id, t.to_content_id, 'transition' FROM u
-          JOIN top_moves t ON t.edge_id = u.edge_id AND t.from_content_id = u.last_content_id
-          UNION ALL
-          SELECT u.user_id, p.content_id, 'edge_popular' FROM u
-          JOIN pop p ON p.edge_id = u.edge_id AND p.decayed_rank <= :n_popular
-          UNION ALL
-          SELECT u.user_id, g.content_id, 'genre' FROM u
-          JOIN fav_genre f ON f.user_id = u.user_id
-          JOIN genre_top g ON g.edge_id = u.edge_id AND g.genre = f.genre
-          UNION ALL
-          SELECT u.user_id, f.content_id, 'fresh' FROM u JOIN fresh f ON f.edge_id = u.edge_id
         )
-        SELECT /*+ BROADCAST(t) */ p.user_id, u.edge_id, p.content_id,
-               {flags}
-        FROM proposed p JOIN u ON u.user_id = p.user_id
-        JOIN {{titles}} t ON t.content_id = p.content_id AND t.release_age_days >= 0  -- out by T+1
-        GROUP BY p.user_id, u.edge_id, p.content_id
+        SELECT p.edge_id, p.popular, coalesce(f.fresh, CAST(array() AS array<string>)) AS fresh
+        FROM (SELECT edge_id, collect_list(content_id) AS popular FROM pop
+              WHERE decayed_rank <= :n_popular GROUP BY edge_id) p
+        LEFT JOIN (SELECT edge_id, collect_list(content_id) AS fresh FROM fresh GROUP BY edge_id) f
+          ON f.edge_id = p.edge_id
+        """, **common)
+    genres = spark.sql(
+        f"""
+        WITH {ranked}
+        SELECT edge_id, genre, collect_list(content_id) AS ids FROM pop
+        WHERE genre_rank <= :n_genre GROUP BY edge_id, genre
+        """, **common)
+    # an edge's top moves from each title, ranked before any viewer is joined: joining
+    # every move to every viewer first multiplies rows by the popular titles' fan-out
+    moves = spark.sql(
+        """
+        SELECT edge_id, from_content_id, collect_list(to_content_id) AS ids FROM (
+          SELECT *, row_number() OVER (PARTITION BY edge_id, from_content_id
+                                       ORDER BY transitions DESC, to_content_id) AS r
+          FROM {transitions}) WHERE r <= :n_transitions
+        GROUP BY edge_id, from_content_id
+        """, **common)
+    return {"edges": materialize(edges), "genres": materialize(genres), "moves": materialize(moves)}
+
+
+def profiles(feats: dict[str, DataFrame], titles: DataFrame, edge_genre: DataFrame) -> DataFrame:
+    """One row per viewer with everything their candidates are built and scored from.
+
+    user_id, edge_id, last_content_id, watch_count, fav_genre (most views, then name),
+    series (series_id -> days_watched, resumed_days, last_age_days), next_ids (each
+    series' next episode), restart_ids (first episodes of series watched on several days),
+    seen (titles watched in the window), and the favourite-genre posterior in closed form
+    (picked_ll, aff_max, aff_norm: see ``affinity_sql``).
+
+    The per-viewer tables are joined once here, keyed by viewer, so that every later step
+    reads its viewer's row instead of joining each candidate to four tables.
+    """
+    return titles.sparkSession.sql(
+        """
+        WITH series AS (
+          SELECT /*+ BROADCAST(f) */ s.user_id,
+                 map_from_entries(collect_list(struct(s.series_id, struct(s.days_watched, s.resumed_days,
+                                                                          s.last_age_days)))) AS series,
+                 collect_list(s.next_content_id) AS next_ids,
+                 collect_list(CASE WHEN s.days_watched >= 2 THEN f.content_id END) AS restart_ids
+          FROM {user_series} s
+          LEFT JOIN (SELECT series_id, content_id FROM {titles} WHERE is_first_episode) f
+            ON f.series_id = s.series_id
+          GROUP BY s.user_id
+        ),
+        seen AS (SELECT user_id, collect_list(content_id) AS seen FROM {user_titles} GROUP BY user_id),
+        -- The favourite genre's posterior (see affinity_sql): per genre the viewer picked at
+        -- their edge, ll = ln(share) + picks x ln((1 + share) / share); genres they did not
+        -- pick keep ll = ln(share), so only the picked ones need a row.
+        picked AS (
+          SELECT /*+ BROADCAST(eg) */ ug.user_id, ug.genre, ug.views, eg.share,
+                 ln(eg.share) + ug.picks * ln((1 + eg.share) / eg.share) AS ll
+          FROM {user_genres} ug JOIN {users} u ON u.user_id = ug.user_id
+          LEFT JOIN {edge_genre} eg ON eg.edge_id = u.edge_id AND eg.genre = ug.genre
+        ),
+        genres AS (
+          SELECT user_id, min_by(genre, struct(-views, genre)) AS fav_genre,
+                 map_from_entries(collect_list(CASE WHEN share IS NOT NULL THEN struct(genre, ll) END)) AS picked_ll,
+                 coalesce(max(ll), 0.0) AS aff_max,
+                 greatest(1.0 - coalesce(sum(share), 0.0), 0.0) AS unpicked
+          FROM picked GROUP BY user_id
+        )
+        SELECT u.user_id, u.edge_id, u.last_content_id, u.watch_count, g.fav_genre, s.series,
+               coalesce(s.next_ids, CAST(array() AS array<string>)) AS next_ids,
+               coalesce(s.restart_ids, CAST(array() AS array<string>)) AS restart_ids,
+               coalesce(seen.seen, CAST(array() AS array<string>)) AS seen,
+               g.picked_ll, g.aff_max,
+               g.unpicked * exp(-g.aff_max)
+                 + aggregate(map_values(g.picked_ll), 0D, (acc, x) -> acc + exp(x - g.aff_max)) AS aff_norm
+        FROM {users} u
+        LEFT JOIN series s ON s.user_id = u.user_id
+        LEFT JOIN seen ON seen.user_id = u.user_id
+        LEFT JOIN genres g ON g.user_id = u.user_id
         """,
-        args={"n_popular": params.popular, "n_transitions": params.transitions, "n_genre": params.genre,
-              "n_fresh": params.fresh, "fresh_days": int(LAUNCH_DAYS)},
-        users=feats["users"],
-        user_genres=feats["user_genres"],
-        user_series=feats["user_series"],
-        transitions=feats["transitions"],
-        popularity=feats["popularity"],
-        titles=titles,
+        users=feats["users"], user_series=feats["user_series"], user_titles=feats["user_titles"],
+        user_genres=feats["user_genres"], edge_genre=edge_genre, titles=titles,
     )
+
+
+def affinity_sql(c: str, genre: str, edge_share: str) -> str:
+    """SQL for P(``genre`` is the viewer's favourite), from profile row ``c`` and the edge's
+    share of requests in the genre (``edge_share``, null where the edge has none).
+
+    The model: a pick is in the favourite genre half the time, else follows the edge's
+    taste. The posterior of favourite f is proportional to share_f x the likelihood of the
+    picks, prod_g (0.5 [g = f] + 0.5 share_g) ^ picks_g; dividing out the factor common
+    to every f leaves share_f x ((1 + share_f) / share_f) ^ picks_f. So a genre the viewer
+    never picked keeps its prior weight share_f, and the normaliser is the unpicked share
+    plus the picked genres' weights (``aff_norm``, scaled by exp(-aff_max) against overflow).
+    A viewer with no genre history has 0.
+    """
+    return (f"CASE WHEN {c}.picked_ll IS NULL THEN 0.0 ELSE coalesce("
+            f"exp(try_element_at({c}.picked_ll, {genre}) - {c}.aff_max), "
+            f"{edge_share} * exp(-{c}.aff_max), 0.0) / {c}.aff_norm END")
+
+
+def proposals(profile: DataFrame, lists: dict[str, DataFrame], at_edge: DataFrame) -> DataFrame:
+    """Each viewer's profile row once per distinct candidate title (``content_id``) out by
+    T+1, with one 0/1 column per source and the title's row of ``edge_titles``.
+
+    The sources are lists on the viewer's row (their own, or their edge's, broadcast), so
+    the candidates come from an explode: no shuffle, and the rows stay partitioned by
+    viewer as the profile was, which the ranking later relies on.
+    """
+    empty = "CAST(array() AS array<string>)"
+    parts = {
+        "next_episode": "p.next_ids", "restart": "p.restart_ids", "transition": f"coalesce(m.ids, {empty})",
+        "edge_popular": f"coalesce(e.popular, {empty})", "genre": f"coalesce(g.ids, {empty})",
+        "fresh": f"coalesce(e.fresh, {empty})",
+    }
+    flags = ",\n".join(f"CAST(array_contains(c.src_{s}_ids, c.content_id) AS int) AS src_{s}" for s in SOURCES)
+    return at_edge.sparkSession.sql(
+        f"""
+        WITH c AS (
+          SELECT /*+ BROADCAST(e, g, m) */ p.*,
+                 {", ".join(f"{v} AS src_{s}_ids" for s, v in parts.items())},
+                 explode(array_distinct(concat({", ".join(parts.values())}))) AS content_id
+          FROM {{profile}} p
+          LEFT JOIN {{edges}} e ON e.edge_id = p.edge_id
+          LEFT JOIN {{genres}} g ON g.edge_id = p.edge_id AND g.genre = p.fav_genre
+          LEFT JOIN {{moves}} m ON m.edge_id = p.edge_id AND m.from_content_id = p.last_content_id
+        )
+        SELECT /*+ BROADCAST(t) */ c.*, {flags}, t.* EXCEPT (edge_id, content_id)
+        FROM c JOIN {{at_edge}} t ON t.edge_id = c.edge_id AND t.content_id = c.content_id  -- out by T+1
+        """,
+        profile=profile, at_edge=at_edge, **lists,
+    ).drop(*(f"src_{s}_ids" for s in SOURCES))
+
+
+def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams = CandidateParams()) -> DataFrame:
+    """Per viewer: user_id, edge_id, content_id and one 0/1 column per source."""
+    shares = title_shares(feats["popularity"], titles)
+    at_edge = edge_titles(feats["popularity"], titles, shares)
+    rows = proposals(profiles(feats, titles, shares["edge_genre"]), edge_lists(feats, titles, params), at_edge)
+    return rows.select("user_id", "edge_id", "content_id", *(f"src_{s}" for s in SOURCES))
 
 
 USER_TABLES = ("users", "user_genres", "user_titles", "user_series")
@@ -202,7 +295,7 @@ def title_shares(popularity: DataFrame, titles: DataFrame) -> dict[str, DataFram
     )
     taste = spark.sql(
         """
-        SELECT e.edge_id, e.genre, e.share / g.share AS tilt
+        SELECT e.edge_id, e.genre, e.share, e.share / g.share AS tilt
         FROM {edge_genre} e
         JOIN (SELECT genre, sum(requests_decayed) / first(all_decayed) AS share
               FROM {tp} GROUP BY genre) g ON g.genre = e.genre
@@ -212,87 +305,72 @@ def title_shares(popularity: DataFrame, titles: DataFrame) -> dict[str, DataFram
     return {"glob": materialize(glob), "edge_genre": materialize(edge_genre), "taste": materialize(taste)}
 
 
-def genre_affinity(users: DataFrame, user_genres: DataFrame, edge_genre: DataFrame) -> DataFrame:
-    """Per viewer and genre: the probability that it is the viewer's favourite genre.
-
-    A pick is in the viewer's favourite genre half the time, else follows the edge's
-    taste: the posterior of each favourite genre f is proportional to the edge's share of
-    f (the prior) times the likelihood of the viewer's picks given f.
-    """
-    return users.sparkSession.sql(
+def edge_titles(popularity: DataFrame, titles: DataFrame, shares: dict[str, DataFrame]) -> DataFrame:
+    """Per edge and title out by T+1: everything a candidate's features read about the
+    title where it is served (its attributes, requests there, service-wide shares, the
+    edge's taste for its genre), so that each candidate makes one look-up, not five."""
+    return materialize(titles.sparkSession.sql(
         """
-        WITH loglik AS (
-          SELECT /*+ BROADCAST(pf) */ u.user_id, pf.genre,
-                 ln(first(pf.share)) + sum(ug.picks * ln(0.5 * CAST(ug.genre = pf.genre AS double)
-                                                         + 0.5 * coalesce(eg.share, 1e-6))) AS ll
-          FROM {users} u
-          JOIN {edge_genre} pf ON pf.edge_id = u.edge_id
-          JOIN {user_genres} ug ON ug.user_id = u.user_id
-          LEFT JOIN {edge_genre} eg ON eg.edge_id = u.edge_id AND eg.genre = ug.genre
-          GROUP BY u.user_id, pf.genre
-        )
-        SELECT user_id, genre, w / sum(w) OVER (PARTITION BY user_id) AS share
-        FROM (SELECT user_id, genre, exp(ll - max(ll) OVER (PARTITION BY user_id)) AS w FROM loglik)
+        SELECT /*+ BROADCAST(gl, ta) */ e.edge_id, t.content_id, t.series_id, t.genre, t.is_first_episode,
+               t.is_movie, t.launch, p.requests_decayed, p.requests_last_day, p.requests,
+               gl.global_share, gl.in_genre, ta.tilt, ta.share AS edge_genre_share
+        FROM (SELECT DISTINCT edge_id FROM {popularity}) e CROSS JOIN {titles} t
+        LEFT JOIN {popularity} p ON p.edge_id = e.edge_id AND p.content_id = t.content_id
+        LEFT JOIN {glob} gl ON gl.content_id = t.content_id
+        LEFT JOIN {taste} ta ON ta.edge_id = e.edge_id AND ta.genre = t.genre
+        WHERE t.release_age_days >= 0
         """,
-        users=users, user_genres=user_genres, edge_genre=edge_genre,
-    )
+        popularity=popularity, titles=titles, glob=shares["glob"], taste=shares["taste"],
+    ))
 
 
-def candidate_features(
-    cands: DataFrame, feats: dict[str, DataFrame], titles: DataFrame, window_days: int
+def candidate_rows(
+    feats: dict[str, DataFrame], titles: DataFrame, window_days: int, params: CandidateParams = CandidateParams()
 ) -> DataFrame:
-    """The candidates with every column of ``FEATURES`` (double, never null)."""
+    """Every viewer's candidates: user_id, edge_id, content_id, the src_* flags and every
+    column of ``FEATURES`` (double, never null)."""
     spark = titles.sparkSession
     shares = title_shares(feats["popularity"], titles)
-    affinity = materialize(genre_affinity(feats["users"], feats["user_genres"], shares["edge_genre"]))
-    # The small tables come from local checkpoints, which carry no size estimate: without
-    # the hint Spark shuffles every candidate row to join each of them.
+    at_edge = edge_titles(feats["popularity"], titles, shares)
+    rows = proposals(profiles(feats, titles, shares["edge_genre"]), edge_lists(feats, titles, params), at_edge)
+    # The per-viewer features come from the viewer's own row (series, seen, genre
+    # posterior) and the per-title ones from the edge's title row: only the move from the
+    # viewer's last title needs a join.
     return spark.sql(
         """
-        SELECT /*+ BROADCAST(t, gl, ta) */ c.*,
+        WITH c AS (
+          SELECT *, try_element_at(series, series_id) AS s,
+                 """ + affinity_sql("r", "genre", "edge_genre_share") + """ AS g_share
+          FROM {rows} r
+        )
+        SELECT c.user_id, c.edge_id, c.content_id, """ + ", ".join(f"c.src_{s}" for s in SOURCES) + """,
                CAST(c.src_next_episode AS double)                               AS next_episode,
-               c.src_next_episode * ln(1 + coalesce(s.days_watched, 0))        AS next_days,
-               c.src_next_episode * ln(1 + coalesce(s.resumed_days, 0))        AS next_resumed,
-               (1 - c.src_next_episode) * ln(1 + coalesce(s.days_watched, 0))  AS series_days,
-               (1 - c.src_next_episode) * CAST(t.is_first_episode AS int)
-                 * ln(1 + coalesce(s.days_watched, 0))                         AS series_restart,
-               coalesce(exp(-s.last_age_days), 0.0)                            AS series_recency,
+               c.src_next_episode * ln(1 + coalesce(c.s.days_watched, 0))      AS next_days,
+               c.src_next_episode * ln(1 + coalesce(c.s.resumed_days, 0))      AS next_resumed,
+               (1 - c.src_next_episode) * ln(1 + coalesce(c.s.days_watched, 0)) AS series_days,
+               (1 - c.src_next_episode) * CAST(c.is_first_episode AS int)
+                 * ln(1 + coalesce(c.s.days_watched, 0))                       AS series_restart,
+               coalesce(exp(-c.s.last_age_days), 0.0)                          AS series_recency,
                ln(1 + coalesce(tr.transitions, 0))                             AS transition,
-               ln(1 + coalesce(p.requests_decayed, 0))                         AS popularity,
-               ln(1 + coalesce(p.requests_last_day, 0))
-                 - ln(1 + coalesce(p.requests, 0) / :window)                   AS trend,
-               coalesce(ln(gl.global_share * ta.tilt), :floor)                 AS pooled,
-               coalesce(ln(0.5 * gl.global_share * ta.tilt
-                           + 0.5 * coalesce(g.share, 0.0) * gl.in_genre), :floor) AS personal,
-               coalesce(g.share, 0.0)                                          AS genre_affinity,
-               t.launch                                                        AS launch,
-               CAST(ut.user_id IS NOT NULL AS double)                          AS seen,
-               CAST(t.is_first_episode AS double)                              AS first_episode,
-               CAST(t.is_movie AS double)                                      AS movie,
-               ln(1 + u.watch_count / :window)                                 AS activity
-        FROM {cands} c
-        JOIN {users} u ON u.user_id = c.user_id
-        JOIN {titles} t ON t.content_id = c.content_id
-        LEFT JOIN {user_series} s ON s.user_id = c.user_id AND s.series_id = t.series_id
-        LEFT JOIN {transitions} tr ON tr.edge_id = c.edge_id AND tr.from_content_id = u.last_content_id
+               ln(1 + coalesce(c.requests_decayed, 0))                         AS popularity,
+               ln(1 + coalesce(c.requests_last_day, 0))
+                 - ln(1 + coalesce(c.requests, 0) / :window)                   AS trend,
+               coalesce(ln(c.global_share * c.tilt), :floor)                   AS pooled,
+               coalesce(ln(0.5 * c.global_share * c.tilt
+                           + 0.5 * c.g_share * c.in_genre), :floor)            AS personal,
+               c.g_share                                                       AS genre_affinity,
+               c.launch                                                        AS launch,
+               CAST(array_contains(c.seen, c.content_id) AS double)            AS seen,
+               CAST(c.is_first_episode AS double)                              AS first_episode,
+               CAST(c.is_movie AS double)                                      AS movie,
+               ln(1 + c.watch_count / :window)                                 AS activity
+        FROM c
+        LEFT JOIN {transitions} tr ON tr.edge_id = c.edge_id AND tr.from_content_id = c.last_content_id
                                   AND tr.to_content_id = c.content_id
-        LEFT JOIN {popularity} p ON p.edge_id = c.edge_id AND p.content_id = c.content_id
-        LEFT JOIN {glob} gl ON gl.content_id = c.content_id
-        LEFT JOIN {taste} ta ON ta.edge_id = c.edge_id AND ta.genre = t.genre
-        LEFT JOIN {affinity} g ON g.user_id = c.user_id AND g.genre = t.genre
-        LEFT JOIN {user_titles} ut ON ut.user_id = c.user_id AND ut.content_id = c.content_id
         """,
         args={"window": float(window_days), "floor": LOG_FLOOR},
-        cands=cands,
-        users=feats["users"],
-        titles=titles,
-        user_series=feats["user_series"],
+        rows=rows,
         transitions=feats["transitions"],
-        popularity=feats["popularity"],
-        user_titles=feats["user_titles"],
-        glob=shares["glob"],
-        taste=shares["taste"],
-        affinity=affinity,
     )
 
 

@@ -92,6 +92,40 @@ def edge_demand(popularity: DataFrame, titles: DataFrame, window_days: int = 1) 
     )
 
 
+def rank_candidates(scored: DataFrame, prob: str = "p") -> DataFrame:
+    """``scored`` with each candidate's rank ``r`` among its viewer's (1 = most likely; ties
+    by title id) and ``source``, the first of its src_* flags in ``SOURCES`` order.
+
+    A window over the viewer: when ``scored`` is still partitioned by viewer (as
+    ``edgecache.candidates.candidate_rows`` leaves it) this sorts in place, no shuffle."""
+    source = "CASE " + " ".join(f"WHEN src_{s} = 1 THEN '{s}'" for s in SOURCES) + " END"
+    return scored.selectExpr(
+        "*", f"{source} AS source",
+        f"row_number() OVER (PARTITION BY user_id ORDER BY `{prob}` DESC, content_id) AS r",
+    )
+
+
+def top_lists(ranked: DataFrame, top_k: int, prob: str = "p") -> DataFrame:
+    """Per viewer: edge_id, content_id (top title), ranked (top-k, best first), scores,
+    source, from the output of ``rank_candidates``."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    return ranked.sparkSession.sql(
+        f"""
+        WITH lists AS (
+          SELECT user_id, first(edge_id) AS edge_id,
+                 sort_array(collect_list(struct(r, content_id, `{prob}` AS p, source))) AS top
+          FROM {{ranked}} WHERE r <= :top_k GROUP BY user_id
+        )
+        SELECT user_id, edge_id, top[0].content_id AS content_id, top.content_id AS ranked, top.p AS scores,
+               top[0].source AS source
+        FROM lists
+        """,
+        args={"top_k": top_k},
+        ranked=ranked,
+    )
+
+
 def rank_users(scored: DataFrame, top_k: int, prob: str = "p") -> DataFrame:
     """Per viewer: edge_id, content_id (top title), ranked (top-k, best first), scores, source.
 
@@ -100,24 +134,4 @@ def rank_users(scored: DataFrame, top_k: int, prob: str = "p") -> DataFrame:
     """
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    source = "CASE " + " ".join(f"WHEN src_{s} = 1 THEN '{s}'" for s in SOURCES) + " END"
-    return scored.sparkSession.sql(
-        f"""
-        WITH top AS (
-          SELECT user_id, edge_id, content_id, `{prob}` AS p, {source} AS source,
-                 row_number() OVER (PARTITION BY user_id ORDER BY `{prob}` DESC, content_id) AS r
-          FROM {{scored}}
-        ),
-        lists AS (
-          SELECT user_id, first(edge_id) AS edge_id,
-                 transform(sort_array(collect_list(struct(r, content_id, p, source))),
-                           x -> x.content_id) AS ranked,
-                 transform(sort_array(collect_list(struct(r, content_id, p, source))), x -> x.p) AS scores,
-                 min_by(source, r) AS source
-          FROM top WHERE r <= :top_k GROUP BY user_id
-        )
-        SELECT user_id, edge_id, ranked[0] AS content_id, ranked, scores, source FROM lists
-        """,
-        args={"top_k": top_k},
-        scored=scored,
-    )
+    return top_lists(rank_candidates(scored, prob), top_k, prob)

@@ -98,14 +98,15 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     for d in backfilled:
         validate_day(spark, layout, d)
     days = [d for d in span if layout.events(d).exists()]
-    events = spark.read.parquet(*[str(layout.events(d)) for d in days]).cache()
+    build_previous = previous in days and not features_ready(layout, previous, args)
+    # On a nightly run D-1's features exist, so the day before D's window is not read.
+    read = days if build_previous else [d for d in days if d in window_dates(date, args.window_days)]
+    events = spark.read.parquet(*[str(layout.events(d)) for d in read]).cache()
     catalog = spark.read.parquet(str(layout.catalog))
 
     rows = write_features(spark, layout, events, catalog, date, args)
-    previous_built = False
-    if previous in days and not features_ready(layout, previous, args):
+    if build_previous:
         write_features(spark, layout, events, catalog, previous, args)
-        previous_built = True
     events.unpersist()
     return {
         "lines_in": lines_in,
@@ -115,7 +116,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         "quarantined_by_reason": dict(sorted(counts.items())),
         "window_days_found": [d for d in window_dates(date, args.window_days) if d in days],
         "days_validated": [*backfilled, date],
-        "previous_day_features_built": previous_built,
+        "previous_day_features_built": build_previous,
         "feature_rows": rows,
         "output": str(layout.features(date, "")),
     }

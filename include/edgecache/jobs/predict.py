@@ -18,10 +18,7 @@ from pyspark.sql import functions as F
 
 from edgecache.candidates import (
     FEATURES,
-    SOURCES,
-    CandidateParams,
-    candidate_features,
-    candidates,
+    candidate_rows,
     materialize,
     sample_users,
     with_labels,
@@ -38,7 +35,7 @@ from edgecache.demand import (
 from edgecache.features import FEATURE_TABLES, title_features
 from edgecache.jobs.common import base_parser, positive_float, positive_int, run_job
 from edgecache.layout import Layout, read_json, write_json_atomic
-from edgecache.predict import edge_demand, predict_users, rank_users
+from edgecache.predict import edge_demand, predict_users, rank_candidates, top_lists
 from edgecache.scorer import LinearModel, apply, auc, fit_logistic, fit_poisson, negative_sample
 from edgecache.settings import Settings
 
@@ -67,12 +64,6 @@ def read_features(spark: SparkSession, layout: Layout, date: str) -> tuple[dict[
     if not manifest.exists():
         return None
     return {n: spark.read.parquet(str(layout.features(date, n))) for n in FEATURE_TABLES}, read_json(manifest)
-
-
-def candidate_rows(feats: dict[str, DataFrame], titles: DataFrame, window_days: int) -> DataFrame:
-    """Every viewer's candidates with their features."""
-    cands = materialize(candidates(feats, titles, CandidateParams()))
-    return candidate_features(cands, feats, titles, window_days)
 
 
 def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame) -> tuple[LinearModel, LinearModel, dict]:
@@ -120,10 +111,12 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     if model == "learned":
         scorer, demand_model, stats = train(spark, layout, date, catalog)
-        # only what ranking and demand read: every viewer's candidates are kept at once
-        scored = materialize(apply(candidate_rows(feats, titles, manifest["window_days"]), scorer, "p")
-                             .select("user_id", "edge_id", "content_id", "p", *(f"src_{s}" for s in SOURCES)))
-        users = rank_users(scored, args.top_k)
+        # Ranked in the same pass that builds the candidates, while they are still
+        # partitioned by viewer; only what the top lists and demand read is kept.
+        scored = materialize(rank_candidates(apply(candidate_rows(feats, titles, manifest["window_days"]),
+                                                   scorer, "p"))
+                             .select("user_id", "edge_id", "content_id", "p", "r", "source"))
+        users = top_lists(scored, args.top_k)
         demand = rank_demand(apply(demand_rows(feats["popularity"], titles, viewers(scored)), demand_model, "score"))
         models = {"scorer": scorer.to_dict(), "demand": demand_model.to_dict()}
     else:
