@@ -1,0 +1,7 @@
+"""Federated learning across edges: each edge trains on its own logs and shares only a
+fixed-size model update and its sample count.
+
+``model``   the shared model: a LinearModel as one parameter vector, and an ``Update``;
+``server``  aggregation (FedAvg), pure functions;
+``secagg``  secure aggregation with pairwise additive masks, so the server learns only the sum.
+"""
