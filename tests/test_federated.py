@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgecache.federated.client import collect_updates, edge_updates, local_update
 from edgecache.federated.model import Update, from_vector, to_vector
 from edgecache.federated.secagg import SCALE, Client, decode, encode, unmask_sum
-from edgecache.federated.server import average_of_sums, fedavg
-from edgecache.scorer import LinearModel
+from edgecache.federated.server import Privacy, average_of_sums, clip, fedavg, run_rounds
+from edgecache.scorer import LinearModel, fit_logistic
 
 EDGES = ("edge-01", "edge-02", "edge-03", "edge-04")
 
@@ -101,3 +102,114 @@ def test_an_edge_that_drops_out_is_recovered_from_the_survivors_seeds(round_setu
     assert np.abs(unmask_sum(masked, revealed) - want).max() <= len(survivors) * 0.5 / SCALE
     with pytest.raises(ValueError, match="survivor"):
         unmask_sum(masked, {("edge-03", "edge-01"): b"x"})
+
+
+def test_one_newton_step_by_hand():
+    # x = +1 (watched) and -1 (not), from zero: p = 0.5 for both; the gradient is
+    # (-0.5, 0) and the Hessian diag(0.25, 0.25), so the step lands on (2, 0)
+    u = local_update(np.array([[1.0], [-1.0]]), np.array([1.0, 0.0]), np.zeros(2), steps=1, reg=0.0)
+    assert u.params.tolist() == pytest.approx([2.0, 0.0], abs=1e-9) and u.count == 2
+    # zero steps leave the global model as it was; an edge with no rows says so
+    assert local_update(np.zeros((0, 1)), np.zeros(0), np.array([0.3, 0.1]), 3, 0.1).count == 0
+    with pytest.raises(ValueError, match="init must have 2"):
+        local_update(np.zeros((1, 1)), np.zeros(1), np.zeros(3), 1, 0.0)
+
+
+def synthetic_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    eta = x @ np.array([1.5, -1.0, 0.25]) - 0.5
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    edges = [f"edge-0{i % 3 + 1}" for i in range(n)]
+    return x, y, edges
+
+
+def test_local_training_minimises_the_central_objective(spark):
+    """Pooled into one edge, local Newton steps reach MLlib's fit of the same rows: the
+    federated and central scorers optimise the same thing."""
+    x, y, _ = synthetic_rows(3000, seed=1)
+    df = spark.createDataFrame([(*map(float, r), float(t)) for r, t in zip(x, y)], "a double, b double, c double, label double")
+    central = to_vector(fit_logistic(df, ("a", "b", "c"), reg_param=1e-3, max_iter=100))
+    local = local_update(x, y, np.zeros(4), steps=12, reg=1e-3).params
+    assert np.abs(local - central).max() < 1e-3
+
+
+def test_each_edge_trains_alone_and_only_parameters_leave(spark):
+    x, y, edges = synthetic_rows(900, seed=2)
+    rows = spark.createDataFrame(
+        [(f"U{i}", f"C{i % 50}", e, *map(float, r), float(t)) for i, (r, t, e) in enumerate(zip(x, y, edges))],
+        "user_id string, content_id string, edge_id string, a double, b double, c double, label double")
+    frame = edge_updates(rows, ("a", "b", "c"), np.zeros(4), steps=8, reg=1e-3)
+    # what crosses from the tasks to the server: an edge id, a fixed-size array and a count
+    assert frame.schema.simpleString() == "struct<edge_id:string,params:array<double>,count:bigint>"
+    raw = frame.collect()
+    assert len(raw) == 3 and {len(r["params"]) for r in raw} == {4}
+    ids = {r["user_id"] for r in rows.collect()} | {r["content_id"] for r in rows.collect()}
+    assert not ids & {str(v) for r in raw for v in r.asDict().values()}
+    got = collect_updates(frame)
+    assert [e for e, _ in got] == ["edge-01", "edge-02", "edge-03"]
+    for edge, update in got:
+        mine = np.array([e == edge for e in edges])
+        want = local_update(x[mine], y[mine], np.zeros(4), steps=8, reg=1e-3)
+        assert update.count == want.count == 300
+        assert np.abs(update.params - want.params).max() < 1e-9  # the edge's own rows, and only them
+
+
+def test_clip_by_hand():
+    assert clip(np.array([3.0, 4.0]), 1.0).tolist() == pytest.approx([0.6, 0.8])
+    assert clip(np.array([3.0, 4.0]), 10.0).tolist() == [3.0, 4.0]
+    with pytest.raises(ValueError):
+        clip(np.array([1.0]), 0.0)
+
+
+def numpy_edges(seed: int = 3) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Three edges of very different sizes, each with its own rows."""
+    x, y, _ = synthetic_rows(2600, seed)
+    return {"edge-01": (x[:2000], y[:2000]), "edge-02": (x[2000:2500], y[2000:2500]), "edge-03": (x[2500:], y[2500:])}
+
+
+def test_rounds_pick_edges_count_bytes_and_converge():
+    data = numpy_edges()
+    asked = []
+
+    def train_round(params, chosen):
+        asked.append(chosen)
+        return [(e, local_update(*data[e], params, steps=1, reg=1e-3)) for e in chosen]
+
+    final, stats = run_rounds(train_round, np.zeros(4), list(data), rounds=30, fraction=0.5, seed=1)
+    assert [len(c) for c in asked] == [2] * 30 and len(set(asked)) > 1  # ceil(0.5 x 3), varying
+    assert asked == [s.edges for s in stats]
+    assert all(s.update_bytes == 2 * (4 * 8 + 8) for s in stats)  # two arrays of 4 doubles and two counts
+    # sampled edges pull towards their own optima, so the model settles into a small wobble
+    assert stats[-1].change < 0.1 * stats[0].change
+    # the same seed picks the same edges
+    _, again = run_rounds(train_round, np.zeros(4), list(data), rounds=30, fraction=0.5, seed=1)
+    assert [s.edges for s in again] == [s.edges for s in stats]
+
+
+def test_full_participation_reaches_the_pooled_model_closely():
+    data = numpy_edges()
+
+    def train_round(params, chosen):
+        return [(e, local_update(*data[e], params, steps=1, reg=1e-3)) for e in chosen]
+
+    fed, _ = run_rounds(train_round, np.zeros(4), list(data), rounds=40)
+    pooled = local_update(np.vstack([d[0] for d in data.values()]), np.concatenate([d[1] for d in data.values()]),
+                          np.zeros(4), steps=15, reg=1e-3).params
+    assert np.abs(fed - pooled).max() < 0.05
+
+
+def test_dp_fedavg_clips_then_adds_noise_of_the_stated_size():
+    params = np.zeros(3)
+    ups = {"a": Update(np.array([30.0, 40.0, 0.0]), 10), "b": Update(np.array([0.0, 0.0, 0.5]), 1000)}
+
+    def train_round(p, chosen):
+        return [(e, ups[e]) for e in chosen]
+
+    quiet, _ = run_rounds(train_round, params, ["a", "b"], rounds=1, privacy=Privacy(clip_norm=1.0, noise_multiplier=0.0))
+    # equal weights after clipping: ((0.6, 0.8, 0) + (0, 0, 0.5)) / 2, whatever the counts
+    assert quiet.tolist() == pytest.approx([0.3, 0.4, 0.25])
+    draws = np.array([run_rounds(train_round, params, ["a", "b"], rounds=1, seed=s,
+                                 privacy=Privacy(clip_norm=1.0, noise_multiplier=2.0))[0] - quiet
+                      for s in range(400)])
+    assert draws.std() == pytest.approx(2.0 * 1.0 / 2, rel=0.1)  # z x C / edges

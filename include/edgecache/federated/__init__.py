@@ -2,6 +2,7 @@
 fixed-size model update and its sample count.
 
 ``model``   the shared model: a LinearModel as one parameter vector, and an ``Update``;
-``server``  aggregation (FedAvg), pure functions;
+``client``  an edge's local training on its own rows (one Spark task per edge);
+``server``  aggregation (FedAvg, DP-FedAvg) and the rounds;
 ``secagg``  secure aggregation with pairwise additive masks, so the server learns only the sum.
 """
