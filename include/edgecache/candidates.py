@@ -226,12 +226,16 @@ def proposals(profile: DataFrame, lists: dict[str, DataFrame], at_edge: DataFram
     ).drop(*(f"src_{s}_ids" for s in SOURCES))
 
 
-def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams = CandidateParams()) -> DataFrame:
-    """Per viewer: user_id, edge_id, content_id and one 0/1 column per source."""
+def _proposed(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams) -> DataFrame:
+    """``proposals`` built from the feature tables: profiles, edge lists and edge titles."""
     shares = title_shares(feats["popularity"], titles)
     at_edge = edge_titles(feats["popularity"], titles, shares)
-    rows = proposals(profiles(feats, titles, shares["edge_genre"]), edge_lists(feats, titles, params), at_edge)
-    return rows.select("user_id", "edge_id", "content_id", *(f"src_{s}" for s in SOURCES))
+    return proposals(profiles(feats, titles, shares["edge_genre"]), edge_lists(feats, titles, params), at_edge)
+
+
+def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams = CandidateParams()) -> DataFrame:
+    """Per viewer: user_id, edge_id, content_id and one 0/1 column per source."""
+    return _proposed(feats, titles, params).select("user_id", "edge_id", "content_id", *(f"src_{s}" for s in SOURCES))
 
 
 USER_TABLES = ("users", "user_genres", "user_titles", "user_series")
@@ -330,9 +334,7 @@ def candidate_rows(
     """Every viewer's candidates: user_id, edge_id, content_id, the src_* flags and every
     column of ``FEATURES`` (double, never null)."""
     spark = titles.sparkSession
-    shares = title_shares(feats["popularity"], titles)
-    at_edge = edge_titles(feats["popularity"], titles, shares)
-    rows = proposals(profiles(feats, titles, shares["edge_genre"]), edge_lists(feats, titles, params), at_edge)
+    rows = _proposed(feats, titles, params)
     # The per-viewer features come from the viewer's own row (series, seen, genre
     # posterior) and the per-title ones from the edge's title row: only the move from the
     # viewer's last title needs a join.

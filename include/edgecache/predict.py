@@ -132,6 +132,4 @@ def rank_users(scored: DataFrame, top_k: int, prob: str = "p") -> DataFrame:
     ``scored`` has one row per candidate with its probability ``prob`` and the src_*
     flags of ``edgecache.candidates``; ``source`` names the top title's first source.
     """
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
     return top_lists(rank_candidates(scored, prob), top_k, prob)
