@@ -8,9 +8,11 @@ The nightly pipeline of the edge predictive cache, for one logical day D:
 2. **spark_features** (Spark SQL): validate the logs (bad lines are quarantined with a
    reason and counted), then per-viewer, per-series, per-edge and transition features
    over the window ending at D (and D-1, for training).
-3. **spark_predict** (Spark MLlib): train the scorer on D-1's features against D's views
-   and the demand model on D's requests per edge, then rank each viewer's candidates and
-   each edge's titles for D+1; the prefetch set fills `cache_gb` per edge.
+3. **spark_predict** (Spark MLlib): train the scorer on D-1's features against D's views,
+   by federated learning across the edges (each edge trains on its own rows; only model
+   updates reach the server; `fl_*` params), and the demand model on D's requests per
+   edge; then rank each viewer's candidates and each edge's titles for D+1; the prefetch
+   set fills `cache_gb` per edge.
 4. **warm_cache**: writes `user:<id>` (top title), the ranked top-k and each edge's cache
    contents into Redis (connection `redis_default`), with a TTL.
 5. **push_metrics**: batch metrics to the Pushgateway (`PUSHGATEWAY_URL`) or a text file.
@@ -33,9 +35,13 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
+from edgecache.federated.config import FedConfig
 from edgecache.settings import WORKLOAD_HELP, Settings, WorkloadParams
 
 SETTINGS = Settings.from_env()  # environment only: no connection or network look-up here
+FED = FedConfig()
+FED_ARGS = ("fl_rounds", "fl_fraction", "fl_local_steps", "fl_fine_tune_steps", "fl_epsilon", "fl_clip_norm",
+            "fl_secure")
 WORKLOAD = WorkloadParams.from_env()
 DATA_DIR = str(SETTINGS.data_dir)
 JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
@@ -95,6 +101,22 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
                             description="e-folding time of the popularity decay, in days"),
         "model": Param(SETTINGS.model, type="string", enum=["learned", "simple"],
                        description="learned scorer, or the simple tiered baseline"),
+        # How the learned scorer trains (see edgecache.federated): federated by default.
+        "training": Param(SETTINGS.training, type="string", enum=["federated", "central", "local"],
+                          description="federated across edges, central (all logs pooled) or local (each edge alone)"),
+        "fl_rounds": Param(FED.rounds, type="integer", minimum=1, description="federated rounds"),
+        "fl_fraction": Param(FED.fraction, type="number", exclusiveMinimum=0, maximum=1,
+                             description="share of the edges that train in each round"),
+        "fl_local_steps": Param(FED.local_steps, type="integer", minimum=1,
+                                description="local epochs: Newton steps per edge per round"),
+        "fl_fine_tune_steps": Param(FED.fine_tune_steps, type="integer", minimum=0,
+                                    description="local fine-tuning steps per edge after the rounds (0: off)"),
+        "fl_epsilon": Param(FED.epsilon, type="number", minimum=0,
+                            description="client-level differential privacy budget over all rounds (0: off)"),
+        "fl_clip_norm": Param(FED.clip_norm, type="number", exclusiveMinimum=0,
+                              description="differential privacy: bound of one edge's change per round"),
+        "fl_secure": Param(FED.secure, type="boolean",
+                           description="secure aggregation: the server learns only the sum of the updates"),
     },
 )
 def predictive_caching():
@@ -112,7 +134,9 @@ def predictive_caching():
     spark_predict = spark_job(
         "spark_predict",
         "predict.py",
-        ["--top-k", "{{ params.top_k }}", "--cache-gb", "{{ params.cache_gb }}", "--model", "{{ params.model }}"],
+        ["--top-k", "{{ params.top_k }}", "--cache-gb", "{{ params.cache_gb }}", "--model", "{{ params.model }}",
+         "--training", "{{ params.training }}"]
+        + [arg for name in FED_ARGS for arg in (f"--{name.replace('_', '-')}", f"{{{{ params.{name} }}}}")],
         [PREDICTIONS],
     )
 

@@ -90,3 +90,18 @@ def test_every_workload_knob_is_a_param_passed_to_generate(dagbag):
         flag = f"--{f.name.replace('_', '-')}"
         assert args[args.index(flag) + 1] == f"{{{{ params.{f.name} }}}}"
         assert parser.parse_args(["--date", "2025-04-12", flag, str(dag.params[f.name])]) is not None
+
+
+def test_federated_settings_are_params_passed_to_predict(dagbag):
+    from edgecache.jobs.predict import build_parser
+
+    dag = dagbag.dags["predictive_caching"]
+    args = dag.get_task("spark_predict").application_args
+    argv = ["--date", "2025-04-12"]
+    for name in ("training", "fl_rounds", "fl_fraction", "fl_local_steps", "fl_fine_tune_steps", "fl_epsilon",
+                 "fl_clip_norm", "fl_secure"):
+        flag = f"--{name.replace('_', '-')}"
+        assert args[args.index(flag) + 1] == f"{{{{ params.{name} }}}}"
+        argv += [flag, str(dag.params[name])]  # a boolean renders as True / False
+    parsed = build_parser().parse_args(argv)
+    assert parsed.training == "federated" and parsed.fl_secure is False and parsed.fl_rounds == dag.params["fl_rounds"]

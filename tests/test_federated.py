@@ -6,10 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecache.federated.client import collect_updates, edge_updates, local_update
-from edgecache.federated.model import Update, from_vector, to_vector
+from edgecache.federated.client import (
+    LocalPlan,
+    SecureRound,
+    collect_updates,
+    edge_updates,
+    local_update,
+    validation,
+)
+from edgecache.federated.model import Update, clip, contribution, from_vector, to_vector
+from edgecache.federated.privacy import epsilon_spent, noise_for_epsilon
 from edgecache.federated.secagg import SCALE, Client, decode, encode, unmask_sum
-from edgecache.federated.server import Privacy, average_of_sums, clip, fedavg, run_rounds
+from edgecache.federated.server import Privacy, aggregate, average_of_sums, fedavg, plain_sum, run_rounds
+from edgecache.federated.config import FedConfig
+from edgecache.federated.training import apply_by_edge, train_federated, train_local
 from edgecache.scorer import LinearModel, fit_logistic
 
 EDGES = ("edge-01", "edge-02", "edge-03", "edge-04")
@@ -139,9 +149,12 @@ def test_each_edge_trains_alone_and_only_parameters_leave(spark):
     rows = spark.createDataFrame(
         [(f"U{i}", f"C{i % 50}", e, *map(float, r), float(t)) for i, (r, t, e) in enumerate(zip(x, y, edges))],
         "user_id string, content_id string, edge_id string, a double, b double, c double, label double")
-    frame = edge_updates(rows, ("a", "b", "c"), np.zeros(4), steps=8, reg=1e-3)
-    # what crosses from the tasks to the server: an edge id, a fixed-size array and a count
-    assert frame.schema.simpleString() == "struct<edge_id:string,params:array<double>,count:bigint>"
+    frame = edge_updates(rows, ("a", "b", "c"), LocalPlan(np.zeros(4), steps=8, reg=1e-3))
+    # what crosses from the tasks to the server: an edge id, a fixed-size array, a count
+    # and three validation figures; nothing per viewer, per title or per row
+    assert frame.schema.simpleString() == (
+        "struct<edge_id:string,params:array<double>,count:bigint,masked:array<bigint>,"
+        "val_rows:bigint,val_logloss:double,val_auc:double>")
     raw = frame.collect()
     assert len(raw) == 3 and {len(r["params"]) for r in raw} == {4}
     ids = {r["user_id"] for r in rows.collect()} | {r["content_id"] for r in rows.collect()}
@@ -172,9 +185,9 @@ def test_rounds_pick_edges_count_bytes_and_converge():
     data = numpy_edges()
     asked = []
 
-    def train_round(params, chosen):
+    def train_round(params, chosen, round_id):
         asked.append(chosen)
-        return [(e, local_update(*data[e], params, steps=1, reg=1e-3)) for e in chosen]
+        return plain_sum([local_update(*data[e], params, steps=1, reg=1e-3) for e in chosen], params)
 
     final, stats = run_rounds(train_round, np.zeros(4), list(data), rounds=30, fraction=0.5, seed=1)
     assert [len(c) for c in asked] == [2] * 30 and len(set(asked)) > 1  # ceil(0.5 x 3), varying
@@ -190,8 +203,8 @@ def test_rounds_pick_edges_count_bytes_and_converge():
 def test_full_participation_reaches_the_pooled_model_closely():
     data = numpy_edges()
 
-    def train_round(params, chosen):
-        return [(e, local_update(*data[e], params, steps=1, reg=1e-3)) for e in chosen]
+    def train_round(params, chosen, round_id):
+        return plain_sum([local_update(*data[e], params, steps=1, reg=1e-3) for e in chosen], params)
 
     fed, _ = run_rounds(train_round, np.zeros(4), list(data), rounds=40)
     pooled = local_update(np.vstack([d[0] for d in data.values()]), np.concatenate([d[1] for d in data.values()]),
@@ -203,8 +216,8 @@ def test_dp_fedavg_clips_then_adds_noise_of_the_stated_size():
     params = np.zeros(3)
     ups = {"a": Update(np.array([30.0, 40.0, 0.0]), 10), "b": Update(np.array([0.0, 0.0, 0.5]), 1000)}
 
-    def train_round(p, chosen):
-        return [(e, ups[e]) for e in chosen]
+    def train_round(p, chosen, round_id):
+        return plain_sum([ups[e] for e in chosen], p, Privacy(clip_norm=1.0, noise_multiplier=0.0))
 
     quiet, _ = run_rounds(train_round, params, ["a", "b"], rounds=1, privacy=Privacy(clip_norm=1.0, noise_multiplier=0.0))
     # equal weights after clipping: ((0.6, 0.8, 0) + (0, 0, 0.5)) / 2, whatever the counts
@@ -213,3 +226,108 @@ def test_dp_fedavg_clips_then_adds_noise_of_the_stated_size():
                                  privacy=Privacy(clip_norm=1.0, noise_multiplier=2.0))[0] - quiet
                       for s in range(400)])
     assert draws.std() == pytest.approx(2.0 * 1.0 / 2, rel=0.1)  # z x C / edges
+
+
+def test_summed_contributions_give_fedavg_and_dp_fedavg_by_hand():
+    start = np.zeros(2)
+    ups = [Update(np.array([1.0, 2.0]), 1), Update(np.array([3.0, 4.0]), 3)]
+    summed = plain_sum(ups, start).summed
+    assert summed.tolist() == [10.0, 14.0, 4.0]  # 1 x (1, 2) + 3 x (3, 4), weight 4
+    rng = np.random.default_rng(0)
+    assert aggregate(start, summed, None, rng).tolist() == fedavg(ups).tolist() == [2.5, 3.5]
+    # DP: each change clipped to norm 1, equal weights: ((1, 2)/|.| + (3, 4)/5) / 2
+    dp = Privacy(clip_norm=1.0, noise_multiplier=0.0)
+    assert contribution(ups[1], start, 1.0).tolist() == pytest.approx([0.6, 0.8, 1.0])
+    got = aggregate(start, plain_sum(ups, start, dp).summed, dp, rng)
+    assert got.tolist() == pytest.approx([(1 / 5**0.5 + 0.6) / 2, (2 / 5**0.5 + 0.8) / 2])
+
+
+def test_validation_figures_by_hand():
+    x, y = np.array([[1.0], [2.0], [3.0], [4.0]]), np.array([0.0, 1.0, 0.0, 1.0])
+    flat = validation(x, y, np.zeros(2))
+    assert flat["rows"] == 4 and flat["logloss"] == pytest.approx(np.log(2)) and flat["auc"] == 0.5  # all tied
+    # scores rise with x: of the four (positive, negative) pairs, 2>1, 4>1 and 4>3 are right
+    assert validation(x, y, np.array([1.0, 0.0]))["auc"] == 0.75
+
+
+def test_fine_tuning_stays_near_the_global_model_as_prox_grows():
+    x, y, _ = synthetic_rows(400, seed=4)
+    start = np.array([1.0, -1.0, 0.0, 0.0])
+    free = local_update(x, y, start, steps=5, reg=1e-3).params
+    held = local_update(x, y, start, steps=5, reg=1e-3, prox=1e6).params
+    assert np.abs(held - start).max() < 1e-4 < np.abs(free - start).max()
+    assert np.abs(free - local_update(x, y, start, steps=5, reg=1e-3, prox=0.0).params).max() == 0.0
+
+
+def test_the_privacy_budget_comes_from_the_accountant():
+    for eps in (1.0, 4.0, 8.0):
+        z = noise_for_epsilon(eps, fraction=1.0, rounds=8)
+        assert 0.97 * eps <= epsilon_spent(z, 1.0, 8) <= eps
+    z = noise_for_epsilon(4.0, 1.0, 8)
+    # more rounds spend more; sampling half the edges per round spends less; no noise, no privacy
+    assert epsilon_spent(z, 1.0, 16) > 4.0 > epsilon_spent(z, 0.5, 8)
+    assert epsilon_spent(0.0, 1.0, 8) == float("inf")
+
+
+def spark_rows(spark, n: int = 900, seed: int = 2):
+    x, y, edges = synthetic_rows(n, seed)
+    rows = spark.createDataFrame(
+        [(f"U{i}", f"C{i % 50}", e, *map(float, r), float(t), 1.0) for i, (r, t, e) in enumerate(zip(x, y, edges))],
+        "user_id string, content_id string, edge_id string, a double, b double, c double, label double, weight double")
+    return rows, x, y, edges
+
+
+def test_secure_aggregation_in_spark_gives_the_plain_round(spark):
+    rows, *_ = spark_rows(spark)
+    start = np.array([0.1, -0.1, 0.0, 0.2])
+    plan = LocalPlan(start, steps=2, reg=1e-3)
+    plain = collect_updates(edge_updates(rows, ("a", "b", "c"), plan))
+    clients = {e: Client(e) for e, _ in plain}
+    secure = SecureRound(7, {e: c.private_bytes() for e, c in clients.items()},
+                         {e: c.public_key() for e, c in clients.items()})
+    got = edge_updates(rows, ("a", "b", "c"), LocalPlan(start, steps=2, reg=1e-3, secure=secure)).collect()
+    # the server sees neither the parameters nor the counts, only masked ring elements
+    assert all(r["params"] is None and r["count"] is None and len(r["masked"]) == 5 for r in got)
+    masked = {r["edge_id"]: np.array(r["masked"], dtype=np.int64).view(np.uint64) for r in got}
+    alone = decode(masked["edge-01"])
+    assert np.abs(alone - contribution(dict(plain)["edge-01"], start)).min() > 1e3
+    rng = np.random.default_rng(0)
+    want = aggregate(start, plain_sum([u for _, u in plain], start).summed, None, rng)
+    assert np.abs(aggregate(start, unmask_sum(masked), None, rng) - want).max() < 1e-5
+
+
+def test_federated_training_reaches_the_pooled_model_and_reports_its_rounds(spark):
+    rows, *_ = spark_rows(spark, n=1500, seed=5)
+    feats = ("a", "b", "c")
+    model, tuned, report = train_federated(rows, feats, FedConfig(rounds=6), reg=1e-3)
+    secure, _, secure_report = train_federated(rows, feats, FedConfig(rounds=6, secure=True), reg=1e-3)
+    assert np.abs(to_vector(model) - to_vector(secure)).max() < 1e-4  # the masks change nothing
+    assert tuned == {} and report["edges"] == ["edge-01", "edge-02", "edge-03"]
+    assert [r["round"] for r in report["rounds"]] == list(range(1, 7))
+    assert report["update_bytes_per_round"] == 3 * (4 * 8 + 8)  # three arrays of 4 doubles and three counts
+    assert secure_report["update_bytes_per_round"] == 3 * 5 * 8  # three masked arrays of 5 ring elements
+    assert report["rounds_to_converge"] is not None and report["epsilon_spent"] is None
+    first, last = report["rounds"][0]["validation"], report["rounds"][-1]["validation"]
+    assert all(first[e]["logloss"] == pytest.approx(np.log(2)) for e in first)  # the zero model, held out
+    assert all(last[e]["logloss"] < first[e]["logloss"] and last[e]["rows"] > 0 for e in last)
+    pooled = fit_logistic(rows, feats, reg_param=1e-3, max_iter=100)
+    assert np.abs(to_vector(model) - to_vector(pooled)).max() < 0.1  # 10 % of viewers held out, edges differ
+
+    dp_model, tuned, dp = train_federated(rows, feats, FedConfig(rounds=6, epsilon=4.0, fine_tune_steps=2), reg=1e-3)
+    assert dp["noise_multiplier"] > 0 and 3.8 < dp["epsilon_spent"] <= 4.0
+    assert sorted(tuned) == ["edge-01", "edge-02", "edge-03"] and tuned["edge-01"] != dp_model
+
+
+def test_local_training_and_scoring_by_edge(spark):
+    rows, x, y, edges = spark_rows(spark, n=900, seed=6)
+    feats = ("a", "b", "c")
+    models = train_local(rows, feats, reg=1e-3, steps=10)
+    for edge, m in models.items():
+        mine = np.array([e == edge for e in edges])
+        want = local_update(x[mine], y[mine], np.zeros(4), steps=10, reg=1e-3).params
+        assert np.abs(to_vector(m) - want).max() < 1e-5  # its own rows only (to the rounding)
+    fallback = LinearModel(feats, (0.0, 0.0, 0.0), -1.0, "logit")
+    scored = apply_by_edge(rows.where("edge_id != 'edge-03'"), {"edge-01": models["edge-01"]}, fallback, "p")
+    for r in scored.collect():
+        m = models["edge-01"] if r["edge_id"] == "edge-01" else fallback
+        assert r["p"] == pytest.approx(m.predict([r["a"], r["b"], r["c"]]))

@@ -93,9 +93,37 @@ def test_history_is_generated_and_the_model_learns_from_yesterday(first_run):
     assert summary["training"]["trained_on"] == {"features": "2025-04-11", "labels": DATE}
     assert 0 < summary["training"]["scorer_positives"] < summary["training"]["scorer_rows"]
     assert set(summary["models"]["scorer"]["features"]) >= {"next_episode", "popularity", "personal"}
+    # trained by federated learning by default: every edge in every round, and it settled
+    fed = summary["training"]["federated"]
+    assert summary["training"]["training"] == "federated" and fed["edges"] == ["edge-01", "edge-02", "edge-03"]
+    assert all(r["edges"] == fed["edges"] and r["update_bytes"] == 3 * (18 * 8 + 8) for r in fed["rounds"])
+    assert fed["rounds"][-1]["change"] < fed["rounds"][0]["change"]
     preds = pq.read_table(layout.predictions(DATE, "users")).to_pandas()
     # Scores are probabilities, best first.
     assert all(list(s) == sorted(s, reverse=True) and 0 < s[-1] and s[0] < 1 for s in preds["scores"])
+
+
+def test_every_way_of_training_runs_the_job(first_run, tmp_path):
+    """Local-only training gives each edge its own scorer; federated with secure aggregation,
+    differential privacy and fine-tuning reports its budget and per-edge scorers; central
+    training has neither."""
+    common = ["--date", DATE, "--data-dir", str(tmp_path), "--top-k", "5", "--cache-gb", str(CACHE_GB)]
+    shutil.copytree(first_run, tmp_path, dirs_exist_ok=True)
+    runs = {"local": ["--training", "local"],
+            "private": ["--training", "federated", "--fl-secure", "true", "--fl-epsilon", "4", "--fl-rounds", "3",
+                        "--fl-fine-tune-steps", "1"],
+            "central": ["--training", "central"]}
+    got = {}
+    for name, flags in runs.items():
+        assert predict.main(common + flags) == 0
+        got[name] = read_json(Layout(tmp_path).predictions(DATE, "summary.json"))
+    assert sorted(got["local"]["models"]["scorer_per_edge"]) == ["edge-01", "edge-02", "edge-03"]
+    fed = got["private"]["training"]["federated"]
+    assert fed["config"]["secure"] is True and 3.5 < fed["epsilon_spent"] <= 4.0 and len(fed["rounds"]) == 3
+    assert all(r["update_bytes"] == 3 * 19 * 8 for r in fed["rounds"])  # masked: 18 parameters and the weight
+    assert len(got["private"]["models"]["scorer_per_edge"]) == 3
+    assert got["central"]["training"]["federated"] is None and got["central"]["models"]["scorer_per_edge"] == {}
+    assert got["central"]["predictions"] == got["local"]["predictions"] == got["private"]["predictions"]
 
 
 def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):

@@ -47,6 +47,26 @@ def test_registry_holds_the_run_figures():
     assert got[("edgecache_batch_logical_date_seconds", ())] == 1744416000  # 2025-04-12T00:00Z
 
 
+def test_federated_rounds_become_labelled_gauges():
+    fed = {"epsilon_spent": 3.9, "rounds": [
+        {"round": 1, "seconds": 2.5, "update_bytes": 1216, "change": 2.7,
+         "validation": {"edge-01": {"rows": 10, "logloss": 0.69, "auc": 0.5},
+                        "edge-02": {"rows": 0, "logloss": None, "auc": None}}},
+        {"round": 2, "seconds": 1.5, "update_bytes": 1216, "change": 0.4,
+         "validation": {"edge-01": {"rows": 10, "logloss": 0.2, "auc": 0.8}}}]}
+    reports = {**REPORTS, "predict": {**REPORTS["predict"], "training": {"federated": fed}}}
+    got = samples(generate_latest(batch_registry(reports, DATE)).decode())
+    assert got[("edgecache_federated_round_duration_seconds", (("round", "2"),))] == 1.5
+    assert got[("edgecache_federated_round_update_bytes", (("round", "1"),))] == 1216
+    assert got[("edgecache_federated_round_model_change", (("round", "1"),))] == 2.7
+    assert got[("edgecache_federated_validation_logloss", (("edge", "edge-01"), ("round", "2")))] == 0.2
+    assert got[("edgecache_federated_validation_auc", (("edge", "edge-01"), ("round", "1")))] == 0.5
+    assert ("edgecache_federated_validation_auc", (("edge", "edge-02"), ("round", "1"))) not in got  # no held-out rows
+    assert got[("edgecache_federated_rounds", ())] == 2 and got[("edgecache_federated_epsilon_spent", ())] == 3.9
+    # a run trained centrally has no federated figures
+    assert not any(k[0].startswith("edgecache_federated") for k in samples(generate_latest(batch_registry(REPORTS, DATE)).decode()))
+
+
 def test_text_file_is_served_by_the_exporter(tmp_path):
     write_reports(tmp_path)
     result = push_metrics(tmp_path, DATE, None)

@@ -222,6 +222,13 @@ def user_metrics(requests: Requests, predictions: pd.DataFrame, ks: Sequence[int
     return out
 
 
+def user_metrics_by_edge(events: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """``user_metrics`` for each edge's viewers apart (their requests at that edge, the
+    predictions made for that edge)."""
+    return {str(e): user_metrics(Requests.from_frame(g), predictions[predictions["edge_id"] == e])
+            for e, g in events.groupby("edge_id", sort=True)}
+
+
 def popularity_predictions(popularity: pd.DataFrame, users: pd.DataFrame, k: int = max(TOP_K)) -> pd.DataFrame:
     """The edge-popularity baseline: each viewer's ranked list is their home edge's ``k``
     most requested titles of the feature window (ties: lower rank, then content id).
@@ -337,6 +344,8 @@ def evaluate(
     replayed = replay(traces, rankings, catalog, sizes_pct, workers, workdir=workdir)
     seconds["replay"], clock = time.perf_counter() - clock, time.perf_counter()
     users = user_metrics(requests, predictions)
+    if "edge_id" in predictions:
+        users["per_edge"] = user_metrics_by_edge(events, predictions)
     baseline = None
     if popularity is not None and "edge_id" in predictions:
         baseline = user_metrics(requests, popularity_predictions(popularity, predictions))

@@ -49,6 +49,7 @@ def batch_registry(reports: dict[str, dict[str, Any]], date: str) -> CollectorRe
         size.labels(edge=edge).set(b)
     gauge("edgecache_batch_scorer_auc", "ROC AUC of the scorer on its training day",
           (pred.get("training") or {}).get("scorer_auc_training_day"))
+    federated_gauges(reg, (pred.get("training") or {}).get("federated"))
     gauge("edgecache_batch_redis_keys_warmed", "Redis keys written by the warm", warm.get("keys_written"))
     d = Gauge("edgecache_batch_stage_duration_seconds", "Wall time of each stage", ["stage"], registry=reg)
     for stage, rep in reports.items():
@@ -57,6 +58,38 @@ def batch_registry(reports: dict[str, dict[str, Any]], date: str) -> CollectorRe
     gauge("edgecache_batch_logical_date_seconds", "Logical date of the last run (Unix time)", day.timestamp())
     gauge("edgecache_batch_last_success_seconds", "When the last run pushed its metrics", time.time())
     return reg
+
+
+def federated_gauges(reg: CollectorRegistry, fed: dict[str, Any] | None) -> None:
+    """The federated training's figures: per round its wall time, bytes received and model
+    change; per edge, the held-out log-loss and AUC of each round's model; the privacy spent."""
+    if not fed:
+        return
+    labels = {"round": ["round"], "edge": ["round", "edge"]}
+    seconds = Gauge("edgecache_federated_round_duration_seconds", "Wall time of each federated round",
+                    labels["round"], registry=reg)
+    sent = Gauge("edgecache_federated_round_update_bytes", "Bytes of model updates the server received in each round",
+                 labels["round"], registry=reg)
+    change = Gauge("edgecache_federated_round_model_change", "L2 norm of the global model's change in each round",
+                   labels["round"], registry=reg)
+    loss = Gauge("edgecache_federated_validation_logloss",
+                 "Held-out log-loss at each edge of the model it was sent in each round", labels["edge"], registry=reg)
+    auc = Gauge("edgecache_federated_validation_auc",
+                "Held-out ROC AUC at each edge of the model it was sent in each round", labels["edge"], registry=reg)
+    for r in fed["rounds"]:
+        n = str(r["round"])
+        seconds.labels(round=n).set(r["seconds"])
+        sent.labels(round=n).set(r["update_bytes"])
+        change.labels(round=n).set(r["change"])
+        for edge, v in r["validation"].items():
+            if v.get("logloss") is not None:
+                loss.labels(round=n, edge=edge).set(v["logloss"])
+            if v.get("auc") is not None:
+                auc.labels(round=n, edge=edge).set(v["auc"])
+    Gauge("edgecache_federated_rounds", "Federated rounds of the last training", registry=reg).set(len(fed["rounds"]))
+    if fed.get("epsilon_spent") is not None:
+        Gauge("edgecache_federated_epsilon_spent", "Client-level differential privacy epsilon spent (at delta)",
+              registry=reg).set(fed["epsilon_spent"])
 
 
 def push_metrics(data_dir: Path, date: str, pushgateway_url: str | None) -> dict[str, Any]:

@@ -100,6 +100,7 @@ class Settings:
     window_days: int = 7
     decay_days: float = 2.0  # e-folding time of the popularity decay
     model: str = "learned"  # or "simple": the foundation's tiered model, kept as a baseline
+    training: str = "federated"  # how the learned scorer trains: federated, central or local
     ttl_seconds: int = 2 * 24 * 3600  # predictions outlive one missed nightly run, not two
 
     @classmethod
@@ -116,5 +117,6 @@ class Settings:
             window_days=_env_int("EDGECACHE_WINDOW_DAYS", d.window_days),
             decay_days=_env_float("EDGECACHE_DECAY_DAYS", d.decay_days),
             model=os.environ.get("EDGECACHE_MODEL") or d.model,
+            training=os.environ.get("EDGECACHE_TRAINING") or d.training,
             ttl_seconds=_env_int("EDGECACHE_TTL_SECONDS", d.ttl_seconds),
         )

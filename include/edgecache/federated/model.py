@@ -36,3 +36,24 @@ class Update:
             raise ValueError("params must be a finite 1-d float64 array")
         if self.count < 0:
             raise ValueError(f"count must be non-negative, got {self.count}")
+
+
+def clip(delta: np.ndarray, bound: float) -> np.ndarray:
+    """``delta`` scaled down, if needed, to an L2 norm of at most ``bound`` (the step that
+    bounds one edge's influence, so noise can hide it)."""
+    if bound <= 0:
+        raise ValueError(f"bound must be positive, got {bound}")
+    norm = float(np.linalg.norm(delta))
+    return delta if norm <= bound else delta * (bound / norm)
+
+
+def contribution(update: Update, start: np.ndarray, clip_norm: float | None = None) -> np.ndarray:
+    """What one edge adds to the round's sum, its weight last.
+
+    FedAvg: count x params and count, so sum / weight is the count-weighted mean.
+    DP-FedAvg (``clip_norm`` set): the clipped change from ``start`` and 1, so every edge
+    weighs the same and none moves the sum by more than ``clip_norm``.
+    """
+    if clip_norm is None:
+        return np.append(update.count * update.params, float(update.count))
+    return np.append(clip(update.params - start, clip_norm), 1.0)

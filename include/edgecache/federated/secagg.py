@@ -53,6 +53,15 @@ class Client:
     edge_id: str
     _key: X25519PrivateKey = field(default_factory=X25519PrivateKey.generate, repr=False)
 
+    @classmethod
+    def from_private_bytes(cls, edge_id: str, raw: bytes) -> Client:
+        """The client of a key made by ``private_bytes`` (so an edge's task can hold its key)."""
+        return cls(edge_id, X25519PrivateKey.from_private_bytes(raw))
+
+    def private_bytes(self) -> bytes:
+        return self._key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                       serialization.NoEncryption())
+
     def public_key(self) -> bytes:
         return self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 

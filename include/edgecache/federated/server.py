@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgecache.federated.model import Update
+from edgecache.federated.model import Update, contribution
 
 
 def fedavg(updates: Sequence[Update]) -> np.ndarray:
@@ -33,15 +33,6 @@ def average_of_sums(weighted_sum: np.ndarray, total_count: int) -> np.ndarray:
     return np.asarray(weighted_sum, dtype=np.float64) / total_count
 
 
-def clip(delta: np.ndarray, bound: float) -> np.ndarray:
-    """``delta`` scaled down, if needed, to an L2 norm of at most ``bound`` (the step that
-    bounds one edge's influence, so noise can hide it)."""
-    if bound <= 0:
-        raise ValueError(f"bound must be positive, got {bound}")
-    norm = float(np.linalg.norm(delta))
-    return delta if norm <= bound else delta * (bound / norm)
-
-
 @dataclass(frozen=True)
 class Privacy:
     """Client-level differential privacy (DP-FedAvg): each edge's change is clipped to
@@ -57,23 +48,58 @@ class Privacy:
 
 
 @dataclass(frozen=True)
+class Received:
+    """What the server has after one round: the sum of the edges' contributions (see
+    ``model.contribution``; plain or securely aggregated), the bytes that arrived, and
+    each edge's validation figures of the model it was sent."""
+
+    summed: np.ndarray
+    update_bytes: int
+    validation: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RoundStats:
-    """One round's figures, for the metrics push."""
+    """One round's figures, for the report and the metrics push."""
 
     round: int
     edges: tuple[str, ...]
     seconds: float
     update_bytes: int  # what the server received: every parameter array and count
     change: float  # L2 norm of the global model's change
+    validation: Mapping[str, Mapping[str, float]]  # per edge, of the model sent this round
 
 
-TrainRound = Callable[[np.ndarray, Sequence[str]], Sequence[tuple[str, Update]]]
+def plain_sum(updates: Sequence[Update], params: np.ndarray, privacy: Privacy | None = None) -> Received:
+    """The round's sum when the server sees each update (no secure aggregation); with
+    ``privacy`` the server clips each change itself."""
+    clip_norm = None if privacy is None else privacy.clip_norm
+    return Received(sum(contribution(u, params, clip_norm) for u in updates),
+                    sum(u.params.nbytes + 8 for u in updates))
+
+
+def aggregate(params: np.ndarray, summed: np.ndarray, privacy: Privacy | None, rng: np.random.Generator) -> np.ndarray:
+    """The next global model from the round's summed contributions (weight last).
+
+    FedAvg: the count-weighted mean of the edges' parameters. DP-FedAvg: the global model
+    plus the mean clipped change plus Gaussian noise of std z x C / edges.
+    """
+    vector, weight = np.asarray(summed[:-1], dtype=np.float64), float(summed[-1])
+    if privacy is None:
+        return average_of_sums(vector, round(weight))
+    if weight < 0.5:
+        raise ValueError("no edge contributed to the round")
+    noise = rng.normal(0.0, privacy.noise_multiplier * privacy.clip_norm / weight, size=params.shape)
+    return params + vector / weight + noise
+
+
+TrainRound = Callable[[np.ndarray, Sequence[str], int], Received]
 
 
 def run_rounds(train_round: TrainRound, init: np.ndarray, edges: Sequence[str], rounds: int, fraction: float = 1.0,
                seed: int = 0, privacy: Privacy | None = None) -> tuple[np.ndarray, list[RoundStats]]:
     """Federated training: each round picks ``fraction`` of the edges (at least one, by a
-    seeded draw), sends them the global parameters, and aggregates what they return
+    seeded draw), sends them the global parameters, and aggregates what comes back
     (FedAvg by sample count; with ``privacy``, DP-FedAvg)."""
     if rounds < 0 or not 0 < fraction <= 1 or not edges:
         raise ValueError("rounds must be non-negative, fraction in (0, 1] and edges non-empty")
@@ -84,14 +110,9 @@ def run_rounds(train_round: TrainRound, init: np.ndarray, edges: Sequence[str], 
         started = time.perf_counter()
         k = max(1, math.ceil(fraction * len(edges)))
         chosen = tuple(sorted(rng.choice(sorted(edges), size=k, replace=False).tolist()))
-        updates = [u for _, u in train_round(params, chosen)]
-        if privacy is None:
-            new = fedavg(updates)
-        else:
-            deltas = [clip(u.params - params, privacy.clip_norm) for u in updates]
-            noise = rng.normal(0.0, privacy.noise_multiplier * privacy.clip_norm / len(deltas), size=params.shape)
-            new = params + sum(deltas) / len(deltas) + noise
-        stats.append(RoundStats(r, chosen, round(time.perf_counter() - started, 3),
-                                sum(u.params.nbytes + 8 for u in updates), float(np.linalg.norm(new - params))))
+        got = train_round(params, chosen, r)
+        new = aggregate(params, got.summed, privacy, rng)
+        stats.append(RoundStats(r, chosen, round(time.perf_counter() - started, 3), got.update_bytes,
+                                float(np.linalg.norm(new - params)), dict(got.validation)))
         params = new
     return params, stats

@@ -32,6 +32,23 @@ def positive_int(value: str) -> int:
     return n
 
 
+def non_negative_int(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {n}")
+    return n
+
+
+def boolean(value: str) -> bool:
+    """argparse type: true/false (also 1/0, yes/no; Airflow renders a boolean param as True/False)."""
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean (true/false): {value!r}")
+
+
 def positive_float(value: str) -> float:
     x = float(value)
     if not x > 0:

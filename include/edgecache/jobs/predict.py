@@ -33,13 +33,17 @@ from edgecache.demand import (
     with_request_counts,
 )
 from edgecache.features import FEATURE_TABLES, title_features
-from edgecache.jobs.common import base_parser, positive_float, positive_int, run_job
+from edgecache.federated.config import FedConfig
+from edgecache.federated.training import apply_by_edge, train_federated, train_local
+from edgecache.jobs.common import base_parser, boolean, non_negative_int, positive_float, positive_int, run_job
 from edgecache.layout import Layout, read_json, write_json_atomic
 from edgecache.predict import edge_demand, predict_users, rank_candidates, top_lists
 from edgecache.scorer import LinearModel, apply, auc, fit_logistic, fit_poisson, negative_sample
 from edgecache.settings import Settings
 
 MODELS = ("learned", "simple")
+TRAININGS = ("federated", "central", "local")
+REG = 1e-3  # the scorer's L2 strength, the same however it is trained
 # The scorer trains on the candidates of a hash sample of at most MAX_TRAINING_USERS
 # viewers: every positive and a weighted sample of negatives, up to MAX_TRAINING_ROWS rows.
 # Enough for 17 weights, and it keeps training time flat as the service grows.
@@ -55,7 +59,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"prefetch capacity of each edge cache in GB (default {d.cache_gb})")
     p.add_argument("--model", choices=MODELS, default=d.model,
                    help=f"learned scorer, or the simple tiered baseline (default {d.model})")
+    f = FedConfig()
+    p.add_argument("--training", choices=TRAININGS, default=d.training,
+                   help="how the learned scorer is trained: federated across edges, central (all rows pooled) "
+                        f"or local (each edge alone) (default {d.training})")
+    p.add_argument("--fl-rounds", type=positive_int, default=f.rounds, help=f"federated rounds (default {f.rounds})")
+    p.add_argument("--fl-fraction", type=positive_float, default=f.fraction,
+                   help=f"share of the edges each round (default {f.fraction})")
+    p.add_argument("--fl-local-steps", type=positive_int, default=f.local_steps,
+                   help=f"Newton steps per edge per round (default {f.local_steps})")
+    p.add_argument("--fl-fine-tune-steps", type=non_negative_int, default=f.fine_tune_steps,
+                   help="local fine-tuning steps per edge after the rounds; 0: one global model (default 0)")
+    p.add_argument("--fl-epsilon", type=float, default=f.epsilon,
+                   help="client-level differential privacy budget over all rounds; 0: off (default 0)")
+    p.add_argument("--fl-clip-norm", type=positive_float, default=f.clip_norm,
+                   help=f"differential privacy: bound of an edge's change per round (default {f.clip_norm})")
+    p.add_argument("--fl-secure", type=boolean, default=f.secure,
+                   help="secure aggregation: the server sees only the masked sum (true/false, default false)")
     return p
+
+
+def fed_config(args: argparse.Namespace) -> FedConfig:
+    return FedConfig(rounds=args.fl_rounds, fraction=args.fl_fraction, local_steps=args.fl_local_steps,
+                     fine_tune_steps=args.fl_fine_tune_steps, epsilon=args.fl_epsilon, clip_norm=args.fl_clip_norm,
+                     secure=args.fl_secure)
 
 
 def read_features(spark: SparkSession, layout: Layout, date: str) -> tuple[dict[str, DataFrame], dict] | None:
@@ -66,8 +93,11 @@ def read_features(spark: SparkSession, layout: Layout, date: str) -> tuple[dict[
     return {n: spark.read.parquet(str(layout.features(date, n))) for n in FEATURE_TABLES}, read_json(manifest)
 
 
-def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame) -> tuple[LinearModel, LinearModel, dict]:
-    """Fit the scorer and the demand model on D-1's features against D's requests."""
+def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame,
+          args: argparse.Namespace) -> tuple[LinearModel, dict[str, LinearModel], LinearModel, dict]:
+    """Fit the scorer (federated, central or per edge, as ``args.training`` says) and the
+    demand model on D-1's features against D's requests. Returns the scorer, per-edge
+    scorers (local training or fine-tuning; empty otherwise), the demand model and a report."""
     previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
     feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
     feats, rate = sample_users(feats, MAX_TRAINING_USERS)
@@ -75,22 +105,40 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame) ->
     labels = spark.read.parquet(str(layout.events(date)))
     rows = materialize(with_labels(candidate_rows(feats, titles, manifest["window_days"]), labels))
     sample = materialize(negative_sample(rows, MAX_TRAINING_ROWS, seed=0, keys=("user_id", "content_id")))
-    scorer = fit_logistic(sample, FEATURES, weight="weight")
-    scored = materialize(apply(rows, scorer, "p"))
+    per_edge: dict[str, LinearModel] = {}
+    federated = None
+    if args.training == "central":
+        scorer = fit_logistic(sample, FEATURES, weight="weight", reg_param=REG)
+    elif args.training == "federated":
+        scorer, per_edge, federated = train_federated(sample, FEATURES, fed_config(args), REG)
+    else:
+        per_edge = train_local(sample, FEATURES, REG)
+        # an edge with no rows of its own has nothing to learn from: it gets the mean model
+        scorer = _mean_model(list(per_edge.values()))
+    scored = materialize(apply_by_edge(rows, per_edge, scorer, "p"))
     counts = scored.agg(F.count("*").alias("rows"), F.sum("label").alias("positives")).first()
     expected_viewers = viewers(scored, rate=rate)
     demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers), labels))
     demand_model = fit_poisson(demand_train, DEMAND_FEATURES)
     stats = {
         "trained_on": {"features": previous, "labels": date},
+        "training": args.training,
         "viewers_sampled_rate": rate,
         "scorer_rows": counts["rows"],
         "scorer_positives": int(counts["positives"]),
         # on the training sample: the full day's rows would cost a sort of all of them
-        "scorer_auc_training_day": auc(apply(sample, scorer, "p"), "p"),
+        "scorer_auc_training_day": auc(apply_by_edge(sample, per_edge, scorer, "p"), "p"),
         "demand_rows": demand_train.count(),
+        "federated": federated,
     }
-    return scorer, demand_model, stats
+    return scorer, per_edge, demand_model, stats
+
+
+def _mean_model(models: list[LinearModel]) -> LinearModel:
+    first = models[0]
+    n = len(models)
+    return LinearModel(first.features, tuple(sum(m.weights[i] for m in models) / n for i in range(len(first.features))),
+                       sum(m.intercept for m in models) / n, first.link)
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
@@ -110,15 +158,16 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         model = "simple"  # nothing to learn from yet: say so in the report
     stats: dict[str, Any] = {}
     if model == "learned":
-        scorer, demand_model, stats = train(spark, layout, date, catalog)
+        scorer, per_edge, demand_model, stats = train(spark, layout, date, catalog, args)
         # Ranked in the same pass that builds the candidates, while they are still
         # partitioned by viewer; only what the top lists and demand read is kept.
-        scored = materialize(rank_candidates(apply(candidate_rows(feats, titles, manifest["window_days"]),
-                                                   scorer, "p"))
+        scored = materialize(rank_candidates(apply_by_edge(candidate_rows(feats, titles, manifest["window_days"]),
+                                                           per_edge, scorer, "p"))
                              .select("user_id", "edge_id", "content_id", "p", "r", "source"))
         users = top_lists(scored, args.top_k)
         demand = rank_demand(apply(demand_rows(feats["popularity"], titles, viewers(scored)), demand_model, "score"))
-        models = {"scorer": scorer.to_dict(), "demand": demand_model.to_dict()}
+        models = {"scorer": scorer.to_dict(), "demand": demand_model.to_dict(),
+                  "scorer_per_edge": {e: m.to_dict() for e, m in sorted(per_edge.items())}}
     else:
         users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
         demand = edge_demand(feats["popularity"], titles, manifest["window_days"])

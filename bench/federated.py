@@ -1,0 +1,91 @@
+"""Tables of bench/federated.sh: federated against central and local-only training, per
+edge and overall, and the price of differential privacy.
+
+    python bench/federated.py [SCENARIO] [SIZE_PCT]
+
+Hit ratio: object hit ratio of each edge's static predictive prefetch (and with admission
+on miss) with a cache of SIZE_PCT % of the catalog's titles (default 5), replaying the
+next day's requests; hit@10: share of viewers whose first title of the next day was in
+their top 10.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgecache.federated.training import rounds_to_converge
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = ("local", "federated", "federated-secure", "federated-finetune", "federated-half", "central",
+            "dp-eps8", "dp-eps4", "dp-eps1")
+
+
+def load(scenario: str, variant: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    d = RESULTS / f"federated-{scenario}" / variant
+    if not (d / "report.json").exists():
+        return None
+    return json.loads((d / "report.json").read_text()), json.loads((d / "predict_summary.json").read_text())
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def main(scenario: str = "default", pct: str = "5") -> int:
+    got = {v: r for v in VARIANTS if (r := load(scenario, v)) is not None}
+    if not got:
+        print("no results: run bench/federated.sh first", file=sys.stderr)
+        return 1
+
+    def hit_ratio(report: dict, policy: str, edge: str | None = None) -> float:
+        e = report["results"]["titles"][policy][pct]
+        return (e if edge is None else e["per_edge"][edge])["object_hit_ratio"]
+
+    rows = []
+    for v, (rep, summ) in got.items():
+        fed = summ["training"].get("federated") or {}
+        eps = fed.get("epsilon_spent")
+        rows.append([v, f"{hit_ratio(rep, 'predictive'):.3f}", f"{hit_ratio(rep, 'predictive+admission'):.3f}",
+                     f"{rep['users']['hit@10']:.3f}", f"{summ['training']['scorer_auc_training_day']:.3f}",
+                     "-" if eps is None else f"{eps:.2f}",
+                     "-" if not fed or fed["noise_multiplier"] is None else f"{fed['noise_multiplier']:.2f}",
+                     "-" if not fed else str(len(fed["rounds"])),
+                     "-" if not fed else str(fed["update_bytes_per_round"]),
+                     "-" if not fed else str(rounds_to_converge(fed["rounds"]) or "not yet"),
+                     "-" if not fed else f"{sum(r['seconds'] for r in fed['rounds']):.1f}"])
+    print(f"### Overall (hit ratio: cache of {pct} % of the titles)\n")
+    print(table(["training", "predictive hit ratio", "+admission hit ratio", "hit@10", "training-day AUC",
+                 "epsilon spent", "noise multiplier", "rounds", "bytes per round", "rounds to converge",
+                 "round seconds (all)"], rows))
+
+    base = next(iter(got.values()))[0]
+    edges = sorted(base["users"]["per_edge"], key=lambda e: base["users"]["per_edge"][e]["evaluated"])
+    shown = [v for v in ("local", "federated", "federated-finetune", "central") if v in got]
+    rows = []
+    for e in edges:
+        rows.append([e, str(base["users"]["per_edge"][e]["evaluated"]), str(base["edges"][e]["requests"])]
+                    + [f"{got[v][0]['users']['per_edge'][e]['hit@10']:.3f}" for v in shown]
+                    + [f"{hit_ratio(got[v][0], 'predictive', e):.3f}" for v in shown])
+    print("\n### Per edge, smallest first\n")
+    print(table(["edge", "viewers", "requests", *[f"hit@10 {v}" for v in shown],
+                 *[f"hit ratio {v}" for v in shown]], rows))
+
+    if {"local", "federated", "central"} <= set(got):
+        f, c, lo = got["federated"][0], got["central"][0], got["local"][0]
+        print("\n### Targets\n")
+        print(f"- federated - central, overall: hit ratio {100 * (hit_ratio(f, 'predictive') - hit_ratio(c, 'predictive')):+.1f} "
+              f"points, hit@10 {100 * (f['users']['hit@10'] - c['users']['hit@10']):+.1f} points (target: within 2)")
+        for e in edges[:3]:
+            print(f"- {e}: federated - local, hit ratio "
+                  f"{100 * (hit_ratio(f, 'predictive', e) - hit_ratio(lo, 'predictive', e)):+.1f} points, hit@10 "
+                  f"{100 * (f['users']['per_edge'][e]['hit@10'] - lo['users']['per_edge'][e]['hit@10']):+.1f} "
+                  "points (target: at least +5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
