@@ -2,6 +2,7 @@
 edge and overall, and the price of differential privacy.
 
     python bench/federated.py [SCENARIO] [SIZE_PCT]
+    python bench/federated.py --pooled SCENARIO...   (the smallest edges over several runs)
 
 Hit ratio: object hit ratio of each edge's static predictive prefetch (and with admission
 on miss) with a cache of SIZE_PCT % of the catalog's titles (default 5), replaying the
@@ -20,7 +21,7 @@ from edgecache.federated.training import rounds_to_converge
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("local", "federated", "federated-secure", "federated-finetune", "federated-half", "central",
-            "dp-eps8", "dp-eps4", "dp-eps1")
+            "dp-eps8", "dp-eps4", "dp-eps1", "dp-eps4-clip0.25", "dp-eps4-clip4")
 
 
 def load(scenario: str, variant: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -87,5 +88,42 @@ def main(scenario: str = "default", pct: str = "5") -> int:
     return 0
 
 
+def pooled(scenarios: list[str], smallest: int = 3) -> int:
+    """hit@10 of the ``smallest`` edges of each scenario taken together (hits over viewers),
+    per scenario and over all of them, for local, federated and central training: one small
+    edge has too few viewers for a difference of a few points to stand out from chance."""
+    ways = ("local", "federated", "central")
+    rows, hits, viewers = [], dict.fromkeys(ways, 0.0), 0
+    overall = {w: [] for w in ways}
+    for sc in scenarios:
+        got = {w: load(sc, w) for w in ways}
+        if any(v is None for v in got.values()):
+            print(f"{sc}: missing results, skipped", file=sys.stderr)
+            continue
+        per = got["local"][0]["users"]["per_edge"]
+        small = sorted(per, key=lambda e: per[e]["evaluated"])[:smallest]
+        n = sum(per[e]["evaluated"] for e in small)
+        h = {w: sum(got[w][0]["users"]["per_edge"][e]["hit@10"] * per[e]["evaluated"] for e in small) for w in ways}
+        viewers += n
+        for w in ways:
+            hits[w] += h[w]
+            overall[w].append(got[w][0]["users"]["hit@10"])
+        rows.append([sc, ", ".join(f"{e} ({per[e]['evaluated']})" for e in small), str(n)]
+                    + [f"{h[w] / n:.3f}" for w in ways] + [f"{100 * (h['federated'] - h['local']) / n:+.1f}"]
+                    + [f"{got[w][0]['users']['hit@10']:.3f}" for w in ways])
+    if not viewers:
+        return 1
+    p = hits["local"] / viewers
+    se = 100 * (2 * p * (1 - p) / viewers) ** 0.5  # of a difference of two independent shares, at most
+    rows.append(["all", "", str(viewers)] + [f"{hits[w] / viewers:.3f}" for w in ways]
+                + [f"{100 * (hits['federated'] - hits['local']) / viewers:+.1f} (± {se:.1f})"]
+                + [f"{sum(overall[w]) / len(overall[w]):.3f}" for w in ways])
+    print(table(["run", f"{smallest} smallest edges (viewers)", "viewers", *[f"hit@10 {w}" for w in ways],
+                 "federated - local (points)", *[f"overall hit@10 {w}" for w in ways]], rows))
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--pooled"]:
+        sys.exit(pooled(sys.argv[2:]))
     sys.exit(main(*sys.argv[1:]))

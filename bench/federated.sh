@@ -6,6 +6,7 @@
 # SCENARIO names the results (default "default": the default workload, 8 edges, the
 # largest with 10x the viewers of the smallest); GENERATE-FLAGS change the workload, e.g.
 #   bench/federated.sh 2025-04-12 7 skewed --edge-size-ratio 300
+# FED_VARIANTS="central local federated" runs only those ways of training.
 # Generates DATE and the days before it, builds the features once, then for each way of
 # training predicts DATE+1 and replays DATE+1's requests (edgecache evaluate). Each
 # report lands in bench/results/federated-<SCENARIO>/<VARIANT>/; bench/federated.py
@@ -26,6 +27,7 @@ $ec features --date "$date" --data-dir "$data" --window-days "$window" >/dev/nul
 run() {  # VARIANT PREDICT-FLAGS...
   local variant=$1 out=$results/$1
   shift
+  [[ -z ${FED_VARIANTS:-} || " $FED_VARIANTS " == *" $variant "* ]] || return 0
   echo "== $scenario / $variant: $*" >&2
   $ec predict --date "$date" --data-dir "$data" "$@" >/dev/null
   $ec evaluate --date "$date" --data-dir "$data" >/dev/null
@@ -42,5 +44,8 @@ run federated-finetune --training federated --fl-fine-tune-steps 1
 run federated-half --training federated --fl-fraction 0.5 --fl-rounds 16
 for eps in 8 4 1; do
   run "dp-eps$eps" --training federated --fl-epsilon "$eps"
+done
+for clip in 0.25 4; do  # the clip bound trades bias (small) against noise (large)
+  run "dp-eps4-clip$clip" --training federated --fl-epsilon 4 --fl-clip-norm "$clip"
 done
 .venv/bin/python bench/federated.py "$scenario" | tee "$results.md"

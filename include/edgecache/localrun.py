@@ -172,6 +172,7 @@ def collect_summary(data_dir: Path, date: str, client: redis.Redis) -> dict[str,
         "predictions": pred.get("predictions"),
         "model": pred.get("model"),
         "trained_on": (pred.get("training") or {}).get("trained_on"),
+        "federated": federated_line((pred.get("training") or {}).get("federated")),
         "redis_keys_written": warm.get("keys_written"),
         "last_warm": client.hgetall(LAST_WARM_KEY),
         "sample": sample,
@@ -187,6 +188,22 @@ def collect_summary(data_dir: Path, date: str, client: redis.Redis) -> dict[str,
     }
 
 
+def federated_line(fed: dict[str, Any] | None) -> str | None:
+    """One line on the federated training: rounds, edges, bytes and held-out log-loss."""
+    if not fed or not fed.get("rounds"):
+        return None
+    from edgecache.federated.training import held_out_logloss
+
+    first, last = held_out_logloss(fed["rounds"][0]), held_out_logloss(fed["rounds"][-1])
+    line = (f"{len(fed['rounds'])} rounds over {len(fed['edges'])} edges, {fed['update_bytes_per_round']} bytes"
+            " of updates a round")
+    if first is not None and last is not None:
+        line += f", held-out log-loss {first:.3f} -> {last:.3f}"
+    if fed.get("epsilon_spent") is not None:
+        line += f", epsilon {fed['epsilon_spent']:.2f}"
+    return line
+
+
 def format_summary(s: dict[str, Any]) -> str:
     lines = [
         "",
@@ -199,6 +216,8 @@ def format_summary(s: dict[str, Any]) -> str:
            if s.get("trained_on") else ")"),
         f"redis keys written   {s['redis_keys_written']}  at {s['redis_url']}",
     ]
+    if s.get("federated"):
+        lines.insert(-1, f"federated training   {s['federated']}")
     if s["sample"]:
         lines.append(f"sample               GET {s['sample']['key']} -> {s['sample']['value']!r}")
         lines.append(f"                     GET {s['sample']['key']}:topk -> {s['sample']['topk']}")
