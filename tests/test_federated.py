@@ -331,3 +331,21 @@ def test_local_training_and_scoring_by_edge(spark):
     for r in scored.collect():
         m = models["edge-01"] if r["edge_id"] == "edge-01" else fallback
         assert r["p"] == pytest.approx(m.predict([r["a"], r["b"], r["c"]]))
+
+
+def test_an_edge_silent_in_a_secure_round_is_recovered_by_the_server(spark):
+    """edge-04 publishes its key and is chosen, then sends nothing (it has no rows here, as
+    if its task died): the server removes its dangling masks and averages the other three."""
+    from edgecache.federated.training import _received
+
+    rows, *_ = spark_rows(spark)
+    start = np.array([0.1, -0.1, 0.0, 0.2])
+    clients = {e: Client(e) for e in ("edge-01", "edge-02", "edge-03", "edge-04")}
+    secure = SecureRound(3, {e: c.private_bytes() for e, c in clients.items()},
+                         {e: c.public_key() for e, c in clients.items()})
+    frame = edge_updates(rows, ("a", "b", "c"), LocalPlan(start, steps=2, reg=1e-3, secure=secure))
+    got = _received(frame, start, None, clients, round_id=3)
+    plain = collect_updates(edge_updates(rows, ("a", "b", "c"), LocalPlan(start, steps=2, reg=1e-3)))
+    want = plain_sum([u for _, u in plain], start).summed
+    assert sorted(got.validation) == ["edge-01", "edge-02", "edge-03"]
+    assert np.abs(got.summed - want).max() < 1e-4

@@ -21,8 +21,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from edgecache.federated.client import LocalPlan, SecureRound, collect_updates, edge_updates
-from edgecache.federated.model import Update, from_vector
 from edgecache.federated.config import FedConfig
+from edgecache.federated.model import Update, from_vector
 from edgecache.federated.privacy import epsilon_spent
 from edgecache.federated.secagg import Client, unmask_sum
 from edgecache.federated.server import Privacy, Received, RoundStats, plain_sum, run_rounds
@@ -40,16 +40,21 @@ def with_holdout(rows: DataFrame, seed: int = 0) -> DataFrame:
     return rows.withColumn(HOLDOUT, F.expr(in_hash_sample(["user_id"], seed + 7, HOLDOUT_RATE)))
 
 
-def _received(frame: DataFrame, params: np.ndarray, privacy: Privacy | None, secure: bool) -> Received:
-    """The server's side of a round: sum what arrived (unmasking it under secure aggregation)."""
+def _received(frame: DataFrame, params: np.ndarray, privacy: Privacy | None,
+              clients: Mapping[str, Client] | None, round_id: int) -> Received:
+    """The server's side of a round: sum what arrived. Under secure aggregation (``clients``:
+    the round's key holders) the sum is unmasked; for a chosen edge that sent nothing, the
+    survivors reveal their pair seeds with it, so its dangling masks can be removed."""
     got = frame.collect()
     if not got:
         raise ValueError("no chosen edge had training rows")
     validation = {r["edge_id"]: {"rows": r["val_rows"], "logloss": r["val_logloss"], "auc": r["val_auc"]}
                   for r in got}
-    if secure:
+    if clients is not None:
         masked = {r["edge_id"]: np.array(r["masked"], dtype=np.int64).view(np.uint64) for r in got}
-        return Received(unmask_sum(masked), sum(m.nbytes for m in masked.values()), validation)
+        revealed = {(s, d): clients[s].pair_seed(d, clients[d].public_key(), round_id)
+                    for s in masked for d in clients if d not in masked}
+        return Received(unmask_sum(masked, revealed), sum(m.nbytes for m in masked.values()), validation)
     updates = [Update(np.array(r["params"], dtype=np.float64), r["count"]) for r in got]
     return Received(plain_sum(updates, params, privacy).summed, sum(u.params.nbytes + 8 for u in updates), validation)
 
@@ -65,15 +70,16 @@ def train_federated(rows: DataFrame, features: Sequence[str], config: FedConfig,
     clip_norm = None if privacy is None else privacy.clip_norm
 
     def train_round(params: np.ndarray, chosen: Sequence[str], round_id: int) -> Received:
-        secure = None
+        secure, clients = None, None
         if config.secure:
-            # Each edge makes a fresh key pair per round; only public keys go round.
+            # Each edge makes a fresh key pair per round; only public keys go round. (The
+            # simulation makes them here and hands each edge's task its own private key.)
             clients = {e: Client(e) for e in chosen}
             secure = SecureRound(round_id, {e: c.private_bytes() for e, c in clients.items()},
                                  {e: c.public_key() for e, c in clients.items()})
         plan = LocalPlan(params, config.local_steps, reg, clip_norm=clip_norm, secure=secure)
         frame = edge_updates(rows.where(F.col("edge_id").isin(list(chosen))), features, plan, label, weight, HOLDOUT)
-        return _received(frame, params, privacy, config.secure)
+        return _received(frame, params, privacy, clients, round_id)
 
     init = np.zeros(len(features) + 1)
     params, stats = run_rounds(train_round, init, edges, config.rounds, config.fraction, config.seed, privacy)

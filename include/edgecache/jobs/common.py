@@ -39,6 +39,13 @@ def non_negative_int(value: str) -> int:
     return n
 
 
+def non_negative_float(value: str) -> float:
+    x = float(value)
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return x
+
+
 def boolean(value: str) -> bool:
     """argparse type: true/false (also 1/0, yes/no; Airflow renders a boolean param as True/False)."""
     v = value.strip().lower()

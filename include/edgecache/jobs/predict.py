@@ -1,7 +1,8 @@
 """Spark job: predict each viewer's next titles and each edge's prefetch set for day D+1.
 
 The learned model trains on yesterday: candidates built from D-1's features, labelled
-with what each viewer watched on D, fit the scorer (logistic regression); the edges'
+with what each viewer watched on D, fit the scorer (logistic regression, by default by
+federated learning: each edge on its own rows, see ``edgecache.federated``); the edges'
 request counts on D fit the demand model (Poisson). Both then score D's features for
 D+1, a day no model has seen. Without D-1's features (a first day) the job falls back to
 the foundation's simple model and says so in its report.
@@ -13,6 +14,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -34,8 +36,17 @@ from edgecache.demand import (
 )
 from edgecache.features import FEATURE_TABLES, title_features
 from edgecache.federated.config import FedConfig
+from edgecache.federated.model import from_vector, to_vector
 from edgecache.federated.training import apply_by_edge, train_federated, train_local
-from edgecache.jobs.common import base_parser, boolean, non_negative_int, positive_float, positive_int, run_job
+from edgecache.jobs.common import (
+    base_parser,
+    boolean,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_job,
+)
 from edgecache.layout import Layout, read_json, write_json_atomic
 from edgecache.predict import edge_demand, predict_users, rank_candidates, top_lists
 from edgecache.scorer import LinearModel, apply, auc, fit_logistic, fit_poisson, negative_sample
@@ -70,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Newton steps per edge per round (default {f.local_steps})")
     p.add_argument("--fl-fine-tune-steps", type=non_negative_int, default=f.fine_tune_steps,
                    help="local fine-tuning steps per edge after the rounds; 0: one global model (default 0)")
-    p.add_argument("--fl-epsilon", type=float, default=f.epsilon,
+    p.add_argument("--fl-epsilon", type=non_negative_float, default=f.epsilon,
                    help="client-level differential privacy budget over all rounds; 0: off (default 0)")
     p.add_argument("--fl-clip-norm", type=positive_float, default=f.clip_norm,
                    help=f"differential privacy: bound of an edge's change per round (default {f.clip_norm})")
@@ -135,10 +146,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame,
 
 
 def _mean_model(models: list[LinearModel]) -> LinearModel:
-    first = models[0]
-    n = len(models)
-    return LinearModel(first.features, tuple(sum(m.weights[i] for m in models) / n for i in range(len(first.features))),
-                       sum(m.intercept for m in models) / n, first.link)
+    return from_vector(np.mean([to_vector(m) for m in models], axis=0), models[0].features, models[0].link)
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
