@@ -59,51 +59,49 @@ class CandidateParams:
     fresh: int = 5
 
 
-def edge_lists(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams) -> dict[str, DataFrame]:
+def edge_lists(at_edge: DataFrame, transitions: DataFrame, params: CandidateParams) -> dict[str, DataFrame]:
     """The per-edge sources as small lists, the same for every viewer they apply to:
     ``edges`` (edge_id, popular, fresh), ``genres`` (edge_id, genre, ids) and ``moves``
-    (edge_id, from_content_id, ids: the top moves out of each title)."""
-    spark = titles.sparkSession
+    (edge_id, from_content_id, ids: the top moves out of each title). ``at_edge`` is
+    ``edge_titles``: every released title at every edge, with its requests there."""
+    spark = at_edge.sparkSession
     common = dict(
         args={"n_popular": params.popular, "n_transitions": params.transitions, "n_genre": params.genre,
               "n_fresh": params.fresh, "fresh_days": int(LAUNCH_DAYS)},
-        popularity=feats["popularity"], transitions=feats["transitions"], titles=titles,
+        at_edge=at_edge, transitions=transitions,
     )
-    ranked = """
-        pop AS (
-          SELECT /*+ BROADCAST(t) */ p.edge_id, p.content_id, p.requests_decayed, t.genre,
-                 row_number() OVER (PARTITION BY p.edge_id
-                                    ORDER BY p.requests_decayed DESC, p.content_id) AS decayed_rank,
-                 row_number() OVER (PARTITION BY p.edge_id, t.genre
-                                    ORDER BY p.requests_decayed DESC, p.content_id) AS genre_rank
-          FROM {popularity} p JOIN {titles} t ON t.content_id = p.content_id
-        )"""
+    ranked = materialize(spark.sql(
+        """
+        SELECT edge_id, content_id, genre,
+               CASE WHEN requests_decayed IS NOT NULL THEN
+                 row_number() OVER (PARTITION BY edge_id, requests_decayed IS NULL
+                                    ORDER BY requests_decayed DESC, content_id) END AS decayed_rank,
+               CASE WHEN requests_decayed IS NOT NULL THEN
+                 row_number() OVER (PARTITION BY edge_id, genre, requests_decayed IS NULL
+                                    ORDER BY requests_decayed DESC, content_id) END AS genre_rank,
+               CASE WHEN release_age_days <= :fresh_days AND (is_movie OR is_first_episode) THEN
+                 row_number() OVER (PARTITION BY edge_id,
+                                      release_age_days <= :fresh_days AND (is_movie OR is_first_episode)
+                                    ORDER BY coalesce(requests_decayed, 0) + launch DESC, content_id) END
+                 AS fresh_rank
+        FROM {at_edge}
+        """, **common))
     edges = spark.sql(
-        f"""
-        WITH {ranked},
-        fresh AS (
-          SELECT edge_id, content_id FROM (
-            SELECT /*+ BROADCAST(t) */ e.edge_id, t.content_id,
-                   row_number() OVER (PARTITION BY e.edge_id
-                                      ORDER BY coalesce(p.requests_decayed, 0) + t.launch DESC,
-                                               t.content_id) AS r
-            FROM (SELECT DISTINCT edge_id FROM {{popularity}}) e CROSS JOIN {{titles}} t
-            LEFT JOIN {{popularity}} p ON p.edge_id = e.edge_id AND p.content_id = t.content_id
-            WHERE t.release_age_days BETWEEN 0 AND :fresh_days AND (t.is_movie OR t.is_first_episode))
-          WHERE r <= :n_fresh
-        )
-        SELECT p.edge_id, p.popular, coalesce(f.fresh, CAST(array() AS array<string>)) AS fresh
-        FROM (SELECT edge_id, collect_list(content_id) AS popular FROM pop
-              WHERE decayed_rank <= :n_popular GROUP BY edge_id) p
-        LEFT JOIN (SELECT edge_id, collect_list(content_id) AS fresh FROM fresh GROUP BY edge_id) f
-          ON f.edge_id = p.edge_id
-        """, **common)
+        """
+        SELECT edge_id,
+               transform(sort_array(collect_list(CASE WHEN decayed_rank <= :n_popular
+                                                      THEN struct(decayed_rank, content_id) END)),
+                         x -> x.content_id) AS popular,
+               transform(sort_array(collect_list(CASE WHEN fresh_rank <= :n_fresh
+                                                      THEN struct(fresh_rank, content_id) END)),
+                         x -> x.content_id) AS fresh
+        FROM {ranked} GROUP BY edge_id
+        """, ranked=ranked, **common)
     genres = spark.sql(
-        f"""
-        WITH {ranked}
-        SELECT edge_id, genre, collect_list(content_id) AS ids FROM pop
+        """
+        SELECT edge_id, genre, collect_list(content_id) AS ids FROM {ranked}
         WHERE genre_rank <= :n_genre GROUP BY edge_id, genre
-        """, **common)
+        """, ranked=ranked, **common)
     # an edge's top moves from each title, ranked before any viewer is joined: joining
     # every move to every viewer first multiplies rows by the popular titles' fan-out
     moves = spark.sql(
@@ -230,7 +228,8 @@ def _proposed(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateP
     """``proposals`` built from the feature tables: profiles, edge lists and edge titles."""
     shares = title_shares(feats["popularity"], titles)
     at_edge = edge_titles(feats["popularity"], titles, shares)
-    return proposals(profiles(feats, titles, shares["edge_genre"]), edge_lists(feats, titles, params), at_edge)
+    return proposals(profiles(feats, titles, shares["edge_genre"]), edge_lists(at_edge, feats["transitions"], params),
+                     at_edge)
 
 
 def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams = CandidateParams()) -> DataFrame:
@@ -316,7 +315,7 @@ def edge_titles(popularity: DataFrame, titles: DataFrame, shares: dict[str, Data
     return materialize(titles.sparkSession.sql(
         """
         SELECT /*+ BROADCAST(gl, ta) */ e.edge_id, t.content_id, t.series_id, t.genre, t.is_first_episode,
-               t.is_movie, t.launch, p.requests_decayed, p.requests_last_day, p.requests,
+               t.is_movie, t.launch, t.release_age_days, p.requests_decayed, p.requests_last_day, p.requests,
                gl.global_share, gl.in_genre, ta.tilt, ta.share AS edge_genre_share
         FROM (SELECT DISTINCT edge_id FROM {popularity}) e CROSS JOIN {titles} t
         LEFT JOIN {popularity} p ON p.edge_id = e.edge_id AND p.content_id = t.content_id

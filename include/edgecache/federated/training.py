@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,7 @@ def _received(frame: DataFrame, params: np.ndarray, privacy: Privacy | None,
                     for s in masked for d in clients if d not in masked}
         return Received(unmask_sum(masked, revealed), sum(m.nbytes for m in masked.values()), validation)
     updates = [Update(np.array(r["params"], dtype=np.float64), r["count"]) for r in got]
-    return Received(plain_sum(updates, params, privacy).summed, sum(u.params.nbytes + 8 for u in updates), validation)
+    return replace(plain_sum(updates, params, privacy), validation=validation)
 
 
 def train_federated(rows: DataFrame, features: Sequence[str], config: FedConfig, reg: float,
