@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,24 +11,54 @@ import pyarrow.parquet as pq
 import pytest
 
 from edgecache.cache import warm, warm_stage
-from edgecache.keys import LAST_WARM_KEY, edge_cache_key, edge_meta_key, user_key, user_topk_key
+from edgecache.keys import (
+    CATALOG_KEY,
+    LAST_WARM_KEY,
+    edge_cache_key,
+    edge_meta_key,
+    edge_prior_key,
+    edge_sizes_key,
+    edge_transitions_key,
+    user_key,
+    user_topk_key,
+)
 from edgecache.layout import Layout, read_json
+from edgecache.policies import ADMISSION_EPS
 
 DATE = "2025-04-12"
 TTL = 3600
 
 
+CATALOG = pa.table({
+    "content_id": ["C1", "C2", "C3", "C4"], "size_bytes": [100, 200, 300, 400],
+    "series_id": ["S1", "S1", None, None], "episode": [1, 2, None, None],
+})
+
+
 def write_predictions(root: Path, users: list[tuple[str, str, list[str]]], prefetch: list[tuple[str, int, str]]):
+    """Predictions, catalog and transitions as the pipeline writes them; every prefetched title
+    is in edge_demand with score 10 / rank, and C4 is expected at edge-01 but not prefetched."""
     layout = Layout(root)
-    for name, table in (
-        ("users", pa.table({"user_id": [u[0] for u in users], "edge_id": [u[1] for u in users],
-                            "content_id": [u[2][0] for u in users], "ranked": [u[2] for u in users]})),
-        ("prefetch", pa.table({"edge_id": [p[0] for p in prefetch], "rank": [p[1] for p in prefetch],
-                               "content_id": [p[2] for p in prefetch], "requests": [10] * len(prefetch)})),
+    demand = [*prefetch, ("edge-01", 9, "C4")]
+    for path, table in (
+        (layout.predictions(DATE, "users"),
+         pa.table({"user_id": [u[0] for u in users], "edge_id": [u[1] for u in users],
+                   "content_id": [u[2][0] for u in users], "ranked": [u[2] for u in users]})),
+        (layout.predictions(DATE, "prefetch"),
+         pa.table({"edge_id": [p[0] for p in prefetch], "rank": [p[1] for p in prefetch],
+                   "content_id": [p[2] for p in prefetch], "score": [10.0 / p[1] for p in prefetch],
+                   "size_bytes": [100] * len(prefetch)})),
+        (layout.predictions(DATE, "edge_demand"),
+         pa.table({"edge_id": [p[0] for p in demand], "content_id": [p[2] for p in demand],
+                   "score": [10.0 / p[1] for p in demand], "rank": [p[1] for p in demand]})),
+        (layout.features(DATE, "transitions"),
+         pa.table({"edge_id": ["edge-01", "edge-01", "edge-01"], "from_content_id": ["C1", "C1", "C2"],
+                   "to_content_id": ["C3", "C2", "C4"], "transitions": [2, 5, 1]})),
     ):
-        path = layout.predictions(DATE, name)
         path.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path / "part-0.parquet")
+    layout.reference.mkdir(parents=True, exist_ok=True)
+    pq.write_table(CATALOG, layout.catalog)
 
 
 USERS = [(f"U{i:03d}", "edge-01" if i % 2 else "edge-02", [f"C{i % 7}", f"C{i % 5 + 10}"]) for i in range(5000)]
@@ -57,8 +88,18 @@ def test_warm_writes_the_seed_key_and_the_scheme(tmp_path, redis_client):
     for user_id, _, ranked in USERS[:50]:
         assert redis_client.get(user_key(user_id)) == ranked[0].encode()  # the seed's GET user:<id>
         assert json.loads(redis_client.get(user_topk_key(user_id))) == ranked
-    assert redis_client.zrange(edge_cache_key("edge-01"), 0, -1) == [b"C1", b"C2"]
-    assert redis_client.hgetall(edge_meta_key("edge-02")) == {b"date": DATE.encode(), b"titles": b"1"}
+    # the cache holds the prefetch set, valued ln(expected requests + eps): C1 (10) above C2 (5)
+    cache = redis_client.zrange(edge_cache_key("edge-01"), 0, -1, withscores=True)
+    assert [c for c, _ in cache] == [b"C2", b"C1"]
+    assert [v for _, v in cache] == pytest.approx([math.log(5 + ADMISSION_EPS), math.log(10 + ADMISSION_EPS)])
+    assert redis_client.hgetall(edge_sizes_key("edge-01")) == {b"C1": b"100", b"C2": b"100"}
+    assert redis_client.hgetall(edge_meta_key("edge-02")) == {
+        b"date": DATE.encode(), b"titles": b"1", b"used": b"100", b"t0": str(1744416000 + 86400).encode()}
+    # the delivery path's state: every expected title, the followers most frequent first, the catalog
+    assert redis_client.zrevrange(edge_prior_key("edge-01"), 0, -1) == [b"C1", b"C2", b"C4"]
+    assert json.loads(redis_client.hget(edge_transitions_key("edge-01"), "C1")) == ["C2", "C3"]
+    assert redis_client.hgetall(CATALOG_KEY) == {b"C1": b"100 C2", b"C2": b"200 -", b"C3": b"300 -",
+                                                 b"C4": b"400 -"}
     assert redis_client.hget(LAST_WARM_KEY, "users") == b"5000"
     assert result.keys_written == len(list(redis_client.scan_iter()))
 
@@ -82,7 +123,7 @@ def test_edge_cache_is_replaced_not_merged(tmp_path, redis_client):
     redis_client.zadd(edge_cache_key("edge-01"), {"OLD": 1})
     write_predictions(tmp_path, USERS[:10], PREFETCH)
     warm(redis_client, tmp_path, DATE, TTL)
-    assert redis_client.zrange(edge_cache_key("edge-01"), 0, -1) == [b"C1", b"C2"]
+    assert sorted(redis_client.zrange(edge_cache_key("edge-01"), 0, -1)) == [b"C1", b"C2"]
 
 
 def test_failed_warm_leaves_previous_predictions_serving(tmp_path, redis_client):

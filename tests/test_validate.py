@@ -21,7 +21,7 @@ BAD = {
     "bad_json": ['{"user_id": "U001", "device": "TV"', "not json at all", "", "[1, 2]", "null"],
     "missing_field": [json.dumps({k: v for k, v in GOOD.items() if k != "content_id"}), line(edge_id=None)],
     "bad_id": [line(user_id="U1:*"), line(content_id="C 456"), line(edge_id="x" * 65),
-               line(user_id={"nested": 1}), line(content_id="")],
+               line(user_id={"nested": 1}), line(content_id=""), line(user_id="U1\n")],
     "unknown_device": [line(device="Toaster"), line(device="tv")],
     "bad_duration": [line(duration="forty"), line(duration="NaN")],
     "negative_duration": [line(duration=-1), line(duration=-0.5)],

@@ -7,6 +7,8 @@
     edgecache push-metrics --date 2025-04-12    # Pushgateway or text file
     edgecache evaluate --date 2025-04-12        # replay D+1 against D's predictions: hit ratios
     edgecache run [--date D]                    # the DAG once via airflow dags test
+    edgecache serve --edge edge-01              # an edge service: /deliver, /metrics, /docs
+    edgecache replay --date 2025-04-13 --service http://127.0.0.1:8100   # a day's logs to services
     edgecache redis start|stop|status           # the embedded redis-server
 """
 
@@ -75,6 +77,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--date", default=DEFAULT_DATE, help="logical date (default: %(default)s)")
     r.add_argument("--conf", default=None, help='JSON params for the run, e.g. \'{"users": 200}\'')
 
+    sv = sub.add_parser("serve", help="run an edge service (delivery decisions over HTTP)")
+    sv.add_argument("--edge", action="append", required=True, help="edge id to serve (repeat for several)")
+    sv.add_argument("--port", type=int, default=8100, help="port (default: %(default)s)")
+    sv.add_argument("--bind", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    sv.add_argument("--redis-url", default=s.redis_url,
+                    help="Redis (default: $REDIS_URL, else the embedded server)")
+    sv.add_argument("--cache-gb", type=float, default=s.cache_gb,
+                    help="capacity of each edge cache in GB (default: %(default)s, as the prefetch)")
+    sv.add_argument("--origin-latency-ms", type=float, default=s.origin_latency_ms,
+                    help="simulated origin fetch on a miss (default: %(default)s)")
+    sv.add_argument("--top-k", type=int, default=s.top_k, help="titles in a fresh prediction (default: %(default)s)")
+    sv.add_argument("--ttl", type=int, default=s.ttl_seconds, help="seconds fresh predictions live (default: %(default)s)")
+    sv.add_argument("--log-level", default="warning", help="uvicorn log level (default: %(default)s)")
+
+    rp = sub.add_parser("replay", help="send a day's logs to edge services at a bounded rate")
+    rp.add_argument("--date", required=True, help="the day whose logs to send, YYYY-MM-DD")
+    rp.add_argument("--service", action="append", required=True,
+                    help="edge service URL on loopback (repeat for several), e.g. http://127.0.0.1:8100")
+    rp.add_argument("--data-dir", default=str(s.data_dir), help="data directory (default: %(default)s)")
+    rp.add_argument("--rate", type=float, default=500.0, help="requests per second, at most 20000 (default: %(default)s)")
+    rp.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds, at most 3600 "
+                                                                 "(default: %(default)s)")
+    rp.add_argument("--max-requests", type=int, default=None, help="stop after this many requests")
+    rp.add_argument("--connections-per-edge", type=int, default=1,
+                    help="requests in flight per edge; 1 keeps each edge's order (default: %(default)s)")
+    rp.add_argument("--json", action="store_true", help="print the summary as JSON")
+
     rs = sub.add_parser("redis", help="start, stop or check the embedded redis-server")
     rs.add_argument("action", choices=["start", "stop", "status"])
     return parser
@@ -108,6 +137,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         from edgecache.localrun import format_summary, run
 
         print(format_summary(run(args.date, json.loads(args.conf) if args.conf else None)))
+    elif args.command == "serve":
+        return _serve(args)
+    elif args.command == "replay":
+        from edgecache.delivery.replay import iter_lines, replay
+        from edgecache.layout import Layout
+
+        summary = replay(args.service, Layout(Path(args.data_dir).resolve()).logs(args.date), args.rate,
+                         args.duration, max_requests=args.max_requests,
+                         connections_per_edge=args.connections_per_edge)
+        print(json.dumps(summary, indent=2) if args.json else "\n".join(iter_lines(summary)))
+        return 0 if summary["sent"] and not summary["errors"] else 1
     elif args.command == "redis":
         from edgecache.redis_server import EmbeddedRedis
 
@@ -121,6 +161,34 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(f"redis at {server.url}: {'running' if server.is_running() else 'not running'}")
             return 0 if server.is_running() else 1
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import redis
+    import uvicorn
+
+    from edgecache.delivery import Delivery, delivery_client
+    from edgecache.delivery.service import create_app
+
+    url = args.redis_url
+    if url is None:
+        from edgecache.redis_server import EmbeddedRedis
+
+        server = EmbeddedRedis(Settings.from_env().local_dir / "redis")
+        server.start()
+        url = server.url
+    delivery = Delivery(delivery_client(url), args.edge, int(args.cache_gb * 1e9), args.ttl, args.top_k,
+                        origin_latency=args.origin_latency_ms / 1000)
+    for edge in delivery.edges:
+        try:
+            delivery.refresh(edge, force=True)
+        except redis.RedisError as exc:  # start anyway: the service degrades and retries
+            print(f"warning: could not read the warm state of {edge} from {url}: {exc}", file=sys.stderr)
+    print(f"edge service for {', '.join(delivery.edges)} on http://{args.bind}:{args.port} "
+          f"(Redis {url}; docs at /docs)", flush=True)
+    uvicorn.run(create_app(delivery), host=args.bind, port=args.port, log_level=args.log_level,
+                access_log=False)
     return 0
 
 

@@ -29,13 +29,16 @@ import pandas as pd
 
 from edgecache.policies import (
     POLICIES,
+    AdmissionReplay,
     Hits,
     Job,
     Ranking,
     Sequels,
     Trace,
     hit_ratios_many,
+    run_admission,
     s3fifo_small_ratio,
+    static_hits,
 )
 
 SIZES_PCT: tuple[int, ...] = (1, 2, 5, 10, 20)
@@ -106,17 +109,24 @@ class Catalog:
         return self.size[np.searchsorted(self.obj_id, ids)]
 
 
-def next_episodes(catalog: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
-    """Per catalog row, the object id of the same series' next episode, or 0."""
-    out = np.zeros(len(catalog), dtype=np.uint64)
+def next_episode_rows(catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs (episode, the same series' next episode) of a catalog frame with
+    series_id and episode (position in the whole series); none without those columns."""
     if "series_id" not in catalog or "episode" not in catalog:
-        return out
+        return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
     eps = pd.DataFrame({"series": catalog["series_id"].to_numpy(), "episode": catalog["episode"].to_numpy(),
                         "row": np.arange(len(catalog))}).dropna(subset=["series", "episode"])
     eps["episode"] = eps["episode"].astype(np.int64)
     later = eps.assign(episode=eps["episode"] - 1)  # each episode under its predecessor's number
     pairs = eps.merge(later, on=["series", "episode"], suffixes=("", "_next"))
-    out[pairs["row"].to_numpy()] = ids[pairs["row_next"].to_numpy()]
+    return pairs["row"].to_numpy(), pairs["row_next"].to_numpy()
+
+
+def next_episodes(catalog: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
+    """Per catalog row, the object id of the same series' next episode, or 0."""
+    out = np.zeros(len(catalog), dtype=np.uint64)
+    row, row_next = next_episode_rows(catalog)
+    out[row] = ids[row_next]
     return out
 
 
@@ -318,6 +328,39 @@ def replay(
     }
 
 
+def deployed(
+    traces: dict[str, Trace],
+    rankings: dict[str, Ranking],
+    prefetch: pd.DataFrame,
+    catalog: Catalog,
+    cache_bytes: int,
+    workdir: Path | None = None,
+) -> dict[str, Any]:
+    """The caches as deployed: each edge starts with its prefetch set (``prefetch``: edge_id,
+    content_id) in a cache of ``cache_bytes``, held all day (``predictive``) or run by the
+    delivery path's admission on miss (``predictive+admission``, priors from ``rankings``).
+
+    This is what the edge services do during the day, so a replay through them should
+    give the same hit ratios."""
+    capacity = -(-int(cache_bytes) // catalog.unit)
+    empty = np.array([], dtype=np.uint64)
+    out: dict[str, dict[str, Hits]] = {"predictive": {}, "predictive+admission": {}}
+    with tempfile.TemporaryDirectory(prefix="edgecache-deployed-", dir=workdir) as tmp:
+        for i, (edge, trace) in enumerate(sorted(traces.items())):
+            ids = prefetch.loc[prefetch["edge_id"] == edge, "content_id"]
+            warm_ids = content_numbers(ids) if len(ids) else empty
+            warm_ids = warm_ids[catalog.contains(warm_ids)] if len(warm_ids) else warm_ids
+            ranking = rankings.get(edge)
+            out["predictive"][edge] = static_hits(trace, warm_ids)
+            written = trace.with_file(Path(tmp) / f"{i}.oracleGeneral")
+            out["predictive+admission"][edge] = run_admission(AdmissionReplay(
+                str(written.file), False, capacity, len(trace), trace.total_size, warm_ids,
+                ranking.obj_id if ranking is not None else empty,
+                ranking.scores if ranking is not None else np.array([], dtype=np.float64), catalog.sequels))
+    return {"cache_bytes": int(cache_bytes), "capacity_units": capacity,
+            "policies": {name: _entry(by_edge, "bytes") for name, by_edge in out.items()}}
+
+
 def evaluate(
     events: pd.DataFrame,
     catalog_frame: pd.DataFrame,
@@ -327,12 +370,15 @@ def evaluate(
     workers: int = 1,
     workdir: Path | None = None,
     popularity: pd.DataFrame | None = None,
+    prefetch: pd.DataFrame | None = None,
+    cache_bytes: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Trace]]:
     """The whole evaluation from frames: the report and the per-edge traces it replayed.
 
     With ``popularity`` (day D's feature window: edge_id, content_id, requests, rank) and an
     edge_id column in ``predictions``, the per-user figures are also given for the
-    edge-popularity baseline.
+    edge-popularity baseline. With ``prefetch`` and ``cache_bytes`` (the night's prefetch
+    sets and their cache size) the report has the ``deployed`` caches too.
     """
     clock = time.perf_counter()
     seconds = {}
@@ -342,6 +388,8 @@ def evaluate(
     rankings = edge_rankings(edge_demand, catalog)
     seconds["traces"], clock = time.perf_counter() - clock, time.perf_counter()
     replayed = replay(traces, rankings, catalog, sizes_pct, workers, workdir=workdir)
+    if prefetch is not None and cache_bytes:
+        replayed["deployed"] = deployed(traces, rankings, prefetch, catalog, cache_bytes, workdir)
     seconds["replay"], clock = time.perf_counter() - clock, time.perf_counter()
     users = user_metrics(requests, predictions)
     if "edge_id" in predictions:
@@ -426,6 +474,14 @@ def to_markdown(report: dict[str, Any]) -> str:
     u = r["users"]
     ks = [k for k in u if k.startswith("hit@")]
     rows = [("model", u)] + ([("edge popularity", r["users_baseline"])] if "users_baseline" in r else [])
+    if "deployed" in r:
+        dep = r["deployed"]
+        out += [f"## The caches as deployed ({dep['cache_bytes'] / 1e9:g} GB, starting with the night's prefetch set)",
+                "", "What the edge services do during the day; `edgecache replay` through them should match.", "",
+                "| policy | object hit ratio | byte hit ratio |", "| --- | ---: | ---: |"]
+        out += [f"| {name} | {_fmt(e['object_hit_ratio'])} | {_fmt(e['byte_hit_ratio'])} |"
+                for name, e in dep["policies"].items()]
+        out.append("")
     out += ["## Per-user predictions (first request of the day)", "",
             "| ranked list | viewers evaluated | with a list | " + " | ".join(ks) + " | MRR |",
             "| --- | ---: | ---: | " + " | ".join("---:" for _ in ks) + " | ---: |"]

@@ -4,9 +4,18 @@
 | ------------------------ | ------ | ------------------------------------------------------- |
 | ``user:<user_id>``       | string | the viewer's top predicted content id (the seed's key)  |
 | ``user:<user_id>:topk``  | string | JSON list of the viewer's ranked content ids            |
-| ``edge:{<edge>}:cache``  | zset   | the edge's prefetched content ids, score = rank         |
-| ``edge:{<edge>}:meta``   | hash   | date and size of the edge's warmed cache                |
+| ``edge:{<edge>}:cache``  | zset   | the titles the edge cache holds, score = their value    |
+| ``edge:{<edge>}:sizes``  | hash   | content id -> bytes, for the titles the cache holds      |
+| ``edge:{<edge>}:meta``   | hash   | date, t0, titles and bytes used of the edge cache       |
+| ``edge:{<edge>}:prior``  | zset   | content id -> expected requests tomorrow (edge demand)  |
+| ``edge:{<edge>}:trans``  | hash   | content id -> JSON list of the titles watched next      |
+| ``edgecache:catalog``    | hash   | content id -> "<bytes> <next episode id or ->"          |
 | ``edgecache:last_warm``  | hash   | date and counts of the last completed warm              |
+
+The nightly warm loads each edge cache with its prefetch set; during the day the delivery
+path (``edgecache.delivery``) admits and evicts titles. A cached title's score is its
+admission value, ``ln(expected requests + eps) + (t - t0) / tau`` (see
+``edgecache.policies``): the lowest is evicted first.
 
 The braces are Redis Cluster hash tags: every key of one edge lands in the same slot, so an
 edge's cache can be replaced in one MULTI/EXEC transaction. Every key expires (the TTL is a
@@ -18,6 +27,7 @@ from __future__ import annotations
 from edgecache.schema import is_valid_id
 
 LAST_WARM_KEY = "edgecache:last_warm"
+CATALOG_KEY = "edgecache:catalog"
 
 
 def _checked(kind: str, value: str) -> str:
@@ -40,3 +50,15 @@ def edge_cache_key(edge_id: str) -> str:
 
 def edge_meta_key(edge_id: str) -> str:
     return f"edge:{{{_checked('edge', edge_id)}}}:meta"
+
+
+def edge_sizes_key(edge_id: str) -> str:
+    return f"edge:{{{_checked('edge', edge_id)}}}:sizes"
+
+
+def edge_prior_key(edge_id: str) -> str:
+    return f"edge:{{{_checked('edge', edge_id)}}}:prior"
+
+
+def edge_transitions_key(edge_id: str) -> str:
+    return f"edge:{{{_checked('edge', edge_id)}}}:trans"

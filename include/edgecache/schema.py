@@ -8,8 +8,10 @@ import re
 LOG_FIELDS: tuple[str, ...] = ("user_id", "device", "content_id", "duration", "timestamp", "edge_id")
 
 # Ids are short and plain so that no id can forge or collide with a Redis key.
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-ID_RE = re.compile(ID_PATTERN)
+# \z (end of input) in Java's regex, which Spark uses: its $ also matches before a final
+# line break, so "U1\n" would pass. Python checks with fullmatch.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\z"
+ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 DEVICES: tuple[str, ...] = ("TV", "Mobile", "Tablet", "Laptop", "Desktop")
 
@@ -30,4 +32,4 @@ REASONS: tuple[str, ...] = (
 
 def is_valid_id(value: str) -> bool:
     """True when ``value`` may be used as a user, content or edge id."""
-    return bool(ID_RE.match(value))
+    return bool(ID_RE.fullmatch(value))

@@ -102,6 +102,7 @@ class Settings:
     model: str = "learned"  # or "simple": the foundation's tiered model, kept as a baseline
     training: str = "federated"  # how the learned scorer trains: federated, central or local
     ttl_seconds: int = 2 * 24 * 3600  # predictions outlive one missed nightly run, not two
+    origin_latency_ms: float = 0.0  # simulated origin fetch on a delivery miss
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -119,4 +120,5 @@ class Settings:
             model=os.environ.get("EDGECACHE_MODEL") or d.model,
             training=os.environ.get("EDGECACHE_TRAINING") or d.training,
             ttl_seconds=_env_int("EDGECACHE_TTL_SECONDS", d.ttl_seconds),
+            origin_latency_ms=_env_float("EDGECACHE_ORIGIN_LATENCY_MS", d.origin_latency_ms),
         )

@@ -139,7 +139,12 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     popularity = (pq.read_table(popularity_path, columns=["edge_id", "content_id", "requests", "rank"]).to_pandas()
                   if popularity_path.exists() else None)
 
-    report, traces = evaluate(events, catalog, demand, users, args.sizes, args.workers, popularity=popularity)
+    prefetch_path, summary_path = layout.predictions(date, "prefetch"), layout.predictions(date, "summary.json")
+    prefetch = (pq.read_table(prefetch_path, columns=["edge_id", "content_id"]).to_pandas()
+                if prefetch_path.exists() else None)
+    cache_bytes = read_json(summary_path).get("cache_bytes") if summary_path.exists() else None
+    report, traces = evaluate(events, catalog, demand, users, args.sizes, args.workers, popularity=popularity,
+                              prefetch=prefetch, cache_bytes=cache_bytes)
     report = {"date": date, "replayed_date": replayed, "logs_generated": generated is not None,
               "validation": validation, **report}
     report["seconds"] = {"generate": round(generate_seconds, 2), "validate": round(validate_seconds, 2),
@@ -162,6 +167,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             name: (None if by_pct[mid] is None else round(by_pct[mid]["object_hit_ratio"], 4))
             for name, by_pct in headline.items()
         },
+        "deployed_object_hit_ratio": (
+            {n: round(e["object_hit_ratio"], 4) for n, e in report["deployed"]["policies"].items()}
+            if "deployed" in report else None),
         "users": report["users"],
         "users_baseline": report.get("users_baseline"),
         "seconds": {**report["seconds"], "outputs": round(outputs_seconds, 2)},

@@ -1,0 +1,298 @@
+"""Benchmark: the delivery path, in process and over HTTP, and the warm's write rate.
+
+    python bench/delivery.py [--date 2025-04-12] [--requests 20000] [--rate 2000] [--seconds 10]
+                             [--users 1000000] [--only inproc,http,warm]
+
+Needs day D's predictions and D+1's logs in the data directory (``make run`` makes both).
+Every figure is set beside a reference measured in the same run against the same
+redis-server (a fresh embedded one on 127.0.0.1):
+
+- inproc: ``Delivery.decide`` on D+1's first ``--requests`` requests in time order, each
+  paired with a plain redis-py ``GET`` round trip; p50 and p99 of both, and their ratios.
+- http: ``--services`` edge services (``edgecache serve``, the edges split between them by
+  volume), driven by the replay driver (open loop at ``--rate`` requests/s for at most
+  ``--seconds``) and by ``wrk`` (closed loop, 4 connections per service, ``--seconds``);
+  throughput and latency percentiles.
+- warm: the warm's viewer writes for ``--users`` synthetic viewers (2 keys each) against
+  ``redis-benchmark -c 1 -P 16 -t set`` on the same server.
+
+Results go to bench/results/delivery.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prometheus_client import CollectorRegistry
+
+from edgecache.cache import warm, warm_users
+from edgecache.delivery import Delivery, delivery_client
+from edgecache.delivery.metrics import DeliveryMetrics
+from edgecache.delivery.replay import read_logs, replay
+from edgecache.layout import Layout, write_json_atomic
+from edgecache.redis_server import EmbeddedRedis, free_port
+from edgecache.settings import DEFAULT_DATE, Settings
+
+HERE = Path(__file__).resolve().parent
+TTL = 3600
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def next_day(date: str) -> str:
+    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
+
+
+def bench_inproc(url: str, data_dir: Path, date: str, n: int) -> dict:
+    client = delivery_client(url, timeout=5)
+    warm(client, data_dir, date, TTL)
+    requests, _ = read_logs(Layout(data_dir).logs(next_day(date)))
+    requests = sorted(requests, key=lambda r: (r.ts, r.edge_id))[:n]
+    edges = sorted({r.edge_id for r in requests})
+    settings = Settings.from_env()
+    d = Delivery(client, edges, int(settings.cache_gb * 1e9), TTL, metrics=DeliveryMetrics(CollectorRegistry()))
+    for e in edges:
+        d.refresh(e, force=True)
+    client.set("bench:get", "C00001")
+    for r in requests[:500]:  # warm up connections and caches
+        client.get("bench:get")
+    warm(client, data_dir, date, TTL)
+    client.config_resetstat()
+    get_s, decide_s, hits, rejected = [], [], 0, 0
+    clock = time.perf_counter
+    for r in requests:
+        t = clock()
+        client.get("bench:get")
+        get_s.append(clock() - t)
+        t = clock()
+        try:
+            hits += d.decide(r.edge_id, r.user_id, r.content_id, r.ts).hit
+        except ValueError:
+            rejected += 1
+            continue
+        decide_s.append(clock() - t)
+    us = {name: {"p50": pct(v, 50) * 1e6, "p99": pct(v, 99) * 1e6, "mean": float(np.mean(v)) * 1e6}
+          for name, v in (("get", get_s), ("decide", decide_s))}
+    stats = client.info("commandstats")
+    return {
+        "server_microseconds_per_call": {c: stats[f"cmdstat_{c}"]["usec_per_call"] for c in ("get", "evalsha")},
+        "requests": len(decide_s), "rejected": rejected, "hit_ratio": hits / max(len(decide_s), 1),
+        "microseconds": us,
+        "ratio_p50": us["decide"]["p50"] / us["get"]["p50"],
+        "ratio_p99": us["decide"]["p99"] / us["get"]["p99"],
+        "ratio_decide_p99_to_get_p50": us["decide"]["p99"] / us["get"]["p50"],
+    }
+
+
+def _start_service(url: str, edges: list[str], port: int) -> subprocess.Popen:
+    cmd = [str(Path(sys.executable).parent / "edgecache"), "serve", "--port", str(port), "--redis-url", url]
+    for e in edges:
+        cmd += ["--edge", e]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                return proc
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"edge service did not come up: {proc.stdout.read().decode()[-2000:]}")
+            time.sleep(0.2)
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {}
+for line in io.lines("%s") do bodies[#bodies + 1] = line end
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, "/deliver", nil, bodies[i])
+end
+"""
+
+
+def _wrk_start(port: int, bodies: list[str], seconds: float, workdir: Path):  # noqa: ANN202
+    """Start wrk (closed loop, 4 connections) against one service; None without wrk."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None, seconds
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "bodies.txt").write_text("\n".join(bodies) + "\n")
+    (workdir / "post.lua").write_text(WRK_SCRIPT % (workdir / "bodies.txt"))
+    return subprocess.Popen([wrk, "-t1", "-c4", f"-d{int(seconds)}s", "--latency", "-s", str(workdir / "post.lua"),
+                             f"http://127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True), seconds
+
+
+def _wrk_result(proc, seconds: float) -> dict | None:  # noqa: ANN001
+    if proc is None:
+        return None
+    out, _ = proc.communicate(timeout=seconds + 60)
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"connections": 4, "seconds": seconds, "throughput_per_second": rate,
+            "latency_ms": {"p50": ms("50"), "p90": ms("90"), "p99": ms("99")},
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def split_edges(requests: list, services: int) -> list[list[str]]:
+    """Edges dealt to ``services`` groups of about equal request volume (largest first)."""
+    volume: dict[str, int] = {}
+    for r in requests:
+        volume[r.edge_id] = volume.get(r.edge_id, 0) + 1
+    groups: list[list[str]] = [[] for _ in range(services)]
+    load = [0] * services
+    for edge in sorted(volume, key=lambda e: -volume[e]):
+        i = load.index(min(load))
+        groups[i].append(edge)
+        load[i] += volume[edge]
+    return [sorted(g) for g in groups if g]
+
+
+def bench_http(url: str, data_dir: Path, date: str, rate: float, seconds: float, services: int,
+               workdir: Path) -> dict:
+    client = delivery_client(url, timeout=5)
+    warm(client, data_dir, date, TTL)
+    logs = Layout(data_dir).logs(next_day(date))
+    requests, _ = read_logs(logs)
+    groups = split_edges(requests, services)
+    ports = [free_port() for _ in groups]
+    procs = [_start_service(url, g, port) for g, port in zip(groups, ports)]
+    try:
+        open_loop = replay([f"http://127.0.0.1:{p}" for p in ports], logs, rate, seconds,
+                           max_requests=int(rate * seconds), progress=None, connections_per_edge=4)
+        warm(client, data_dir, date, TTL)
+        closed = []
+        for g, port in zip(groups, ports):
+            bodies = [json.dumps({"edge_id": r.edge_id, "user_id": r.user_id, "content_id": r.content_id,
+                                  "timestamp": r.timestamp}) for r in requests if r.edge_id in g]
+            closed.append(_wrk_start(port, bodies, seconds, workdir / f"wrk-{port}"))
+        closed_loop = [_wrk_result(*c) for c in closed]
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+    out = {
+        "services": [{"port": p, "edges": g} for p, g in zip(ports, groups)],
+        "open_loop": {"driver": "edgecache replay (aiohttp), 4 connections per edge", "rate": rate,
+                      **{k: open_loop[k] for k in ("sent", "seconds", "throughput_per_second", "latency_ms",
+                                                   "errors", "hit_ratio")}},
+    }
+    if all(c is not None for c in closed_loop):
+        out["wrk"] = {"per_service": closed_loop,
+                      "throughput_per_second": sum(c["throughput_per_second"] for c in closed_loop),
+                      "latency_ms_p99_worst": max(c["latency_ms"]["p99"] for c in closed_loop)}
+    return out
+
+
+def synthetic_users(data_dir: Path, date: str, users: int) -> None:
+    """``users`` viewers' predictions (ten titles each) where the warm reads them."""
+    rng = np.random.default_rng(7)
+    ids = [f"U{i:07d}" for i in range(users)]
+    ranked = rng.integers(1, 10001, size=(users, 10))
+    lists = [[f"C{x:05d}" for x in row] for row in ranked]
+    path = Layout(data_dir).predictions(date, "users")
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"user_id": ids, "edge_id": ["edge-01"] * users,
+                             "content_id": [row[0] for row in lists], "ranked": lists}), path / "part-0.parquet")
+
+
+def redis_benchmark(port: int, n: int) -> dict | None:
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return None
+    out = subprocess.run([binary, "-h", "127.0.0.1", "-p", str(port), "-c", "1", "-P", "16", "-t", "set",
+                          "-n", str(n), "-q"], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"SET:\s+([\d.]+) requests per second", out.replace("\r", "\n")).group(1))
+    return {"command": "redis-benchmark -c 1 -P 16 -t set", "requests": n, "sets_per_second": rate}
+
+
+def bench_warm(url: str, port: int, users: int, workdir: Path) -> dict:
+    data_dir = workdir / "warm-data"
+    synthetic_users(data_dir, DEFAULT_DATE, users)
+    client = delivery_client(url, timeout=30)
+    client.flushdb()
+    reference = redis_benchmark(port, 2 * users)
+    client.flushdb()
+    started = time.perf_counter()
+    written = warm_users(client, Layout(data_dir), DEFAULT_DATE, TTL)
+    seconds = time.perf_counter() - started
+    keys = 2 * written
+    out = {"users": written, "keys": keys, "seconds": round(seconds, 2), "keys_per_second": keys / seconds,
+           "redis_benchmark": reference}
+    if reference:
+        out["ratio_to_redis_benchmark"] = out["keys_per_second"] / reference["sets_per_second"]
+    client.flushdb()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--date", default=DEFAULT_DATE)
+    p.add_argument("--data-dir", type=Path, default=Settings.from_env().data_dir)
+    p.add_argument("--requests", type=int, default=20000)
+    p.add_argument("--rate", type=float, default=2000.0)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--services", type=int, default=2, help="edge services the edges are split over")
+    p.add_argument("--users", type=int, default=1_000_000)
+    p.add_argument("--only", default="inproc,http,warm")
+    args = p.parse_args(argv)
+    parts = set(args.only.split(","))
+    layout = Layout(args.data_dir)
+    if parts & {"inproc", "http"} and (not layout.predictions(args.date, "users").exists()
+                                       or not layout.has_logs(next_day(args.date))):
+        print(f"need {args.date}'s predictions and {next_day(args.date)}'s logs under {args.data_dir}: "
+              "run `make run` first", file=sys.stderr)
+        return 2
+    results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()}}
+    with tempfile.TemporaryDirectory(prefix="edgecache-bench-") as tmp:
+        port = free_port()
+        server = EmbeddedRedis(Path(tmp) / "redis", port=port)
+        server.start()
+        try:
+            if "inproc" in parts:
+                results["inproc"] = bench_inproc(server.url, args.data_dir, args.date, args.requests)
+                print(json.dumps({"inproc": results["inproc"]}, indent=2), flush=True)
+            if "http" in parts:
+                results["http"] = bench_http(server.url, args.data_dir, args.date, args.rate, args.seconds,
+                                             args.services, Path(tmp))
+                print(json.dumps({"http": results["http"]}, indent=2), flush=True)
+            if "warm" in parts:
+                results["warm"] = bench_warm(server.url, port, args.users, Path(tmp))
+                print(json.dumps({"warm": results["warm"]}, indent=2), flush=True)
+        finally:
+            server.stop()
+    out = HERE / "results" / "delivery.json"
+    write_json_atomic(out, results)
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""The delivery decision: ``Delivery.deliver(edge, user, title)``.
+
+Hit: the edge cache holds the title; it is served from the edge and its value refreshed.
+Miss: it is served from the origin, offered to the edge cache (admitted if its value beats
+the titles it would evict, under the cache's byte capacity) and the viewer's fresh
+prediction is written back to ``user:<id>`` and ``user:<id>:topk``. Either way the
+title's next episode gets a boost and may be admitted ahead of the request for it.
+
+This is the evaluation's ``predictive+admission`` policy (``edgecache.policies``, whose
+comment gives the algorithm) run against Redis: one Lua script per request does the look-up,
+the admission, the evictions and the write-back atomically, so a decision is one round
+trip and two edge services never interleave half-decisions. The fresh prediction is made
+in process from the warm's state (``edgecache.delivery.state``) before the script runs, so
+that a miss needs no second round trip.
+
+When Redis fails, requests are served from the origin (``degraded``), each failed call is
+counted, the service reports not ready, and Redis is tried again ``retry_after`` seconds
+later: it recovers by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import threading
+from hashlib import sha1
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from edgecache.delivery.metrics import DeliveryMetrics, default_metrics
+from edgecache.delivery.state import EdgeState, load_state, warm_date
+from edgecache.keys import edge_cache_key, edge_meta_key, edge_prior_key, edge_sizes_key, user_key, user_topk_key
+from edgecache.policies import ADMISSION_BOOST, ADMISSION_EPS, ADMISSION_TAU
+from edgecache.schema import is_valid_id
+
+ACTIVE_WINDOW = 300.0  # seconds: a viewer is active for five minutes after a request
+
+# KEYS: cache zset, prior zset, sizes hash, meta hash, user key, user top-k key
+# ARGV: title, size, next episode ("" for none), its size, request time (s), capacity (bytes),
+#       tau, boost, eps, ttl, the viewer's fresh top title, their top-k as JSON ("" for none)
+# Returns {hit, admitted, next episode admitted, titles evicted}.
+DELIVER_LUA = """
+local cache, prior, sizes, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local x, sx, z, sz = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local ts, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
+local tau, boost, eps = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local m = redis.call('HMGET', meta, 't0', 'used')
+local t = (ts - tonumber(m[1] or '0')) / tau
+local used0 = tonumber(m[2] or '0')
+local used = used0
+local evicted = 0
+
+local function value(y, extra)
+  return math.log(tonumber(redis.call('ZSCORE', prior, y) or '0') + extra + eps) + t
+end
+
+local function put(y, c)
+  redis.call('ZADD', cache, string.format('%.17g', c), y)
+end
+
+-- evict the lowest-valued titles until y fits, each strictly below (c, y); else nothing.
+-- The lowest titles are read a few at a time: one read covers almost every admission.
+local function admit(y, sy, c)
+  if sy <= 0 or sy > cap then return 0 end
+  local free, victims, start = cap - used, {}, 0
+  while free < sy do
+    local low = redis.call('ZRANGE', cache, start, start + 7, 'WITHSCORES')
+    if #low == 0 then return 0 end
+    local ids = {}
+    for j = 1, #low, 2 do ids[#ids + 1] = low[j] end
+    local sz_ = redis.call('HMGET', sizes, unpack(ids))
+    for j = 1, #ids do
+      if free >= sy then break end
+      local lk = tonumber(low[2 * j])
+      if not (lk < c or (lk == c and ids[j] < y)) then return 0 end
+      victims[#victims + 1] = ids[j]
+      free = free + tonumber(sz_[j] or '0')
+    end
+    start = start + #ids
+  end
+  if #victims > 0 then
+    redis.call('ZREM', cache, unpack(victims))
+    redis.call('HDEL', sizes, unpack(victims))
+  end
+  evicted = evicted + #victims
+  put(y, c)
+  redis.call('HSET', sizes, y, sy)
+  used = cap - free + sy
+  return 1
+end
+
+local hit, admitted, boosted = 0, 0, 0
+if redis.call('ZSCORE', cache, x) then
+  hit = 1
+  put(x, value(x, 0))
+else
+  admitted = admit(x, sx, value(x, 0))
+  if ARGV[12] ~= '' then
+    redis.call('SET', KEYS[5], ARGV[11], 'EX', ARGV[10])
+    redis.call('SET', KEYS[6], ARGV[12], 'EX', ARGV[10])
+  end
+end
+if z ~= '' then
+  local cz = value(z, boost)
+  local kz = redis.call('ZSCORE', cache, z)
+  if kz then
+    if cz > tonumber(kz) then put(z, cz) end
+  else
+    boosted = admit(z, sz, cz)
+  end
+end
+if used ~= used0 then redis.call('HSET', meta, 'used', string.format('%d', used)) end
+return {hit, admitted, boosted, evicted}
+"""
+
+
+@dataclass
+class EdgeMetrics:
+    """One edge's metric children, looked up once (``labels()`` costs microseconds a call)."""
+
+    hits: Any
+    misses: Any
+    degraded: Any
+    admissions: Any
+    evictions: Any
+    redis_errors: Any
+    bytes_saved: Any
+    origin_bytes: Any
+    prediction: Any
+    active_users: Any
+    latency: dict[str, Any]
+    keys: tuple[str, str, str, str]  # cache, prior, sizes, meta
+
+    @classmethod
+    def of(cls, m: DeliveryMetrics, edge_id: str) -> EdgeMetrics:
+        return cls(m.hits.labels(edge_id), m.misses.labels(edge_id), m.degraded.labels(edge_id),
+                   m.admissions.labels(edge_id), m.evictions.labels(edge_id), m.redis_errors.labels(edge_id),
+                   m.bytes_saved.labels(edge_id), m.origin_bytes.labels(edge_id), m.prediction.labels(edge_id),
+                   m.active_users.labels(edge_id),
+                   {s: m.latency.labels(edge_id, s) for s in ("edge", "origin")},
+                   (edge_cache_key(edge_id), edge_prior_key(edge_id), edge_sizes_key(edge_id),
+                    edge_meta_key(edge_id)))
+
+
+class DeliveryError(ValueError):
+    """A request the delivery path refuses; ``reason`` names why (a metric label)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Decision:
+    edge_id: str
+    user_id: str
+    content_id: str
+    source: str  # "edge" or "origin"
+    degraded: bool = False  # served from the origin because Redis failed: no cache decision
+    admitted: bool = False
+    next_admitted: bool = False
+    evicted: int = 0
+    size: int | None = None  # bytes, when the catalog knows the title
+    prediction: list[str] | None = None  # the fresh top-k written back on a miss
+
+    @property
+    def hit(self) -> bool:
+        return self.source == "edge"
+
+
+class ActiveUsers:
+    """Distinct viewers seen within ``window`` seconds of the latest request time."""
+
+    def __init__(self, window: float = ACTIVE_WINDOW) -> None:
+        self.window = window
+        self._last: OrderedDict[str, float] = OrderedDict()  # by time of the last request, oldest first
+        self._now = -float("inf")
+
+    def see(self, user_id: str, at: float) -> int:
+        """Record a request of ``user_id`` at ``at``; return how many viewers are active."""
+        self._now = max(self._now, at)
+        self._last[user_id] = max(at, self._last.pop(user_id, at))  # to the end: newest
+        while self._last and next(iter(self._last.values())) < self._now - self.window:
+            self._last.popitem(last=False)
+        return len(self._last)
+
+
+def parse_time(value: str | float | int | dt.datetime | None, now: Callable[[], float] = time.time) -> float:
+    """Request time in Unix seconds: given as seconds, a datetime, or the log format
+    ``YYYY-MM-DD HH:MM:SS`` (UTC, like the logs); None means now."""
+    if value is None:
+        return now()
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.timestamp()
+
+
+class Delivery:
+    """The delivery path of one or more edges over one Redis."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        edges: Iterable[str],
+        capacity_bytes: int,
+        ttl_seconds: int,
+        top_k: int = 10,
+        origin_latency: float = 0.0,
+        retry_after: float = 1.0,
+        refresh_seconds: float = 5.0,
+        metrics: DeliveryMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.edges = sorted(set(edges))
+        for e in self.edges:
+            if not is_valid_id(e):
+                raise ValueError(f"invalid edge id {e!r}: ids are 1-64 of A-Z a-z 0-9 _ -")
+        if not self.edges:
+            raise ValueError("a delivery path needs at least one edge")
+        if capacity_bytes < 1 or ttl_seconds < 1 or top_k < 1:
+            raise ValueError("capacity_bytes, ttl_seconds and top_k must be positive")
+        self.client = client
+        self.capacity = int(capacity_bytes)
+        self.ttl = int(ttl_seconds)
+        self.top_k = top_k
+        self.origin_latency = origin_latency
+        self.retry_after = retry_after
+        self.refresh_seconds = refresh_seconds
+        self.metrics = metrics or default_metrics()
+        self.clock = clock
+        self._sha = sha1(DELIVER_LUA.encode()).hexdigest()  # EVALSHA; loaded on the first NOSCRIPT
+        self.edge_metrics = {e: EdgeMetrics.of(self.metrics, e) for e in self.edges}
+        self.states = {e: EdgeState(e) for e in self.edges}
+        self.active = {e: ActiveUsers() for e in self.edges}
+        self._lock = threading.Lock()  # the service runs decisions on one thread, tests on several
+        self._down_until = 0.0  # Redis is not tried again before this (clock time)
+        self._refreshed = {e: -float("inf") for e in self.edges}
+        self.redis_up = True
+        for e in self.edges:
+            self.metrics.redis_up.labels(e).set(1)
+
+    # --- Redis health ---------------------------------------------------------------
+
+    def _failed(self, edge_id: str) -> None:
+        self.metrics.redis_errors.labels(edge_id).inc()
+        self.redis_up = False
+        self._down_until = self.clock() + self.retry_after
+        for e in self.edges:
+            self.metrics.redis_up.labels(e).set(0)
+
+    def _recovered(self) -> None:
+        if not self.redis_up:
+            self.redis_up = True
+            for e in self.edges:
+                self.metrics.redis_up.labels(e).set(1)
+
+    def check_ready(self) -> bool:
+        """PING Redis now (the readiness probe): True when it answers."""
+        try:
+            self.client.ping()
+        except redis.RedisError:
+            self._failed(self.edges[0])
+            return False
+        self._recovered()
+        return True
+
+    # --- the warm's state ------------------------------------------------------------
+
+    def refresh(self, edge_id: str, force: bool = False) -> EdgeState:
+        """The edge's state, re-read when a new warm landed (checked every ``refresh_seconds``)."""
+        now = self.clock()
+        if not force and now - self._refreshed[edge_id] < self.refresh_seconds:
+            return self.states[edge_id]
+        self._refreshed[edge_id] = now
+        state = self.states[edge_id]
+        date = warm_date(self.client, edge_id)
+        # A Redis that lost its data (date None) leaves the last state in use until a warm.
+        if force or (date is not None and date != state.warm_date):
+            state = self.states[edge_id] = load_state(self.client, edge_id)
+            if state.warm_date:
+                day = dt.datetime.fromisoformat(state.warm_date).replace(tzinfo=dt.timezone.utc)
+                self.metrics.warm_date.labels(edge_id).set(day.timestamp())
+        return state
+
+    # --- the decision ------------------------------------------------------------------
+
+    def check(self, edge_id: str, user_id: str, content_id: str) -> None:
+        """Refuse what must not reach Redis: unknown edges and malformed ids."""
+        label = edge_id if edge_id in self.states else self.edges[0]
+        for kind, value in (("edge", edge_id), ("user", user_id), ("content", content_id)):
+            if not isinstance(value, str) or not is_valid_id(value):
+                self.metrics.rejected.labels(label, "bad_id").inc()
+                raise DeliveryError("bad_id", f"invalid {kind} id {value!r}: ids are 1-64 of A-Z a-z 0-9 _ -")
+        if edge_id not in self.states:
+            self.metrics.rejected.labels(label, "unknown_edge").inc()
+            raise DeliveryError("unknown_edge", f"edge {edge_id!r} is not served here (edges: {self.edges})")
+
+    def decide(self, edge_id: str, user_id: str, content_id: str, at: float | None = None) -> Decision:
+        """Hit or miss for one request, with the cache and prediction updates (no origin wait)."""
+        self.check(edge_id, user_id, content_id)
+        at = time.time() if at is None else at
+        em = self.edge_metrics[edge_id]
+        with self._lock:
+            em.active_users.set(self.active[edge_id].see(user_id, at))
+            if self.clock() < self._down_until:
+                return self._degraded(edge_id, user_id, content_id)
+            try:
+                state = self.refresh(edge_id)
+            except redis.RedisError:
+                self._failed(edge_id)
+                return self._degraded(edge_id, user_id, content_id)
+            title = state.catalog.get(content_id)
+            if state.catalog and title is None:
+                self.metrics.rejected.labels(edge_id, "unknown_title").inc()
+                raise DeliveryError("unknown_title", f"title {content_id!r} is not in the catalog")
+            size = title.size if title else None
+            started = time.perf_counter()
+            prediction = state.predict(content_id, self.top_k)
+            em.prediction.observe(time.perf_counter() - started)
+            nxt = state.catalog.get(title.next_id) if title is not None and title.next_id else None
+            # ids are checked above: the keys are built without checking again
+            try:
+                hit, admitted, boosted, evicted = self._evalsha(
+                    *em.keys, f"user:{user_id}", f"user:{user_id}:topk",
+                    content_id, size or 0, title.next_id if nxt else "", nxt.size if nxt else 0, repr(float(at)),
+                    self.capacity, ADMISSION_TAU, ADMISSION_BOOST, ADMISSION_EPS, self.ttl,
+                    prediction[0] if prediction else "", json.dumps(prediction) if prediction else "")
+            except redis.RedisError:
+                self._failed(edge_id)
+                return self._degraded(edge_id, user_id, content_id, size)
+            self._recovered()
+        if hit:
+            em.hits.inc()
+            if size:
+                em.bytes_saved.inc(size)
+        else:
+            em.misses.inc()
+            if size:
+                em.origin_bytes.inc(size)
+        if admitted or boosted:
+            em.admissions.inc(admitted + boosted)
+        if evicted:
+            em.evictions.inc(evicted)
+        return Decision(edge_id, user_id, content_id, "edge" if hit else "origin", False, bool(admitted),
+                        bool(boosted), int(evicted), size, None if hit else prediction)
+
+    def _evalsha(self, *keys_and_args: Any) -> list:
+        try:
+            return self.client.evalsha(self._sha, 6, *keys_and_args)
+        except redis.exceptions.NoScriptError:  # a new or restarted Redis has no scripts yet
+            self._sha = self.client.script_load(DELIVER_LUA)
+            return self.client.evalsha(self._sha, 6, *keys_and_args)
+
+    def _degraded(self, edge_id: str, user_id: str, content_id: str, size: int | None = None) -> Decision:
+        em = self.edge_metrics[edge_id]
+        em.degraded.inc()
+        if size:
+            em.origin_bytes.inc(size)
+        return Decision(edge_id, user_id, content_id, "origin", degraded=True, size=size)
+
+    def deliver(self, edge_id: str, user_id: str, content_id: str, at: float | None = None) -> Decision:
+        """Decide, wait the simulated origin latency on a miss, record the latency."""
+        started = time.perf_counter()
+        decision = self.decide(edge_id, user_id, content_id, at)
+        if decision.source == "origin" and self.origin_latency > 0:
+            time.sleep(self.origin_latency)
+        self.edge_metrics[edge_id].latency[decision.source].observe(time.perf_counter() - started)
+        return decision
+
+    async def deliver_async(self, edge_id: str, user_id: str, content_id: str, at: float | None = None) -> Decision:
+        """``deliver`` for an event loop: the origin wait does not block other requests.
+
+        The decision itself runs on the loop: it is one Redis round trip of a fraction of a
+        millisecond (bounded by the client's socket timeout), cheaper than a thread hop."""
+        started = time.perf_counter()
+        decision = self.decide(edge_id, user_id, content_id, at)
+        if decision.source == "origin" and self.origin_latency > 0:
+            await asyncio.sleep(self.origin_latency)
+        self.edge_metrics[edge_id].latency[decision.source].observe(time.perf_counter() - started)
+        return decision
+
+    def prediction(self, user_id: str) -> list[str] | None:
+        """The viewer's ranked list in Redis (nightly or fresh), None when there is none."""
+        if not is_valid_id(user_id):
+            raise DeliveryError("bad_id", f"invalid user id {user_id!r}: ids are 1-64 of A-Z a-z 0-9 _ -")
+        try:
+            raw, top = self.client.mget([user_topk_key(user_id), user_key(user_id)])
+        except redis.RedisError:
+            self._failed(self.edges[0])
+            raise
+        if raw is None:
+            return None if top is None else [top.decode() if isinstance(top, bytes) else top]
+        return json.loads(raw)
+
+
+def delivery_client(url: str, timeout: float = 0.25) -> redis.Redis:
+    """A Redis client for the request path: short timeouts and no retries, so a Redis
+    failure turns into a degraded answer within ``timeout`` instead of a stalled request."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                retry=Retry(NoBackoff(), 0), health_check_interval=0)

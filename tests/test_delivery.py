@@ -1,0 +1,191 @@
+"""The delivery decision against a real (embedded) redis-server."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from prometheus_client import CollectorRegistry
+
+from edgecache.cache import day_start, warm
+from edgecache.delivery import Delivery, DeliveryError
+from edgecache.delivery.core import ActiveUsers, parse_time
+from edgecache.delivery.metrics import DeliveryMetrics
+from edgecache.evaluate import Catalog
+from edgecache.keys import edge_cache_key, edge_meta_key, edge_sizes_key, user_key, user_topk_key
+from edgecache.layout import Layout
+from edgecache.policies import ADMISSION_EPS, ADMISSION_TAU, Ranking, Trace, hit_ratios
+
+DATE = "2025-04-12"
+T0 = day_start(DATE) + 86400  # the predictions are for D+1
+TTL = 3600
+
+
+def write_day(root: Path, catalog: pd.DataFrame, prefetch: pd.DataFrame, demand: pd.DataFrame,
+              transitions: pd.DataFrame | None = None) -> None:
+    """The files the warm reads: catalog, predictions (no viewers) and transitions."""
+    layout = Layout(root)
+    layout.reference.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(catalog, preserve_index=False), layout.catalog)
+    users = pa.table({"user_id": pa.array([], pa.string()), "edge_id": pa.array([], pa.string()),
+                      "content_id": pa.array([], pa.string()), "ranked": pa.array([], pa.list_(pa.string()))})
+    if transitions is None:
+        transitions = pd.DataFrame({"edge_id": [], "from_content_id": [], "to_content_id": [], "transitions": []})
+    for path, table in ((layout.predictions(DATE, "users"), users),
+                        (layout.predictions(DATE, "prefetch"), pa.Table.from_pandas(prefetch, preserve_index=False)),
+                        (layout.predictions(DATE, "edge_demand"), pa.Table.from_pandas(demand, preserve_index=False)),
+                        (layout.features(DATE, "transitions"),
+                         pa.Table.from_pandas(transitions, preserve_index=False))):
+        path.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path / "part-0.parquet")
+
+
+# Eight titles of 100 bytes; C01 -> C02 -> C03 is a series. Edge E1 starts with C01 (10
+# expected requests) and C04 (1) in a cache of 200 bytes: full.
+CATALOG = pd.DataFrame({"content_id": [f"C0{i}" for i in range(1, 9)], "size_bytes": [100] * 8,
+                        "series_id": ["S1", "S1", "S1", None, None, None, None, None],
+                        "episode": [1, 2, 3, None, None, None, None, None]})
+DEMAND = pd.DataFrame({"edge_id": ["E1"] * 5, "content_id": ["C01", "C04", "C05", "C02", "C06"],
+                       "score": [10.0, 1.0, 5.0, 2.0, 0.5], "rank": [1, 5, 2, 3, 4]})
+PREFETCH = pd.DataFrame({"edge_id": ["E1", "E1"], "rank": [1, 2], "content_id": ["C01", "C04"],
+                         "score": [10.0, 1.0], "size_bytes": [100, 100]})
+TRANSITIONS = pd.DataFrame({"edge_id": ["E1", "E1"], "from_content_id": ["C05", "C05"],
+                            "to_content_id": ["C07", "C06"], "transitions": [2, 7]})
+
+
+@pytest.fixture
+def small(tmp_path, redis_client):
+    write_day(tmp_path, CATALOG, PREFETCH, DEMAND, TRANSITIONS)
+    warm(redis_client, tmp_path, DATE, TTL)
+    registry = CollectorRegistry()
+    d = Delivery(redis_client, ["E1"], 200, TTL, top_k=4, metrics=DeliveryMetrics(registry))
+    return d, registry, redis_client
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, {"edge": "E1", **labels}) or 0.0
+
+
+def cached(client) -> dict[str, float]:
+    return {k.decode(): v for k, v in client.zrange(edge_cache_key("E1"), 0, -1, withscores=True)}
+
+
+def test_hit_serves_from_the_edge_and_boosts_the_next_episode(small):
+    d, registry, client = small
+    decision = d.deliver("E1", "U1", "C01", T0 + 3600)
+    assert decision.hit and decision.source == "edge" and decision.prediction is None
+    # C01's value moves to its request time; its next episode C02 (2 expected + the boost)
+    # outvalues C04 (1), the lowest, which is evicted
+    assert decision.next_admitted and decision.evicted == 1
+    assert cached(client) == pytest.approx({"C01": math.log(10 + ADMISSION_EPS) + 3600 / ADMISSION_TAU,
+                                            "C02": math.log(2 + 8 + ADMISSION_EPS) + 3600 / ADMISSION_TAU})
+    assert client.hgetall(edge_sizes_key("E1")) == {b"C01": b"100", b"C02": b"100"}
+    assert client.hget(edge_meta_key("E1"), "used") == b"200"
+    assert not client.exists(user_key("U1"))  # a hit writes no prediction
+    assert sample(registry, "cache_hits_total") == 1 and sample(registry, "cache_misses_total") == 0
+    assert sample(registry, "edgecache_origin_bytes_saved_total") == 100
+    assert sample(registry, "edgecache_evictions_total") == 1
+    assert sample(registry, "edgecache_delivery_seconds_count", source="edge") == 1
+
+
+def test_miss_admits_by_value_and_evicts_at_capacity(small):
+    d, registry, client = small
+    decision = d.deliver("E1", "U2", "C05", T0)
+    assert not decision.hit and decision.source == "origin" and not decision.degraded
+    assert decision.admitted and decision.evicted == 1  # C05 (5) beats C04 (1)
+    assert set(cached(client)) == {"C01", "C05"}
+    assert client.hget(edge_meta_key("E1"), "used") == b"200"  # still within capacity
+    # C07 nobody expects: its value is below every cached title's, so it is not admitted
+    refused = d.deliver("E1", "U3", "C07", T0 + 1)
+    assert not refused.hit and not refused.admitted and refused.evicted == 0
+    assert set(cached(client)) == {"C01", "C05"}
+    assert sample(registry, "cache_misses_total") == 2
+    assert sample(registry, "edgecache_admissions_total") == 1
+    assert sample(registry, "edgecache_origin_bytes_total") == 200
+
+
+def test_a_miss_writes_a_fresh_prediction_back(small):
+    d, registry, client = small
+    decision = d.deliver("E1", "U2", "C05", T0)
+    # C05 has no next episode: what E1's viewers watched after it (most often first), then
+    # E1's most expected titles, never C05 itself
+    assert decision.prediction == ["C06", "C07", "C01", "C02"]
+    assert client.get(user_key("U2")) == b"C06"  # the seed's GET user:<id>
+    assert json.loads(client.get(user_topk_key("U2"))) == ["C06", "C07", "C01", "C02"]
+    assert 0 < client.ttl(user_key("U2")) <= TTL
+    assert d.prediction("U2") == ["C06", "C07", "C01", "C02"]
+    assert sample(registry, "edgecache_prediction_seconds_count") == 1
+    # an episode's fresh prediction starts with the next episode
+    assert d.deliver("E1", "U4", "C02", T0).prediction[0] == "C03"
+
+
+def test_bad_input_never_reaches_redis(small):
+    d, registry, client = small
+    before = {k: client.dump(k) for k in client.scan_iter()}
+    for edge, user, title, reason in (("E1", "U1:*", "C01", "bad_id"), ("E1", "U1", "C01\n", "bad_id"),
+                                      ("E1", "U" * 65, "C01", "bad_id"), ("E1", "", "C01", "bad_id"),
+                                      ("E9", "U1", "C01", "unknown_edge"), ("E1", "U1", "C99", "unknown_title")):
+        with pytest.raises(DeliveryError) as err:
+            d.deliver(edge, user, title, T0)
+        assert err.value.reason == reason
+    assert {k: client.dump(k) for k in client.scan_iter()} == before
+    assert sample(registry, "edgecache_rejected_requests_total", reason="bad_id") == 4
+    assert sample(registry, "edgecache_rejected_requests_total", reason="unknown_edge") == 1
+    assert sample(registry, "edgecache_rejected_requests_total", reason="unknown_title") == 1
+    assert sample(registry, "cache_hits_total") + sample(registry, "cache_misses_total") == 0
+
+
+def test_active_users_counts_distinct_viewers_in_the_window():
+    active = ActiveUsers(window=300)
+    assert [active.see(u, t) for u, t in (("A", 0), ("B", 10), ("A", 20), ("C", 315))] == [1, 2, 2, 2]
+    assert active.see("D", 1000) == 1
+
+
+def test_request_times_parse_like_the_logs():
+    assert parse_time("2025-04-13 00:00:00") == T0
+    assert parse_time(T0 + 5) == T0 + 5
+    assert parse_time(None, now=lambda: 42.0) == 42.0
+
+
+def test_delivery_matches_the_evaluation_kernel(tmp_path, redis_client):
+    """The Lua script and the evaluation's predictive+admission kernel, request by request:
+    the same hits on a seeded day with series, sizes and a cache far smaller than the catalog."""
+    rng = np.random.default_rng(3)
+    n_titles, capacity = 60, 1500
+    ids = [f"C{i:05d}" for i in range(1, n_titles + 1)]
+    sizes = rng.integers(50, 300, n_titles)
+    catalog = pd.DataFrame({"content_id": ids, "size_bytes": sizes,
+                            "series_id": [f"S{i // 6}" if i < 36 else None for i in range(n_titles)],
+                            "episode": [i % 6 + 1 if i < 36 else None for i in range(n_titles)]})
+    popularity = rng.permutation(n_titles) + 1.0
+    expected = (popularity ** -0.9) * 400  # expected requests of a title, a Zipf day
+    predicted = np.where(rng.random(n_titles) < 0.8, expected * rng.lognormal(0, 0.5, n_titles), 0.0)
+    order = np.lexsort((np.arange(n_titles), -predicted))
+    order = order[predicted[order] > 0]
+    cat = Catalog.from_frame(catalog)
+    ranking = Ranking(cat.obj_id[order], cat.size[order], predicted[order], cat.sequels)
+    warm_set = ranking.top(capacity, unit_size=False)
+    demand = pd.DataFrame({"edge_id": "E1", "content_id": [ids[i] for i in order], "score": predicted[order],
+                           "rank": np.arange(1, len(order) + 1)})
+    prefetch = pd.DataFrame({"edge_id": "E1", "rank": np.arange(1, len(warm_set.obj_id) + 1),
+                             "content_id": [ids[int(o) - 1] for o in warm_set.obj_id],
+                             "score": warm_set.score, "size_bytes": warm_set.size})
+    write_day(tmp_path, catalog, prefetch, demand)
+    warm(redis_client, tmp_path, DATE, TTL)
+
+    n = 3000
+    requested = rng.choice(n_titles, size=n, p=expected / expected.sum())
+    times = T0 + np.sort(rng.integers(0, 86400, n))
+    d = Delivery(redis_client, ["E1"], capacity, TTL, metrics=DeliveryMetrics(CollectorRegistry()))
+    hits = sum(d.deliver("E1", f"U{i % 97}", ids[t], float(ts)).hit for i, (t, ts) in enumerate(zip(requested, times)))
+
+    obj = cat.obj_id[requested]
+    reference = hit_ratios("predictive+admission", Trace(obj, cat.sizes(obj), times), capacity, ranking)
+    assert 0.2 < reference.object_hit_ratio < 0.9  # a cache that has to choose
+    assert hits == reference.hits
