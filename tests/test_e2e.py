@@ -114,3 +114,26 @@ def test_evaluate_task_writes_its_report(two_runs):
     assert (out / "hit_ratio.png").stat().st_size > 1000
     assert sorted(p.name for p in (out / "traces").iterdir()) == ["edge=edge-01.csv", "edge=edge-02.csv",
                                                                   "edge=edge-03.csv"]
+
+
+def test_replay_through_the_service_matches_the_evaluation(two_runs, redis_server):
+    """D+1's logs sent through an edge service warmed by the DAG give the hit ratio the
+    evaluation computed for the caches as deployed (last: it changes the caches in Redis)."""
+    from edgecache.delivery.replay import replay
+    from edgecache.redis_server import free_port
+    from tests.services import process
+
+    layout = two_runs["layout"]
+    report = read_json(layout.evaluation(DATE) / "report.json")
+    expected = report["deployed"]["policies"]["predictive+admission"]["object_hit_ratio"]
+    port = free_port()
+    cmd = [sys.executable, "-m", "edgecache.cli", "serve", "--port", str(port), "--redis-url", redis_server.url,
+           "--cache-gb", str(CONF["cache_gb"])]
+    for edge in sorted(report["edges"]):
+        cmd += ["--edge", edge]
+    with process(cmd, f"http://127.0.0.1:{port}/healthz"):
+        summary = replay([f"http://127.0.0.1:{port}"], layout.logs(report["replayed_date"]), rate=1000,
+                         duration=120, progress=None)
+    assert summary["degraded"] == 0 and set(summary["errors"]) <= {"422"}
+    assert summary["hits"] + summary["misses"] >= 0.99 * report["requests_replayed"]
+    assert abs(summary["hit_ratio"] - expected) <= 0.01, (summary["hit_ratio"], expected)

@@ -265,9 +265,12 @@ class Delivery:
                 self.metrics.redis_up.labels(e).set(1)
 
     def check_ready(self) -> bool:
-        """PING Redis now (the readiness probe): True when it answers."""
+        """PING Redis now (the readiness probe) and pick up a new warm: True when it answers."""
         try:
             self.client.ping()
+            with self._lock:
+                for e in self.edges:
+                    self.refresh(e)
         except redis.RedisError:
             self._failed(self.edges[0])
             return False
