@@ -1,7 +1,7 @@
 """Benchmark: the delivery path, in process and over HTTP, and the warm's write rate.
 
-    python bench/delivery.py [--date 2025-04-12] [--requests 20000] [--rate 2000] [--seconds 10]
-                             [--users 1000000] [--only inproc,http,warm]
+    python bench/delivery.py [--date 2025-04-12] [--requests 20000] [--rate 2000] [--replay-rate 1000]
+                             [--seconds 10] [--services 2] [--users 1000000] [--only inproc,http,warm]
 
 Needs day D's predictions and D+1's logs in the data directory (``make run`` makes both).
 Every figure is set beside a reference measured in the same run against the same
@@ -10,8 +10,10 @@ redis-server (a fresh embedded one on 127.0.0.1):
 - inproc: ``Delivery.decide`` on D+1's first ``--requests`` requests in time order, each
   paired with a plain redis-py ``GET`` round trip; p50 and p99 of both, and their ratios.
 - http: ``--services`` edge services (``edgecache serve``, the edges split between them by
-  volume), driven by the replay driver (open loop at ``--rate`` requests/s for at most
-  ``--seconds``) and by ``wrk`` (closed loop, 4 connections per service, ``--seconds``);
+  volume), driven by the replay driver (open loop at ``--replay-rate`` requests/s for at most
+  ``--seconds``; a Python client, it takes its own share of the two cores) and by ``wrk``
+  for ``--seconds``: saturated (4 connections per service) and paced (12 connections per
+  service, each waiting after every answer so that together they offer about ``--rate``);
   throughput and latency percentiles.
 - warm: the warm's viewer writes for ``--users`` synthetic viewers (2 keys each) against
   ``redis-benchmark -c 1 -P 16 -t set`` on the same server.
@@ -129,22 +131,27 @@ request = function()
   i = i %% #bodies + 1
   return wrk.format(nil, "/deliver", nil, bodies[i])
 end
+%s
 """
+# paced runs: each connection waits this long after a response before its next request
+DELAY_LUA = "delay = function() return %d end"
 
 
-def _wrk_start(port: int, bodies: list[str], seconds: float, workdir: Path):  # noqa: ANN202
-    """Start wrk (closed loop, 4 connections) against one service; None without wrk."""
+def _wrk_start(port: int, bodies: list[str], seconds: float, workdir: Path, connections: int = 4,
+               delay_ms: int = 0):  # noqa: ANN202
+    """Start wrk against one service (closed loop; ``delay_ms`` after each response paces
+    it); None without wrk."""
     wrk = shutil.which("wrk")
     if wrk is None:
-        return None, seconds
+        return None, seconds, connections
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "bodies.txt").write_text("\n".join(bodies) + "\n")
-    (workdir / "post.lua").write_text(WRK_SCRIPT % (workdir / "bodies.txt"))
-    return subprocess.Popen([wrk, "-t1", "-c4", f"-d{int(seconds)}s", "--latency", "-s", str(workdir / "post.lua"),
-                             f"http://127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True), seconds
+    (workdir / "post.lua").write_text(WRK_SCRIPT % (workdir / "bodies.txt", DELAY_LUA % delay_ms if delay_ms else ""))
+    return subprocess.Popen([wrk, "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(workdir / "post.lua"),
+                             f"http://127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True), seconds, connections
 
 
-def _wrk_result(proc, seconds: float) -> dict | None:  # noqa: ANN001
+def _wrk_result(proc, seconds: float, connections: int) -> dict | None:  # noqa: ANN001
     if proc is None:
         return None
     out, _ = proc.communicate(timeout=seconds + 60)
@@ -156,7 +163,7 @@ def _wrk_result(proc, seconds: float) -> dict | None:  # noqa: ANN001
 
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"connections": 4, "seconds": seconds, "throughput_per_second": rate,
+    return {"connections": connections, "seconds": seconds, "throughput_per_second": rate,
             "latency_ms": {"p50": ms("50"), "p90": ms("90"), "p99": ms("99")},
             "non_2xx": int(non2xx.group(1)) if non2xx else 0}
 
@@ -175,8 +182,8 @@ def split_edges(requests: list, services: int) -> list[list[str]]:
     return [sorted(g) for g in groups if g]
 
 
-def bench_http(url: str, data_dir: Path, date: str, rate: float, seconds: float, services: int,
-               workdir: Path) -> dict:
+def bench_http(url: str, data_dir: Path, date: str, rate: float, replay_rate: float, seconds: float,
+               services: int, workdir: Path) -> dict:
     client = delivery_client(url, timeout=5)
     warm(client, data_dir, date, TTL)
     logs = Layout(data_dir).logs(next_day(date))
@@ -185,29 +192,38 @@ def bench_http(url: str, data_dir: Path, date: str, rate: float, seconds: float,
     ports = [free_port() for _ in groups]
     procs = [_start_service(url, g, port) for g, port in zip(groups, ports)]
     try:
-        open_loop = replay([f"http://127.0.0.1:{p}" for p in ports], logs, rate, seconds,
-                           max_requests=int(rate * seconds), progress=None, connections_per_edge=4)
-        warm(client, data_dir, date, TTL)
-        closed = []
-        for g, port in zip(groups, ports):
-            bodies = [json.dumps({"edge_id": r.edge_id, "user_id": r.user_id, "content_id": r.content_id,
-                                  "timestamp": r.timestamp}) for r in requests if r.edge_id in g]
-            closed.append(_wrk_start(port, bodies, seconds, workdir / f"wrk-{port}"))
-        closed_loop = [_wrk_result(*c) for c in closed]
+        open_loop = replay([f"http://127.0.0.1:{p}" for p in ports], logs, replay_rate, seconds,
+                           max_requests=int(replay_rate * seconds), progress=None, connections_per_edge=4)
+        bodies = {port: [json.dumps({"edge_id": r.edge_id, "user_id": r.user_id, "content_id": r.content_id,
+                                     "timestamp": r.timestamp}) for r in requests if r.edge_id in g]
+                  for g, port in zip(groups, ports)}
+        runs = {}
+        # saturated: 4 connections per service, each sends as soon as it has its answer;
+        # paced: 12 per service, each pausing so that all of them together offer about --rate
+        # (the pause leaves out the ~2 ms an answer takes at this load)
+        paced_delay = max(1, round(1000 * 12 * len(ports) / rate) - 2)
+        for name, conns, delay in (("saturated", 4, 0), ("paced", 12, paced_delay)):
+            warm(client, data_dir, date, TTL)
+            started = [_wrk_start(port, bodies[port], seconds, workdir / f"wrk-{name}-{port}", conns, delay)
+                       for port in ports]
+            runs[name] = [_wrk_result(*w) for w in started]
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=10)
     out = {
         "services": [{"port": p, "edges": g} for p, g in zip(ports, groups)],
-        "open_loop": {"driver": "edgecache replay (aiohttp), 4 connections per edge", "rate": rate,
+        "open_loop": {"driver": "edgecache replay (aiohttp), 4 connections per edge", "rate": replay_rate,
                       **{k: open_loop[k] for k in ("sent", "seconds", "throughput_per_second", "latency_ms",
                                                    "errors", "hit_ratio")}},
     }
-    if all(c is not None for c in closed_loop):
-        out["wrk"] = {"per_service": closed_loop,
-                      "throughput_per_second": sum(c["throughput_per_second"] for c in closed_loop),
-                      "latency_ms_p99_worst": max(c["latency_ms"]["p99"] for c in closed_loop)}
+    for name, per_service in runs.items():
+        if all(c is not None for c in per_service):
+            out[f"wrk_{name}"] = {
+                "per_service": per_service,
+                "throughput_per_second": sum(c["throughput_per_second"] for c in per_service),
+                "latency_ms_p50_worst": max(c["latency_ms"]["p50"] for c in per_service),
+                "latency_ms_p99_worst": max(c["latency_ms"]["p99"] for c in per_service)}
     return out
 
 
@@ -258,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=Settings.from_env().data_dir)
     p.add_argument("--requests", type=int, default=20000)
     p.add_argument("--rate", type=float, default=2000.0)
+    p.add_argument("--replay-rate", type=float, default=1000.0, help="the replay driver's rate")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--services", type=int, default=2, help="edge services the edges are split over")
     p.add_argument("--users", type=int, default=1_000_000)
@@ -280,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["inproc"] = bench_inproc(server.url, args.data_dir, args.date, args.requests)
                 print(json.dumps({"inproc": results["inproc"]}, indent=2), flush=True)
             if "http" in parts:
-                results["http"] = bench_http(server.url, args.data_dir, args.date, args.rate, args.seconds,
+                results["http"] = bench_http(server.url, args.data_dir, args.date, args.rate, args.replay_rate,
+                                             args.seconds,
                                              args.services, Path(tmp))
                 print(json.dumps({"http": results["http"]}, indent=2), flush=True)
             if "warm" in parts:

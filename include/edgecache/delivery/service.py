@@ -18,10 +18,11 @@ import json
 from typing import Annotated, Literal
 
 import redis
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgecache.delivery.core import Delivery, DeliveryError, parse_time
 
@@ -55,7 +56,7 @@ class DeliverResponse(BaseModel):
     prediction: list[str] | None = Field(description="the fresh ranked list written back on a miss")
 
 
-def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY) -> BodyLimit:
+def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY) -> EdgeService:
     app = FastAPI(
         title="edgecache edge service",
         summary="Serves titles from the edge cache in Redis, falls back to the origin on a miss.",
@@ -71,10 +72,7 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY) -> Bo
                 "capacity_bytes": delivery.capacity, "origin_latency_seconds": delivery.origin_latency,
                 "docs": "/docs"}
 
-    @app.post("/deliver", response_model=DeliverResponse,
-              responses={404: {"description": "unknown edge or title"}, 413: {"description": "body too large"},
-                         422: {"description": "malformed id or body"}})
-    async def deliver(req: DeliverRequest) -> Response:
+    async def handle_deliver(req: DeliverRequest) -> Response:
         if req.edge_id is None and len(delivery.edges) > 1:
             return JSONResponse({"detail": f"edge_id is required: this service serves {delivery.edges}"},
                                 status_code=422)
@@ -88,6 +86,10 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY) -> Bo
             "edge_id": d.edge_id, "user_id": d.user_id, "content_id": d.content_id, "source": d.source,
             "hit": d.hit, "degraded": d.degraded, "admitted": d.admitted, "next_admitted": d.next_admitted,
             "evicted": d.evicted, "size_bytes": d.size, "prediction": d.prediction}), media_type="application/json")
+
+    app.post("/deliver", response_model=DeliverResponse,
+             responses={404: {"description": "unknown edge or title"}, 413: {"description": "body too large"},
+                        422: {"description": "malformed id or body"}})(handle_deliver)
 
     @app.get("/predictions/{user_id}")
     def prediction(user_id: str) -> JSONResponse:
@@ -116,25 +118,44 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY) -> Bo
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return BodyLimit(app)
+    return EdgeService(app, handle_deliver)
 
 
-class BodyLimit:
-    """Refuse bodies over ``MAX_BODY`` bytes before they are read (a plain ASGI wrapper:
-    Starlette's BaseHTTPMiddleware would cost more per request than the decision itself)."""
+class EdgeService:
+    """The app behind a thin ASGI layer: POST bodies over ``MAX_BODY`` bytes are refused
+    before they are read, and ``POST /deliver`` goes straight to its handler, validated by
+    the same model, past FastAPI's routing and request machinery, which costs more per
+    request than the decision itself. Everything else is the FastAPI app (docs included)."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, handle_deliver) -> None:  # noqa: ANN001
         self.app = app
+        self.handle_deliver = handle_deliver
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001, ANN204
-        if scope["type"] == "http" and scope["method"] == "POST":
-            length = dict(scope["headers"]).get(b"content-length")
-            problem = None
-            if length is None:
-                problem = (411, "a Content-Length header is required")
-            elif not length.isdigit() or int(length) > MAX_BODY:
-                problem = (413, f"request body over {MAX_BODY} bytes")
-            if problem:
-                await JSONResponse({"detail": problem[1]}, status_code=problem[0])(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        problem = None
+        if length is None:
+            problem = (411, "a Content-Length header is required")
+        elif not length.isdigit() or int(length) > MAX_BODY:
+            problem = (413, f"request body over {MAX_BODY} bytes")
+        if problem:
+            return await JSONResponse({"detail": problem[1]}, status_code=problem[0])(scope, receive, send)
+        if scope["path"] != "/deliver":
+            return await self.app(scope, receive, send)
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            req = DeliverRequest.model_validate_json(body)
+        except ValidationError as exc:
+            # FastAPI's own 422 shape, with the location in the body
+            errors = [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False)]
+            response: Response = JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+        else:
+            response = await self.handle_deliver(req)
+        await response(scope, receive, send)
