@@ -11,7 +11,7 @@ DATE ?= 2025-04-12
 help:
 	@echo "make run    - set up, run the DAG predictive_caching once for DATE=$(DATE), print a summary"
 	@echo "make test   - set up, run the whole test suite"
-	@echo "make bench  - wall time per task of the default DAG run"
+	@echo "make bench  - wall time per task of the default DAG run, then the delivery path's benchmarks"
 	@echo "make redis-stop - stop the embedded redis-server started by make run"
 	@echo "make clean  - remove generated data and the local Airflow home (keeps the venv)"
 
@@ -38,6 +38,7 @@ test-fast: java
 
 bench: java
 	$(BIN)/python bench/pipeline.py --date $(DATE)
+	$(BIN)/python bench/delivery.py --date $(DATE)
 
 redis-stop: $(STAMP)
 	$(BIN)/edgecache redis stop

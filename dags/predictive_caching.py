@@ -14,12 +14,14 @@ The nightly pipeline of the edge predictive cache, for one logical day D:
    edge; then rank each viewer's candidates and each edge's titles for D+1; the prefetch
    set fills `cache_gb` per edge.
 4. **warm_cache**: writes `user:<id>` (top title), the ranked top-k and each edge's cache
-   contents into Redis (connection `redis_default`), with a TTL.
+   contents into Redis (connection `redis_default`), with a TTL, and what the edge
+   services (`edgecache serve`) need to decide and predict during the day: the catalog,
+   each edge's demand and transitions.
 5. **push_metrics**: batch metrics to the Pushgateway (`PUSHGATEWAY_URL`) or a text file.
 6. **evaluate** (Spark, libCacheSim): replays day D+1's requests (generated with D's workload
    if they are not there yet) against D's predictions and the classic cache policies (LRU,
-   LFU, S3-FIFO, SIEVE, Belady) at 1-20 % of the catalog; hit-ratio report, plot and
-   replayable traces under `evaluation/date=D/`.
+   LFU, S3-FIFO, SIEVE, Belady) at 1-20 % of the catalog, and the caches as deployed;
+   hit-ratio report, plot and replayable traces under `evaluation/date=D/`.
 
 Trigger it with *Trigger DAG w/ config* to change the dataset size, the seed, top-k or the
 cache size, or the model. Outputs land under `$EDGECACHE_DATA_DIR` (default `data/`).

@@ -50,69 +50,70 @@ local cache, prior, sizes, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local x, sx, z, sz = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local ts, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
 local tau, boost, eps = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local zz = z ~= '' and z or x
 local m = redis.call('HMGET', meta, 't0', 'used')
+local held = redis.call('ZMSCORE', cache, x, zz)
+local pri = redis.call('ZMSCORE', prior, x, zz)
 local t = (ts - tonumber(m[1] or '0')) / tau
 local used0 = tonumber(m[2] or '0')
-local used = used0
-local evicted = 0
-
-local function value(y, extra)
-  return math.log(tonumber(redis.call('ZSCORE', prior, y) or '0') + extra + eps) + t
-end
-
-local function put(y, c)
-  redis.call('ZADD', cache, string.format('%.17g', c), y)
-end
-
--- evict the lowest-valued titles until y fits, each strictly below (c, y); else nothing.
--- The lowest titles are read a few at a time: one read covers almost every admission.
-local function admit(y, sy, c)
-  if sy <= 0 or sy > cap then return 0 end
-  local free, victims, start = cap - used, {}, 0
-  while free < sy do
-    local low = redis.call('ZRANGE', cache, start, start + 7, 'WITHSCORES')
-    if #low == 0 then return 0 end
-    local ids = {}
-    for j = 1, #low, 2 do ids[#ids + 1] = low[j] end
-    local sz_ = redis.call('HMGET', sizes, unpack(ids))
-    for j = 1, #ids do
-      if free >= sy then break end
-      local lk = tonumber(low[2 * j])
-      if not (lk < c or (lk == c and ids[j] < y)) then return 0 end
-      victims[#victims + 1] = ids[j]
-      free = free + tonumber(sz_[j] or '0')
-    end
-    start = start + #ids
-  end
-  if #victims > 0 then
-    redis.call('ZREM', cache, unpack(victims))
-    redis.call('HDEL', sizes, unpack(victims))
-  end
-  evicted = evicted + #victims
-  put(y, c)
-  redis.call('HSET', sizes, y, sy)
-  used = cap - free + sy
-  return 1
-end
-
+local used, evicted, gone = used0, 0, {}
 local hit, admitted, boosted = 0, 0, 0
-if redis.call('ZSCORE', cache, x) then
-  hit = 1
-  put(x, value(x, 0))
-else
-  admitted = admit(x, sx, value(x, 0))
-  if ARGV[12] ~= '' then
+-- step 1: the title asked for; step 2: its next episode, boosted. Loops, not functions:
+-- a closure per call costs more than the look-ups here.
+for step = 1, 2 do
+  local y, sy, c, offer
+  if step == 1 then
+    y, sy = x, sx
+    c = math.log(tonumber(pri[1] or '0') + eps) + t
+    if held[1] then
+      hit = 1
+      redis.call('ZADD', cache, string.format('%.17g', c), y)
+    end
+    offer = not held[1]
+  else
+    if z == '' then break end
+    y, sy = z, sz
+    c = math.log(tonumber(pri[2] or '0') + boost + eps) + t
+    local kz = (not gone[z]) and held[2]
+    if kz then
+      if c > tonumber(kz) then redis.call('ZADD', cache, string.format('%.17g', c), y) end
+    end
+    offer = not kz
+  end
+  -- admit y if every title it would evict, lowest first, is worth strictly less than (c, y)
+  if offer and sy > 0 and sy <= cap then
+    local free, victims, start, ok = cap - used, {}, 0, true
+    while ok and free < sy do
+      local low = redis.call('ZRANGE', cache, start, start + 7, 'WITHSCORES')
+      if #low == 0 then ok = false break end
+      local ids = {}
+      for j = 1, #low, 2 do ids[#ids + 1] = low[j] end
+      local szs = redis.call('HMGET', sizes, unpack(ids))
+      for j = 1, #ids do
+        if free >= sy then break end
+        local lk = tonumber(low[2 * j])
+        if not (lk < c or (lk == c and ids[j] < y)) then ok = false break end
+        victims[#victims + 1] = ids[j]
+        free = free + tonumber(szs[j] or '0')
+      end
+      start = start + #ids
+    end
+    if ok then
+      if #victims > 0 then
+        redis.call('ZREM', cache, unpack(victims))
+        redis.call('HDEL', sizes, unpack(victims))
+        for _, v in ipairs(victims) do gone[v] = true end
+      end
+      evicted = evicted + #victims
+      redis.call('ZADD', cache, string.format('%.17g', c), y)
+      redis.call('HSET', sizes, y, sy)
+      used = cap - free + sy
+      if step == 1 then admitted = 1 else boosted = 1 end
+    end
+  end
+  if step == 1 and hit == 0 and ARGV[12] ~= '' then
     redis.call('SET', KEYS[5], ARGV[11], 'EX', ARGV[10])
     redis.call('SET', KEYS[6], ARGV[12], 'EX', ARGV[10])
-  end
-end
-if z ~= '' then
-  local cz = value(z, boost)
-  local kz = redis.call('ZSCORE', cache, z)
-  if kz then
-    if cz > tonumber(kz) then put(z, cz) end
-  else
-    boosted = admit(z, sz, cz)
   end
 end
 if used ~= used0 then redis.call('HSET', meta, 'used', string.format('%d', used)) end
