@@ -14,25 +14,19 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgecache.cache import warm
-from edgecache.delivery import Delivery
-from edgecache.delivery.metrics import DeliveryMetrics
 from edgecache.delivery.replay import loopback_url, read_logs, replay
 from edgecache.delivery.service import MAX_BODY, create_app
 from edgecache.redis_server import EmbeddedRedis, free_port
 from tests.services import process
-from tests.test_delivery import CATALOG, DATE, DEMAND, PREFETCH, T0, TRANSITIONS, TTL, write_day
+from tests.test_delivery import CATALOG, DATE, DEMAND, PREFETCH, T0, TRANSITIONS, TTL, small, write_day  # noqa: F401
 
 
 @pytest.fixture
-def api(tmp_path, redis_client):
-    write_day(tmp_path, CATALOG, PREFETCH, DEMAND, TRANSITIONS)
-    warm(redis_client, tmp_path, DATE, TTL)
-    registry = CollectorRegistry()
-    d = Delivery(redis_client, ["E1"], 200, TTL, top_k=4, metrics=DeliveryMetrics(registry))
+def api(small):
+    d, registry, _ = small
     return TestClient(create_app(d, registry))
 
 
@@ -156,6 +150,13 @@ def test_replay_driver_against_a_service(tmp_path, redis_server):
     client.flushdb()
 
 
+def wait_until(condition, timeout: float = 20.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_redis_killed_and_restored_mid_traffic(tmp_path):
     """The service keeps answering from the origin while Redis is down, says it is not
     ready, counts the failures, and decides again by itself once Redis is back."""
@@ -182,12 +183,10 @@ def test_redis_killed_and_restored_mid_traffic(tmp_path):
         with process(serve_cmd(port, server.url), f"{base}/healthz"):
             worker = threading.Thread(target=traffic, daemon=True)
             worker.start()
-            while len(answers) < 50:
-                time.sleep(0.01)
+            wait_until(lambda: len(answers) >= 50)
             os.kill(int(server.pidfile.read_text()), signal.SIGKILL)  # no clean shutdown
             server.pidfile.unlink()
-            while sum(a["degraded"] for a in answers) < 30:
-                time.sleep(0.01)
+            wait_until(lambda: sum(a["degraded"] for a in answers) >= 30)
             assert status_of(f"{base}/readyz") == 503
             assert status_of(f"{base}/healthz") == 200
             down = metrics_of(port)
@@ -195,10 +194,7 @@ def test_redis_killed_and_restored_mid_traffic(tmp_path):
             server.start()  # the same port, empty: the warm is gone
             warm(client, tmp_path, DATE, TTL)
             mark = len(answers)
-            deadline = time.monotonic() + 20
-            while not any(a["hit"] for a in answers[mark:]):
-                assert time.monotonic() < deadline, "no cache hit after Redis came back"
-                time.sleep(0.05)
+            wait_until(lambda: any(a["hit"] for a in answers[mark:]))  # a hit: decisions again
             assert status_of(f"{base}/readyz") == 200
             stop.set()
             worker.join(timeout=10)

@@ -44,21 +44,25 @@ def user_topk_key(user_id: str) -> str:
     return f"user:{_checked('user', user_id)}:topk"
 
 
+def _edge_key(edge_id: str, part: str) -> str:
+    return f"edge:{{{_checked('edge', edge_id)}}}:{part}"
+
+
 def edge_cache_key(edge_id: str) -> str:
-    return f"edge:{{{_checked('edge', edge_id)}}}:cache"
+    return _edge_key(edge_id, "cache")
 
 
 def edge_meta_key(edge_id: str) -> str:
-    return f"edge:{{{_checked('edge', edge_id)}}}:meta"
+    return _edge_key(edge_id, "meta")
 
 
 def edge_sizes_key(edge_id: str) -> str:
-    return f"edge:{{{_checked('edge', edge_id)}}}:sizes"
+    return _edge_key(edge_id, "sizes")
 
 
 def edge_prior_key(edge_id: str) -> str:
-    return f"edge:{{{_checked('edge', edge_id)}}}:prior"
+    return _edge_key(edge_id, "prior")
 
 
 def edge_transitions_key(edge_id: str) -> str:
-    return f"edge:{{{_checked('edge', edge_id)}}}:trans"
+    return _edge_key(edge_id, "trans")
