@@ -11,7 +11,6 @@ the floor under every Spark task on this machine. Results go to bench/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess

@@ -48,3 +48,20 @@ def redis_client(redis_server):
     client.flushdb()
     yield client
     client.flushdb()
+
+
+@pytest.fixture
+def small_delivery(tmp_path, redis_client):
+    """A ``Delivery`` of edge E1 over the small day of ``tests.delivery_data``, warmed, with
+    its own metrics registry: (delivery, registry, client)."""
+    from prometheus_client import CollectorRegistry
+
+    from edgecache.cache import warm
+    from edgecache.delivery import Delivery
+    from edgecache.delivery.metrics import DeliveryMetrics
+    from tests.delivery_data import CATALOG, DATE, DEMAND, PREFETCH, TRANSITIONS, TTL, write_day
+
+    write_day(tmp_path, CATALOG, PREFETCH, DEMAND, TRANSITIONS)
+    warm(redis_client, tmp_path, DATE, TTL)
+    registry = CollectorRegistry()
+    return Delivery(redis_client, ["E1"], 200, TTL, top_k=4, metrics=DeliveryMetrics(registry)), registry, redis_client

@@ -4,68 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edgecache.cache import day_start, warm
+from edgecache.cache import warm
 from edgecache.delivery import Delivery, DeliveryError
 from edgecache.delivery.core import ActiveUsers, parse_time
 from edgecache.delivery.metrics import DeliveryMetrics
 from edgecache.evaluate import Catalog
 from edgecache.keys import edge_cache_key, edge_meta_key, edge_sizes_key, user_key, user_topk_key
-from edgecache.layout import Layout
 from edgecache.policies import ADMISSION_EPS, ADMISSION_TAU, Ranking, Trace, hit_ratios
-
-DATE = "2025-04-12"
-T0 = day_start(DATE) + 86400  # the predictions are for D+1
-TTL = 3600
-
-
-def write_day(root: Path, catalog: pd.DataFrame, prefetch: pd.DataFrame, demand: pd.DataFrame,
-              transitions: pd.DataFrame | None = None) -> None:
-    """The files the warm reads: catalog, predictions (no viewers) and transitions."""
-    layout = Layout(root)
-    layout.reference.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(catalog, preserve_index=False), layout.catalog)
-    users = pa.table({"user_id": pa.array([], pa.string()), "edge_id": pa.array([], pa.string()),
-                      "content_id": pa.array([], pa.string()), "ranked": pa.array([], pa.list_(pa.string()))})
-    if transitions is None:
-        transitions = pd.DataFrame({"edge_id": [], "from_content_id": [], "to_content_id": [], "transitions": []})
-    for path, table in ((layout.predictions(DATE, "users"), users),
-                        (layout.predictions(DATE, "prefetch"), pa.Table.from_pandas(prefetch, preserve_index=False)),
-                        (layout.predictions(DATE, "edge_demand"), pa.Table.from_pandas(demand, preserve_index=False)),
-                        (layout.features(DATE, "transitions"),
-                         pa.Table.from_pandas(transitions, preserve_index=False))):
-        path.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path / "part-0.parquet")
-
-
-# Eight titles of 100 bytes; C01 -> C02 -> C03 is a series. Edge E1 starts with C01 (10
-# expected requests) and C04 (1) in a cache of 200 bytes: full.
-CATALOG = pd.DataFrame({"content_id": [f"C0{i}" for i in range(1, 9)], "size_bytes": [100] * 8,
-                        "series_id": ["S1", "S1", "S1", None, None, None, None, None],
-                        "episode": [1, 2, 3, None, None, None, None, None]})
-DEMAND = pd.DataFrame({"edge_id": ["E1"] * 5, "content_id": ["C01", "C04", "C05", "C02", "C06"],
-                       "score": [10.0, 1.0, 5.0, 2.0, 0.5], "rank": [1, 5, 2, 3, 4]})
-PREFETCH = pd.DataFrame({"edge_id": ["E1", "E1"], "rank": [1, 2], "content_id": ["C01", "C04"],
-                         "score": [10.0, 1.0], "size_bytes": [100, 100]})
-TRANSITIONS = pd.DataFrame({"edge_id": ["E1", "E1"], "from_content_id": ["C05", "C05"],
-                            "to_content_id": ["C07", "C06"], "transitions": [2, 7]})
-
-
-@pytest.fixture
-def small(tmp_path, redis_client):
-    write_day(tmp_path, CATALOG, PREFETCH, DEMAND, TRANSITIONS)
-    warm(redis_client, tmp_path, DATE, TTL)
-    registry = CollectorRegistry()
-    d = Delivery(redis_client, ["E1"], 200, TTL, top_k=4, metrics=DeliveryMetrics(registry))
-    return d, registry, redis_client
+from tests.delivery_data import DATE, T0, TTL, write_day
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -76,8 +28,8 @@ def cached(client) -> dict[str, float]:
     return {k.decode(): v for k, v in client.zrange(edge_cache_key("E1"), 0, -1, withscores=True)}
 
 
-def test_hit_serves_from_the_edge_and_boosts_the_next_episode(small):
-    d, registry, client = small
+def test_hit_serves_from_the_edge_and_boosts_the_next_episode(small_delivery):
+    d, registry, client = small_delivery
     decision = d.deliver("E1", "U1", "C01", T0 + 3600)
     assert decision.hit and decision.source == "edge" and decision.prediction is None
     # C01's value moves to its request time; its next episode C02 (2 expected + the boost)
@@ -94,8 +46,8 @@ def test_hit_serves_from_the_edge_and_boosts_the_next_episode(small):
     assert sample(registry, "edgecache_delivery_seconds_count", source="edge") == 1
 
 
-def test_miss_admits_by_value_and_evicts_at_capacity(small):
-    d, registry, client = small
+def test_miss_admits_by_value_and_evicts_at_capacity(small_delivery):
+    d, registry, client = small_delivery
     decision = d.deliver("E1", "U2", "C05", T0)
     assert not decision.hit and decision.source == "origin" and not decision.degraded
     assert decision.admitted and decision.evicted == 1  # C05 (5) beats C04 (1)
@@ -110,8 +62,8 @@ def test_miss_admits_by_value_and_evicts_at_capacity(small):
     assert sample(registry, "edgecache_origin_bytes_total") == 200
 
 
-def test_a_miss_writes_a_fresh_prediction_back(small):
-    d, registry, client = small
+def test_a_miss_writes_a_fresh_prediction_back(small_delivery):
+    d, registry, client = small_delivery
     decision = d.deliver("E1", "U2", "C05", T0)
     # C05 has no next episode: what E1's viewers watched after it (most often first), then
     # E1's most expected titles, never C05 itself
@@ -125,8 +77,8 @@ def test_a_miss_writes_a_fresh_prediction_back(small):
     assert d.deliver("E1", "U4", "C02", T0).prediction[0] == "C03"
 
 
-def test_bad_input_never_reaches_redis(small):
-    d, registry, client = small
+def test_bad_input_never_reaches_redis(small_delivery):
+    d, registry, client = small_delivery
     before = {k: client.dump(k) for k in client.scan_iter()}
     for edge, user, title, reason in (("E1", "U1:*", "C01", "bad_id"), ("E1", "U1", "C01\n", "bad_id"),
                                       ("E1", "U" * 65, "C01", "bad_id"), ("E1", "", "C01", "bad_id"),

@@ -21,12 +21,12 @@ from edgecache.delivery.replay import loopback_url, read_logs, replay
 from edgecache.delivery.service import MAX_BODY, create_app
 from edgecache.redis_server import EmbeddedRedis, free_port
 from tests.services import process
-from tests.test_delivery import CATALOG, DATE, DEMAND, PREFETCH, T0, TRANSITIONS, TTL, small, write_day  # noqa: F401
+from tests.delivery_data import CATALOG, DATE, DEMAND, PREFETCH, T0, TRANSITIONS, TTL, write_day
 
 
 @pytest.fixture
-def api(small):
-    d, registry, _ = small
+def api(small_delivery):
+    d, registry, _ = small_delivery
     return TestClient(create_app(d, registry))
 
 

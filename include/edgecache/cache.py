@@ -41,7 +41,6 @@ from edgecache.keys import (
     edge_sizes_key,
     edge_transitions_key,
     user_key,
-    user_topk_key,
 )
 from edgecache.layout import Layout, write_json_atomic
 from edgecache.policies import ADMISSION_EPS
@@ -128,7 +127,7 @@ def resp_sets(keys: pa.Array, values: pa.Array, ttl_seconds: int) -> bytes:
     cmds = pc.binary_join_element_wise(
         b"*5\r\n$3\r\nSET\r\n$", length(keys), b"\r\n", keys, b"\r\n$", length(values), b"\r\n", values,
         f"\r\n$2\r\nEX\r\n${len(ttl)}\r\n{ttl}\r\n".encode(), b"")
-    return pc.binary_join(pa.array([cmds.to_pylist()], pa.list_(pa.binary())), b"")[0].as_py()
+    return b"".join(cmds.to_pylist())
 
 
 def redis_cli_pipe(client: redis.Redis) -> tuple[list[str], dict[str, str]]:
@@ -190,7 +189,7 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int) -> Wa
     layout = Layout(data_dir)
     users = warm_users(client, layout, date, ttl_seconds)
 
-    catalog = pq.read_table(layout.catalog, columns=None).to_pandas()
+    catalog = pq.read_table(layout.catalog).to_pandas()
     pipe = client.pipeline(transaction=True)
     pipe.delete(CATALOG_KEY)
     pipe.hset(CATALOG_KEY, mapping=catalog_entries(catalog))
