@@ -82,9 +82,10 @@ def test_bad_input_never_reaches_redis(small_delivery):
     before = {k: client.dump(k) for k in client.scan_iter()}
     for edge, user, title, reason in (("E1", "U1:*", "C01", "bad_id"), ("E1", "U1", "C01\n", "bad_id"),
                                       ("E1", "U" * 65, "C01", "bad_id"), ("E1", "", "C01", "bad_id"),
-                                      ("E9", "U1", "C01", "unknown_edge"), ("E1", "U1", "C99", "unknown_title")):
+                                      ("E9", "U1", "C01", "unknown_edge"), ("E1", "U1", "C99", "unknown_title"),
+                                      ("E1", "U1", "C01", "bad_time")):
         with pytest.raises(DeliveryError) as err:
-            d.deliver(edge, user, title, T0)
+            d.deliver(edge, user, title, T0 if reason != "bad_time" else float("nan"))
         assert err.value.reason == reason
     assert {k: client.dump(k) for k in client.scan_iter()} == before
     assert sample(registry, "edgecache_rejected_requests_total", reason="bad_id") == 4

@@ -55,6 +55,7 @@ def test_deliver_hit_and_miss_over_http(api):
     ({"user_id": "U1"}, 422, "content_id"),
     ({"user_id": "U1", "content_id": "C01", "extra": 1}, 422, "extra"),
     ({"user_id": "U1", "content_id": "C01", "timestamp": "yesterday"}, 422, "timestamp"),
+    ({"user_id": "U1", "content_id": "C01", "timestamp": 1e300}, 422, "between 2000 and 2100"),
     ({"user_id": "U1", "content_id": "C01", "edge_id": "E9"}, 404, "not served here"),
     ({"user_id": "U1", "content_id": "C99"}, 404, "not in the catalog"),
 ])

@@ -40,6 +40,9 @@ from edgecache.policies import ADMISSION_BOOST, ADMISSION_EPS, ADMISSION_TAU
 from edgecache.schema import is_valid_id
 
 ACTIVE_WINDOW = 300.0  # seconds: a viewer is active for five minutes after a request
+# Request times outside these (2000-01-01 .. 2100-01-01 UTC) are refused: a value decays with
+# time, so a far-future time would pin a title in the cache for good.
+MIN_TIME, MAX_TIME = 946684800.0, 4102444800.0
 
 # KEYS: cache zset, prior zset, sizes hash, meta hash, user key, user top-k key
 # ARGV: title, size, next episode ("" for none), its size, request time (s), capacity (bytes),
@@ -313,6 +316,9 @@ class Delivery:
         """Hit or miss for one request, with the cache and prediction updates (no origin wait)."""
         self.check(edge_id, user_id, content_id)
         at = time.time() if at is None else at
+        if not MIN_TIME <= at <= MAX_TIME:  # NaN fails too
+            self.metrics.rejected.labels(edge_id, "bad_time").inc()
+            raise DeliveryError("bad_time", f"request time {at!r} is not between 2000 and 2100")
         em = self.edge_metrics[edge_id]
         with self._lock:
             em.active_users.set(self.active[edge_id].see(user_id, at))

@@ -28,7 +28,7 @@ from edgecache.delivery.core import Delivery, DeliveryError, parse_time
 
 MAX_BODY = 4096  # bytes: a delivery request is well under 300
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-STATUS = {"bad_id": 422, "unknown_edge": 404, "unknown_title": 404}
+STATUS = {"bad_id": 422, "bad_time": 422, "unknown_edge": 404, "unknown_title": 404}
 
 
 class DeliverRequest(BaseModel):
