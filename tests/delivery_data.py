@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from edgecache.cache import day_start
+from edgecache.evaluate import Catalog
 from edgecache.layout import Layout
+from edgecache.policies import Ranking, Trace
 
 DATE = "2025-04-12"
 T0 = day_start(DATE) + 86400  # the predictions are for D+1
@@ -46,3 +50,43 @@ PREFETCH = pd.DataFrame({"edge_id": ["E1", "E1"], "rank": [1, 2], "content_id": 
                          "score": [10.0, 1.0], "size_bytes": [100, 100]})
 TRANSITIONS = pd.DataFrame({"edge_id": ["E1", "E1"], "from_content_id": ["C05", "C05"],
                             "to_content_id": ["C07", "C06"], "transitions": [2, 7]})
+
+
+@dataclass
+class SeededDay:
+    requests: list[tuple[str, str, float]]  # viewer, title, time: edge E1's day in order
+    capacity: int  # bytes
+    trace: Trace  # the same requests for the evaluation's policies
+    ranking: Ranking  # the demand ranking, with scores and next episodes
+
+
+def seeded_day(root: Path, seed: int = 3, n: int = 3000) -> SeededDay:
+    """A Zipf day at edge E1 over 60 titles (six series of six episodes, then movies) of
+    50-300 bytes, a prediction with noise and gaps, and a cache of 1,500 bytes; its files are
+    written under ``root`` for the warm."""
+    rng = np.random.default_rng(seed)
+    n_titles, capacity = 60, 1500
+    ids = [f"C{i:05d}" for i in range(1, n_titles + 1)]
+    sizes = rng.integers(50, 300, n_titles)
+    catalog = pd.DataFrame({"content_id": ids, "size_bytes": sizes,
+                            "series_id": [f"S{i // 6}" if i < 36 else None for i in range(n_titles)],
+                            "episode": [i % 6 + 1 if i < 36 else None for i in range(n_titles)]})
+    popularity = rng.permutation(n_titles) + 1.0
+    expected = (popularity ** -0.9) * 400  # expected requests of a title
+    predicted = np.where(rng.random(n_titles) < 0.8, expected * rng.lognormal(0, 0.5, n_titles), 0.0)
+    order = np.lexsort((np.arange(n_titles), -predicted))
+    order = order[predicted[order] > 0]
+    cat = Catalog.from_frame(catalog)
+    ranking = Ranking(cat.obj_id[order], cat.size[order], predicted[order], cat.sequels)
+    warm_set = ranking.top(capacity, unit_size=False)
+    demand = pd.DataFrame({"edge_id": "E1", "content_id": [ids[i] for i in order], "score": predicted[order],
+                           "rank": np.arange(1, len(order) + 1)})
+    prefetch = pd.DataFrame({"edge_id": "E1", "rank": np.arange(1, len(warm_set.obj_id) + 1),
+                             "content_id": [ids[int(o) - 1] for o in warm_set.obj_id],
+                             "score": warm_set.score, "size_bytes": warm_set.size})
+    write_day(root, catalog, prefetch, demand)
+    requested = rng.choice(n_titles, size=n, p=expected / expected.sum())
+    times = T0 + np.sort(rng.integers(0, 86400, n))
+    obj = cat.obj_id[requested]
+    return SeededDay([(f"U{i % 97}", ids[t], float(ts)) for i, (t, ts) in enumerate(zip(requested, times))],
+                     capacity, Trace(obj, cat.sizes(obj), times), ranking)

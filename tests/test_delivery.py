@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -14,10 +12,9 @@ from edgecache.cache import warm
 from edgecache.delivery import Delivery, DeliveryError
 from edgecache.delivery.core import ActiveUsers, parse_time
 from edgecache.delivery.metrics import DeliveryMetrics
-from edgecache.evaluate import Catalog
 from edgecache.keys import edge_cache_key, edge_meta_key, edge_sizes_key, user_key, user_topk_key
-from edgecache.policies import ADMISSION_EPS, ADMISSION_TAU, Ranking, Trace, hit_ratios
-from tests.delivery_data import DATE, T0, TTL, write_day
+from edgecache.policies import ADMISSION_EPS, ADMISSION_TAU, hit_ratios
+from tests.delivery_data import DATE, T0, TTL, seeded_day
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -109,36 +106,10 @@ def test_request_times_parse_like_the_logs():
 def test_delivery_matches_the_evaluation_kernel(tmp_path, redis_client):
     """The Lua script and the evaluation's predictive+admission kernel, request by request:
     the same hits on a seeded day with series, sizes and a cache far smaller than the catalog."""
-    rng = np.random.default_rng(3)
-    n_titles, capacity = 60, 1500
-    ids = [f"C{i:05d}" for i in range(1, n_titles + 1)]
-    sizes = rng.integers(50, 300, n_titles)
-    catalog = pd.DataFrame({"content_id": ids, "size_bytes": sizes,
-                            "series_id": [f"S{i // 6}" if i < 36 else None for i in range(n_titles)],
-                            "episode": [i % 6 + 1 if i < 36 else None for i in range(n_titles)]})
-    popularity = rng.permutation(n_titles) + 1.0
-    expected = (popularity ** -0.9) * 400  # expected requests of a title, a Zipf day
-    predicted = np.where(rng.random(n_titles) < 0.8, expected * rng.lognormal(0, 0.5, n_titles), 0.0)
-    order = np.lexsort((np.arange(n_titles), -predicted))
-    order = order[predicted[order] > 0]
-    cat = Catalog.from_frame(catalog)
-    ranking = Ranking(cat.obj_id[order], cat.size[order], predicted[order], cat.sequels)
-    warm_set = ranking.top(capacity, unit_size=False)
-    demand = pd.DataFrame({"edge_id": "E1", "content_id": [ids[i] for i in order], "score": predicted[order],
-                           "rank": np.arange(1, len(order) + 1)})
-    prefetch = pd.DataFrame({"edge_id": "E1", "rank": np.arange(1, len(warm_set.obj_id) + 1),
-                             "content_id": [ids[int(o) - 1] for o in warm_set.obj_id],
-                             "score": warm_set.score, "size_bytes": warm_set.size})
-    write_day(tmp_path, catalog, prefetch, demand)
+    day = seeded_day(tmp_path)
     warm(redis_client, tmp_path, DATE, TTL)
-
-    n = 3000
-    requested = rng.choice(n_titles, size=n, p=expected / expected.sum())
-    times = T0 + np.sort(rng.integers(0, 86400, n))
-    d = Delivery(redis_client, ["E1"], capacity, TTL, metrics=DeliveryMetrics(CollectorRegistry()))
-    hits = sum(d.deliver("E1", f"U{i % 97}", ids[t], float(ts)).hit for i, (t, ts) in enumerate(zip(requested, times)))
-
-    obj = cat.obj_id[requested]
-    reference = hit_ratios("predictive+admission", Trace(obj, cat.sizes(obj), times), capacity, ranking)
+    d = Delivery(redis_client, ["E1"], day.capacity, TTL, metrics=DeliveryMetrics(CollectorRegistry()))
+    hits = sum(d.deliver("E1", user, title, ts).hit for user, title, ts in day.requests)
+    reference = hit_ratios("predictive+admission", day.trace, day.capacity, day.ranking)
     assert 0.2 < reference.object_hit_ratio < 0.9  # a cache that has to choose
     assert hits == reference.hits

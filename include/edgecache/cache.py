@@ -23,12 +23,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import redis
+from redis.cluster import REDIS_CLUSTER_HASH_SLOTS as REDIS_CLUSTER_SLOTS
+from redis.cluster import key_slot
 
 from edgecache.delivery.state import format_catalog_entry
 from edgecache.evaluate import next_episode_rows
@@ -44,6 +47,7 @@ from edgecache.keys import (
 )
 from edgecache.layout import Layout, write_json_atomic
 from edgecache.policies import ADMISSION_EPS
+from edgecache.redis_conn import is_cluster
 from edgecache.redis_server import redis_cli_binary
 from edgecache.schema import ID_RE
 
@@ -147,6 +151,56 @@ def redis_cli_pipe(client: redis.Redis) -> tuple[list[str], dict[str, str]]:
     return [*cmd, "--pipe"], env
 
 
+class MassInsert:
+    """``redis-cli --pipe`` streams, one per server (one per primary of a Redis Cluster, each
+    sent the keys of its own slots); ``close`` checks that every command got an OK."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.cluster = is_cluster(client)
+        nodes = client.get_primaries() if self.cluster else [None]
+        self.names = [n.name if n else "redis" for n in nodes]
+        self.sent = [0] * len(nodes)
+        self.outs = [tempfile.TemporaryFile() for _ in nodes]
+        self.procs = []
+        for node, out in zip(nodes, self.outs):
+            cmd, env = redis_cli_pipe(node.redis_connection if node else client)
+            self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+                                               env=env))
+        if self.cluster:
+            # slot -> index of the primary that holds it
+            index = {n.name: i for i, n in enumerate(nodes)}
+            self.slot_node = np.array([index[client.nodes_manager.get_node_from_slot(s).name]
+                                       for s in range(REDIS_CLUSTER_SLOTS)], dtype=np.int64)
+
+    def set_many(self, keys: pa.Array, values: pa.Array, ttl_seconds: int) -> None:
+        if not self.cluster:
+            self._write(0, resp_sets(keys, values, ttl_seconds), len(keys))
+            return
+        node = self.slot_node[[key_slot(k) for k in keys.cast(pa.binary()).to_pylist()]]
+        for i in np.unique(node):
+            mask = pa.array(node == i)
+            self._write(int(i), resp_sets(keys.filter(mask), values.filter(mask), ttl_seconds), int((node == i).sum()))
+
+    def _write(self, i: int, payload: bytes, commands: int) -> None:
+        self.procs[i].stdin.write(payload)
+        self.sent[i] += commands
+
+    def close(self, check: bool = True) -> None:
+        """Wait for every stream; with ``check``, raise unless every command was answered OK."""
+        problems = []
+        for name, proc, out, sent in zip(self.names, self.procs, self.outs, self.sent):
+            proc.stdin.close()  # what was written so far lands whole
+            rc = proc.wait(timeout=600)
+            out.seek(0)
+            report = out.read().decode(errors="replace")
+            out.close()
+            m = re.search(r"errors: (\d+), replies: (\d+)", report)
+            if rc != 0 or m is None or int(m.group(1)) or int(m.group(2)) != sent:
+                problems.append(f"{name} (exit {rc}, {sent} sent): {report[-1000:]}")
+        if check and problems:
+            raise RuntimeError("redis-cli --pipe did not write every key: " + "; ".join(problems))
+
+
 def warm_users(client: redis.Redis, layout: Layout, date: str, ttl_seconds: int) -> int:
     """Write every viewer's top title and ranked list; return how many viewers.
 
@@ -158,27 +212,21 @@ def warm_users(client: redis.Redis, layout: Layout, date: str, ttl_seconds: int)
     path = layout.predictions(date, "users")
     if not path.exists():
         raise FileNotFoundError(f"no predictions at {path}: run the predict step first")
-    cmd, env = redis_cli_pipe(client)
     users = 0
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            for batch in ds.dataset(str(path), format="parquet").to_batches(
-                    columns=["user_id", "content_id", "ranked"], batch_size=USERS_PER_BATCH):
-                ids = _checked_ids(batch.column("user_id"))
-                proc.stdin.write(resp_sets(pc.binary_join_element_wise("user:", ids, ""),
-                                           batch.column("content_id"), ttl_seconds))
-                proc.stdin.write(resp_sets(pc.binary_join_element_wise("user:", ids, ":topk", ""),
-                                           json_lists(batch.column("ranked")), ttl_seconds))
-                users += batch.num_rows
-        finally:
-            proc.stdin.close()  # the batches written so far land whole
-            rc = proc.wait(timeout=600)
-        out.seek(0)
-        report = out.read().decode(errors="replace")
-    m = re.search(r"errors: (\d+), replies: (\d+)", report)
-    if rc != 0 or m is None or int(m.group(1)) or int(m.group(2)) != 2 * users:
-        raise RuntimeError(f"redis-cli --pipe did not write every key (exit {rc}): {report[-2000:]}")
+    streams = MassInsert(client)
+    try:
+        for batch in ds.dataset(str(path), format="parquet").to_batches(
+                columns=["user_id", "content_id", "ranked"], batch_size=USERS_PER_BATCH):
+            ids = _checked_ids(batch.column("user_id"))
+            streams.set_many(pc.binary_join_element_wise("user:", ids, ""), batch.column("content_id"),
+                             ttl_seconds)
+            streams.set_many(pc.binary_join_element_wise("user:", ids, ":topk", ""),
+                             json_lists(batch.column("ranked")), ttl_seconds)
+            users += batch.num_rows
+    except BaseException:
+        streams.close(check=False)
+        raise
+    streams.close()
     return users
 
 

@@ -36,7 +36,7 @@ SPARK_JOBS = {name: _spark_job(name) for name in ("generate", "features", "predi
 
 
 def _redis_client(url: str | None):
-    import redis
+    from edgecache.redis_conn import connect
 
     from edgecache.redis_server import EmbeddedRedis
 
@@ -44,7 +44,7 @@ def _redis_client(url: str | None):
         server = EmbeddedRedis(Settings.from_env().local_dir / "redis")
         server.start()
         url = server.url
-    return redis.Redis.from_url(url)
+    return connect(url)
 
 
 def build_parser() -> argparse.ArgumentParser:

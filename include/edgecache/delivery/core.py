@@ -9,7 +9,9 @@ title's next episode gets a boost and may be admitted ahead of the request for i
 This is the evaluation's ``predictive+admission`` policy (``edgecache.policies``, whose
 comment gives the algorithm) run against Redis: one Lua script per request does the look-up,
 the admission, the evictions and the write-back atomically, so a decision is one round
-trip and two edge services never interleave half-decisions. The fresh prediction is made
+trip and two edge services never interleave half-decisions. On a Redis Cluster the
+viewer's keys are in other slots than the edge's: the script keeps to the edge's slot and a
+miss writes the prediction back in a second call. The fresh prediction is made
 in process from the warm's state (``edgecache.delivery.state``) before the script runs, so
 that a miss needs no second round trip.
 
@@ -37,6 +39,7 @@ from edgecache.delivery.metrics import DeliveryMetrics, default_metrics
 from edgecache.delivery.state import EdgeState, load_state, warm_date
 from edgecache.keys import edge_cache_key, edge_meta_key, edge_prior_key, edge_sizes_key, user_key, user_topk_key
 from edgecache.policies import ADMISSION_BOOST, ADMISSION_EPS, ADMISSION_TAU
+from edgecache.redis_conn import Client, connect, is_cluster
 from edgecache.schema import is_valid_id
 
 ACTIVE_WINDOW = 300.0  # seconds: a viewer is active for five minutes after a request
@@ -214,7 +217,7 @@ class Delivery:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         edges: Iterable[str],
         capacity_bytes: int,
         ttl_seconds: int,
@@ -234,6 +237,7 @@ class Delivery:
         if capacity_bytes < 1 or ttl_seconds < 1 or top_k < 1:
             raise ValueError("capacity_bytes, ttl_seconds and top_k must be positive")
         self.client = client
+        self.cluster = is_cluster(client)
         self.capacity = int(capacity_bytes)
         self.ttl = int(ttl_seconds)
         self.top_k = top_k
@@ -339,12 +343,21 @@ class Delivery:
             em.prediction.observe(time.perf_counter() - started)
             nxt = state.catalog.get(title.next_id) if title is not None and title.next_id else None
             # ids are checked above: the keys are built without checking again
+            ranked = json.dumps(prediction) if prediction else ""
+            # On a cluster the viewer's keys live in other slots than the edge's: the script
+            # keeps to the edge's slot and a miss writes the prediction in a second call.
+            user_keys = [] if self.cluster else [f"user:{user_id}", f"user:{user_id}:topk"]
             try:
                 hit, admitted, boosted, evicted = self._evalsha(
-                    *em.keys, f"user:{user_id}", f"user:{user_id}:topk",
+                    len(em.keys) + len(user_keys), *em.keys, *user_keys,
                     content_id, size or 0, title.next_id if nxt else "", nxt.size if nxt else 0, repr(float(at)),
                     self.capacity, ADMISSION_TAU, ADMISSION_BOOST, ADMISSION_EPS, self.ttl,
-                    prediction[0] if prediction else "", json.dumps(prediction) if prediction else "")
+                    prediction[0] if prediction and not self.cluster else "", "" if self.cluster else ranked)
+                if self.cluster and not hit and prediction:
+                    pipe = self.client.pipeline(transaction=False)
+                    pipe.set(f"user:{user_id}", prediction[0], ex=self.ttl)
+                    pipe.set(f"user:{user_id}:topk", ranked, ex=self.ttl)
+                    pipe.execute()
             except redis.RedisError:
                 self._failed(edge_id)
                 return self._degraded(edge_id, user_id, content_id, size)
@@ -364,12 +377,12 @@ class Delivery:
         return Decision(edge_id, user_id, content_id, "edge" if hit else "origin", False, bool(admitted),
                         bool(boosted), int(evicted), size, None if hit else prediction)
 
-    def _evalsha(self, *keys_and_args: Any) -> list:
+    def _evalsha(self, numkeys: int, *keys_and_args: Any) -> list:
         try:
-            return self.client.evalsha(self._sha, 6, *keys_and_args)
+            return self.client.evalsha(self._sha, numkeys, *keys_and_args)
         except redis.exceptions.NoScriptError:  # a new or restarted Redis has no scripts yet
             self._sha = self.client.script_load(DELIVER_LUA)
-            return self.client.evalsha(self._sha, 6, *keys_and_args)
+            return self.client.evalsha(self._sha, numkeys, *keys_and_args)
 
     def _degraded(self, edge_id: str, user_id: str, content_id: str, size: int | None = None) -> Decision:
         em = self.edge_metrics[edge_id]
@@ -404,7 +417,10 @@ class Delivery:
         if not is_valid_id(user_id):
             raise DeliveryError("bad_id", f"invalid user id {user_id!r}: ids are 1-64 of A-Z a-z 0-9 _ -")
         try:
-            raw, top = self.client.mget([user_topk_key(user_id), user_key(user_id)])
+            pipe = self.client.pipeline(transaction=False)  # two slots on a cluster: no MGET
+            pipe.get(user_topk_key(user_id))
+            pipe.get(user_key(user_id))
+            raw, top = pipe.execute()
         except redis.RedisError:
             self._failed(self.edges[0])
             raise
@@ -413,11 +429,11 @@ class Delivery:
         return json.loads(raw)
 
 
-def delivery_client(url: str, timeout: float = 0.25) -> redis.Redis:
-    """A Redis client for the request path: short timeouts and no retries, so a Redis
-    failure turns into a degraded answer within ``timeout`` instead of a stalled request."""
+def delivery_client(url: str, timeout: float = 0.25) -> Client:
+    """A Redis client for the request path (a cluster with ``?cluster=true``): short
+    timeouts and no retries, so a Redis failure turns into a degraded answer within
+    ``timeout`` instead of a stalled request."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    return connect(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
