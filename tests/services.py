@@ -54,3 +54,55 @@ def process(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _workers_alive(ui: str) -> int:
+    import json
+
+    with urllib.request.urlopen(f"{ui}/json/", timeout=2) as resp:
+        return sum(w.get("state") == "ALIVE" for w in json.loads(resp.read())["workers"])
+
+
+@contextmanager
+def spark_standalone(workdir, cores: int = 2, memory: str = "2g", timeout: float = 90.0) -> Iterator[str]:
+    """A Spark standalone master and one worker on 127.0.0.1, from the ``spark-class`` that
+    pip's pyspark ships; yields the master URL and stops both afterwards."""
+    import sys
+    from pathlib import Path
+
+    from edgecache.redis_server import free_port
+
+    spark_class = str(Path(sys.executable).parent / "spark-class")
+    port, ui_port, worker_ui = free_port(), free_port(), free_port()
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", SPARK_WORKER_DIR=str(workdir / "work"),
+               SPARK_LOG_DIR=str(workdir / "logs"), PYSPARK_PYTHON=sys.executable)
+    logs = []
+    procs = []
+    try:
+        for name, cmd in (
+            ("master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                        "--port", str(port), "--webui-port", str(ui_port)]),
+            ("worker", [spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
+                        "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
+                        "--webui-port", str(worker_ui), "--work-dir", str(workdir / "work")]),
+        ):
+            log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed below
+            logs.append(log)
+            procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+            if name == "master":
+                wait_http(f"http://127.0.0.1:{ui_port}/json/", timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while _workers_alive(f"http://127.0.0.1:{ui_port}") < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no Spark worker registered; see {workdir}/worker.log")
+            time.sleep(0.5)
+        yield f"spark://127.0.0.1:{port}"
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs:
+            log.close()

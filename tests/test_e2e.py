@@ -23,13 +23,13 @@ CONF = {"users": 300, "edges": 3, "titles": 120, "events": 2000, "seed": 11, "ba
         "cache_gb": 20, "window_days": 3}
 
 
-def run_dag(tmp_path, redis_url: str) -> subprocess.CompletedProcess:
+def run_dag(tmp_path, redis_url: str, master: str = "local[2]") -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update({
         "EDGECACHE_DATA_DIR": str(tmp_path / "data"),
         "EDGECACHE_LOCAL_DIR": str(tmp_path / "local"),
         "REDIS_URL": redis_url,
-        "SPARK_MASTER": "local[2]",
+        "SPARK_MASTER": master,
     })
     # The test process points AIRFLOW_HOME at its own folder; the run makes its own.
     env.pop("AIRFLOW_HOME", None)
@@ -114,6 +114,39 @@ def test_evaluate_task_writes_its_report(two_runs):
     assert (out / "hit_ratio.png").stat().st_size > 1000
     assert sorted(p.name for p in (out / "traces").iterdir()) == ["edge=edge-01.csv", "edge=edge-02.csv",
                                                                   "edge=edge-03.csv"]
+
+
+PROBE = """
+from edgecache.spark import get_spark
+spark = get_spark("edgecache-probe")
+import edgecache
+print("EXECUTOR", spark.sparkContext.parallelize([0, 1], 2).map(lambda _: __import__("edgecache").__file__).collect())
+spark.stop()
+"""
+
+
+def test_the_dag_on_a_spark_standalone_cluster_gives_the_local_outputs(two_runs, tmp_path_factory, redis_server):
+    """The same DAG against a real standalone master and worker (only SPARK_MASTER changes):
+    every output equals the local[2] run's, and the executors import the shipped package."""
+    from tests.services import spark_standalone
+
+    tmp = tmp_path_factory.mktemp("standalone")
+    with spark_standalone(tmp) as master:
+        probe = tmp / "probe.py"
+        probe.write_text(PROBE)
+        spark_submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
+        out = subprocess.run([spark_submit, "--master", master, str(probe)], capture_output=True, text=True,
+                             timeout=300, env=dict(os.environ, PYSPARK_PYTHON=sys.executable))
+        assert out.returncode == 0, out.stderr[-3000:]
+        line = next(x for x in out.stdout.splitlines() if x.startswith("EXECUTOR"))
+        assert line.count("edgecache.zip") == 2, line  # from the zip, not the installed package
+        run_dag(tmp, redis_server.url, master=master)
+
+    def in_place(out: dict, root) -> dict:  # quarantined lines name their file: drop the folder
+        return {**out, "quarantine": [line.replace(str(root), "<data>") for line in out["quarantine"]]}
+
+    local = two_runs["layout"].root
+    assert in_place(outputs(Layout(tmp / "data")), tmp / "data") == in_place(two_runs["outputs"][0], local)
 
 
 def test_replay_through_the_service_matches_the_evaluation(two_runs, redis_server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -42,4 +43,19 @@ def get_spark(app_name: str, master: str | None = None) -> SparkSession:
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    ship_package(spark)
     return spark
+
+
+def ship_package(spark: SparkSession) -> Path | None:
+    """On a cluster master, send the package to the executors (``addPyFile``); in local
+    mode the executors are this machine's Python, which has it already."""
+    if spark.sparkContext.master.startswith("local"):
+        return None
+    import tempfile
+
+    from edgecache.packaging import package_zip
+
+    path = package_zip(Path(tempfile.mkdtemp(prefix="edgecache-pyfiles-")))
+    spark.sparkContext.addPyFile(str(path))
+    return path
