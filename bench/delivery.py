@@ -24,7 +24,6 @@ Results go to bench/results/delivery.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -45,6 +44,7 @@ from edgecache.cache import warm, warm_users
 from edgecache.delivery import Delivery, delivery_client
 from edgecache.delivery.metrics import DeliveryMetrics
 from edgecache.delivery.replay import read_logs, replay
+from edgecache.jobs.evaluate import next_day
 from edgecache.layout import Layout, write_json_atomic
 from edgecache.redis_server import EmbeddedRedis, free_port
 from edgecache.settings import DEFAULT_DATE, Settings
@@ -55,10 +55,6 @@ TTL = 3600
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
-
-
-def next_day(date: str) -> str:
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
 
 
 def bench_inproc(url: str, data_dir: Path, date: str, n: int) -> dict:

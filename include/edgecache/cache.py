@@ -38,6 +38,8 @@ from edgecache.evaluate import next_episode_rows
 from edgecache.keys import (
     CATALOG_KEY,
     LAST_WARM_KEY,
+    TOPK_SUFFIX,
+    USER_PREFIX,
     edge_cache_key,
     edge_meta_key,
     edge_prior_key,
@@ -218,9 +220,9 @@ def warm_users(client: redis.Redis, layout: Layout, date: str, ttl_seconds: int)
         for batch in ds.dataset(str(path), format="parquet").to_batches(
                 columns=["user_id", "content_id", "ranked"], batch_size=USERS_PER_BATCH):
             ids = _checked_ids(batch.column("user_id"))
-            streams.set_many(pc.binary_join_element_wise("user:", ids, ""), batch.column("content_id"),
+            streams.set_many(pc.binary_join_element_wise(USER_PREFIX, ids, ""), batch.column("content_id"),
                              ttl_seconds)
-            streams.set_many(pc.binary_join_element_wise("user:", ids, ":topk", ""),
+            streams.set_many(pc.binary_join_element_wise(USER_PREFIX, ids, TOPK_SUFFIX, ""),
                              json_lists(batch.column("ranked")), ttl_seconds)
             users += batch.num_rows
     except BaseException:

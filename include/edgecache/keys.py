@@ -28,6 +28,7 @@ from edgecache.schema import is_valid_id
 
 LAST_WARM_KEY = "edgecache:last_warm"
 CATALOG_KEY = "edgecache:catalog"
+USER_PREFIX, TOPK_SUFFIX = "user:", ":topk"  # for writers that check ids in bulk first
 
 
 def _checked(kind: str, value: str) -> str:
@@ -37,11 +38,11 @@ def _checked(kind: str, value: str) -> str:
 
 
 def user_key(user_id: str) -> str:
-    return f"user:{_checked('user', user_id)}"
+    return f"{USER_PREFIX}{_checked('user', user_id)}"
 
 
 def user_topk_key(user_id: str) -> str:
-    return f"user:{_checked('user', user_id)}:topk"
+    return f"{USER_PREFIX}{_checked('user', user_id)}{TOPK_SUFFIX}"
 
 
 def _edge_key(edge_id: str, part: str) -> str:

@@ -37,7 +37,16 @@ import redis
 
 from edgecache.delivery.metrics import DeliveryMetrics, default_metrics
 from edgecache.delivery.state import EdgeState, load_state, warm_date
-from edgecache.keys import edge_cache_key, edge_meta_key, edge_prior_key, edge_sizes_key, user_key, user_topk_key
+from edgecache.keys import (
+    TOPK_SUFFIX,
+    USER_PREFIX,
+    edge_cache_key,
+    edge_meta_key,
+    edge_prior_key,
+    edge_sizes_key,
+    user_key,
+    user_topk_key,
+)
 from edgecache.policies import ADMISSION_BOOST, ADMISSION_EPS, ADMISSION_TAU
 from edgecache.redis_conn import Client, connect, is_cluster
 from edgecache.schema import is_valid_id
@@ -142,7 +151,6 @@ class EdgeMetrics:
     prediction: Any
     active_users: Any
     latency: dict[str, Any]
-    keys: tuple[str, str, str, str]  # cache, prior, sizes, meta
 
     @classmethod
     def of(cls, m: DeliveryMetrics, edge_id: str) -> EdgeMetrics:
@@ -150,9 +158,7 @@ class EdgeMetrics:
                    m.admissions.labels(edge_id), m.evictions.labels(edge_id), m.redis_errors.labels(edge_id),
                    m.bytes_saved.labels(edge_id), m.origin_bytes.labels(edge_id), m.prediction.labels(edge_id),
                    m.active_users.labels(edge_id),
-                   {s: m.latency.labels(edge_id, s) for s in ("edge", "origin")},
-                   (edge_cache_key(edge_id), edge_prior_key(edge_id), edge_sizes_key(edge_id),
-                    edge_meta_key(edge_id)))
+                   {s: m.latency.labels(edge_id, s) for s in ("edge", "origin")})
 
 
 class DeliveryError(ValueError):
@@ -248,6 +254,9 @@ class Delivery:
         self.clock = clock
         self._sha = sha1(DELIVER_LUA.encode()).hexdigest()  # EVALSHA; loaded on the first NOSCRIPT
         self.edge_metrics = {e: EdgeMetrics.of(self.metrics, e) for e in self.edges}
+        # the script's edge keys, in its KEYS order: cache, prior, sizes, meta
+        self.edge_keys = {e: (edge_cache_key(e), edge_prior_key(e), edge_sizes_key(e), edge_meta_key(e))
+                          for e in self.edges}
         self.states = {e: EdgeState(e) for e in self.edges}
         self.active = {e: ActiveUsers() for e in self.edges}
         self._lock = threading.Lock()  # the service runs decisions on one thread, tests on several
@@ -343,20 +352,22 @@ class Delivery:
             em.prediction.observe(time.perf_counter() - started)
             nxt = state.catalog.get(title.next_id) if title is not None and title.next_id else None
             # ids are checked above: the keys are built without checking again
+            edge_keys = self.edge_keys[edge_id]
             ranked = json.dumps(prediction) if prediction else ""
             # On a cluster the viewer's keys live in other slots than the edge's: the script
             # keeps to the edge's slot and a miss writes the prediction in a second call.
-            user_keys = [] if self.cluster else [f"user:{user_id}", f"user:{user_id}:topk"]
+            user = f"{USER_PREFIX}{user_id}"
+            user_keys = [] if self.cluster else [user, user + TOPK_SUFFIX]
             try:
                 hit, admitted, boosted, evicted = self._evalsha(
-                    len(em.keys) + len(user_keys), *em.keys, *user_keys,
+                    len(edge_keys) + len(user_keys), *edge_keys, *user_keys,
                     content_id, size or 0, title.next_id if nxt else "", nxt.size if nxt else 0, repr(float(at)),
                     self.capacity, ADMISSION_TAU, ADMISSION_BOOST, ADMISSION_EPS, self.ttl,
                     prediction[0] if prediction and not self.cluster else "", "" if self.cluster else ranked)
                 if self.cluster and not hit and prediction:
                     pipe = self.client.pipeline(transaction=False)
-                    pipe.set(f"user:{user_id}", prediction[0], ex=self.ttl)
-                    pipe.set(f"user:{user_id}:topk", ranked, ex=self.ttl)
+                    pipe.set(user, prediction[0], ex=self.ttl)
+                    pipe.set(user + TOPK_SUFFIX, ranked, ex=self.ttl)
                     pipe.execute()
             except redis.RedisError:
                 self._failed(edge_id)

@@ -15,6 +15,7 @@ Only loopback addresses are accepted.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ipaddress
 import json
 import sys
@@ -64,8 +65,6 @@ def read_logs(logs: Path, edges: set[str] | None = None) -> tuple[list[LogReques
 
     Records whose id fields are not strings or whose time does not parse are counted, not
     sent; ids are sent as they are, so malformed ones meet the service's validation."""
-    import datetime as dt
-
     out: list[LogRequest] = []
     skipped: Counter = Counter()
     files = sorted(p for p in logs.glob("edge=*/*") if p.is_file() and not p.name.startswith(("_", ".")))
