@@ -48,8 +48,9 @@ WORKLOAD = WorkloadParams.from_env()
 DATA_DIR = str(SETTINGS.data_dir)
 JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
 
-# The run's day: logical_date for scheduled runs, run_after for manual ones without one.
-RUN_DATE = "{{ (logical_date or dag_run.run_after).strftime('%Y-%m-%d') }}"
+# The run's day: the logical date, or run_after for a run triggered without one (the REST API
+# allows logical_date null; the context then has no `logical_date` at all, so read the run's).
+RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after).strftime('%Y-%m-%d') }}"
 
 LOGS = Asset(name="edgecache_logs", uri=f"file://{DATA_DIR}/logs")
 FEATURES = Asset(name="edgecache_features", uri=f"file://{DATA_DIR}/features")
@@ -75,7 +76,7 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
 
 @dag(
     dag_id="predictive_caching",
-    schedule="@daily",
+    schedule=SETTINGS.schedule,  # EDGECACHE_SCHEDULE; default @daily
     start_date=pendulum.datetime(2025, 4, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -10,6 +10,8 @@
     edgecache serve --edge edge-01              # an edge service: /deliver, /metrics, /docs
     edgecache replay --date 2025-04-13 --service http://127.0.0.1:8100   # a day's logs to services
     edgecache redis start|stop|status           # the embedded redis-server
+    edgecache statsd-bridge                     # StatsD in, Prometheus /metrics out
+    edgecache up | down                         # the whole stack on this machine (make up / make down)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 from collections.abc import Callable
 
 from edgecache.java import JavaNotFoundError
-from edgecache.settings import DEFAULT_DATE, Settings
+from edgecache.settings import DEFAULT_DATE, PROJECT_ROOT, Settings
 
 
 def _spark_job(module: str) -> Callable[[list[str]], int]:
@@ -106,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("redis", help="start, stop or check the embedded redis-server")
     rs.add_argument("action", choices=["start", "stop", "status"])
+
+    sb = sub.add_parser("statsd-bridge", help="StatsD (Airflow's metrics) to Prometheus, by a statsd_exporter "
+                                              "mapping file")
+    sb.add_argument("--mapping", default=str(PROJECT_ROOT / "monitoring" / "statsd_mapping.yml"),
+                    help="statsd_exporter mapping file (default: %(default)s)")
+    sb.add_argument("--statsd-port", type=int, default=9125, help="UDP port for StatsD (default: %(default)s)")
+    sb.add_argument("--port", type=int, default=9102, help="HTTP port for /metrics (default: %(default)s)")
+    sb.add_argument("--bind", default="127.0.0.1", help="address to bind (default: %(default)s)")
+
+    sub.add_parser("up", help="start Airflow, the edge services, the metrics bridge, Prometheus and the "
+                              "Pushgateway on this machine, print their URLs")
+    sub.add_parser("down", help="stop everything `edgecache up` started")
     return parser
 
 
@@ -148,6 +162,21 @@ def _dispatch(args: argparse.Namespace) -> int:
                          connections_per_edge=args.connections_per_edge)
         print(json.dumps(summary, indent=2) if args.json else "\n".join(iter_lines(summary)))
         return 0 if summary["sent"] and not summary["errors"] else 1
+    elif args.command == "statsd-bridge":
+        from edgecache.statsd_bridge import serve
+
+        try:
+            serve(Path(args.mapping), args.statsd_port, args.port, args.bind)
+        except KeyboardInterrupt:
+            pass
+    elif args.command == "up":
+        from edgecache.stack import up
+
+        return up()
+    elif args.command == "down":
+        from edgecache.stack import down
+
+        return down()
     elif args.command == "redis":
         from edgecache.redis_server import EmbeddedRedis
 
@@ -170,6 +199,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from edgecache.delivery import Delivery, delivery_client
     from edgecache.delivery.service import create_app
+    from edgecache.redis_conn import redact
 
     url = args.redis_url
     if url is None:
@@ -184,9 +214,9 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             delivery.refresh(edge, force=True)
         except redis.RedisError as exc:  # start anyway: the service degrades and retries
-            print(f"warning: could not read the warm state of {edge} from {url}: {exc}", file=sys.stderr)
+            print(f"warning: could not read the warm state of {edge} from {redact(url)}: {exc}", file=sys.stderr)
     print(f"edge service for {', '.join(delivery.edges)} on http://{args.bind}:{args.port} "
-          f"(Redis {url}; docs at /docs)", flush=True)
+          f"(Redis {redact(url)}; docs at /docs)", flush=True)
     uvicorn.run(create_app(delivery), host=args.bind, port=args.port, log_level=args.log_level,
                 access_log=False)
     return 0

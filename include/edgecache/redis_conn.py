@@ -41,3 +41,12 @@ def connect(url: str, **kwargs: Any) -> Client:
 
 def is_cluster(client: Client) -> bool:
     return isinstance(client, RedisCluster)
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ``***``, for logs and messages."""
+    u = urlsplit(url)
+    if not u.password:
+        return url
+    netloc = f"{u.username or ''}:***@{u.hostname}" + (f":{u.port}" if u.port else "")
+    return urlunsplit(u._replace(netloc=netloc))

@@ -86,6 +86,12 @@ WORKLOAD_HELP = {
 }
 
 
+def _schedule(raw: str | None, default: str | None) -> str | None:
+    if raw is None or not raw.strip():
+        return default
+    return None if raw.strip().lower() == "none" else raw.strip()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime settings read from the environment."""
@@ -103,6 +109,7 @@ class Settings:
     training: str = "federated"  # how the learned scorer trains: federated, central or local
     ttl_seconds: int = 2 * 24 * 3600  # predictions outlive one missed nightly run, not two
     origin_latency_ms: float = 0.0  # simulated origin fetch on a delivery miss
+    schedule: str | None = "@daily"  # the DAG's schedule; EDGECACHE_SCHEDULE=none: manual runs only
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -121,4 +128,5 @@ class Settings:
             training=os.environ.get("EDGECACHE_TRAINING") or d.training,
             ttl_seconds=_env_int("EDGECACHE_TTL_SECONDS", d.ttl_seconds),
             origin_latency_ms=_env_float("EDGECACHE_ORIGIN_LATENCY_MS", d.origin_latency_ms),
+            schedule=_schedule(os.environ.get("EDGECACHE_SCHEDULE"), d.schedule),
         )

@@ -136,6 +136,9 @@ return {hit, admitted, boosted, evicted}
 """
 
 
+REJECT_REASONS = ("bad_id", "unknown_edge", "bad_time", "unknown_title")
+
+
 @dataclass
 class EdgeMetrics:
     """One edge's metric children, looked up once (``labels()`` costs microseconds a call)."""
@@ -154,6 +157,8 @@ class EdgeMetrics:
 
     @classmethod
     def of(cls, m: DeliveryMetrics, edge_id: str) -> EdgeMetrics:
+        for reason in REJECT_REASONS:  # exported at 0 from the start, so dashboards show no gaps
+            m.rejected.labels(edge_id, reason)
         return cls(m.hits.labels(edge_id), m.misses.labels(edge_id), m.degraded.labels(edge_id),
                    m.admissions.labels(edge_id), m.evictions.labels(edge_id), m.redis_errors.labels(edge_id),
                    m.bytes_saved.labels(edge_id), m.origin_bytes.labels(edge_id), m.prediction.labels(edge_id),

@@ -193,11 +193,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     per_edge = {r["edge_id"]: (r["n"], r["b"]) for r in
                 pf.groupBy("edge_id").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).collect()}
     yesterday = layout.predictions(previous, "prefetch")
-    fill = None
-    if yesterday.exists():
-        fill = {r["edge_id"]: r.asDict() for r in fill_traffic(pf, spark.read.parquet(str(yesterday))).collect()}
-        for v in fill.values():
-            v.pop("edge_id")
+    # Without yesterday's set (the first night) every title of the new set must be loaded.
+    before = spark.read.parquet(str(yesterday)) if yesterday.exists() else pf.limit(0)
+    fill = {r["edge_id"]: r.asDict() for r in fill_traffic(pf, before).collect()}
+    for v in fill.values():
+        v.pop("edge_id")
     summary = {
         "date": date,
         "model": model,
@@ -208,8 +208,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         "predictions_by_source": dict(sorted(by_source.items())),
         "prefetch_titles_per_edge": {e: n for e, (n, _) in sorted(per_edge.items())},
         "prefetch_bytes_per_edge": {e: b for e, (_, b) in sorted(per_edge.items())},
-        "fill_traffic": None if fill is None else dict(sorted(fill.items())),
-        "fill_bytes": None if fill is None else sum(v["fill_bytes"] for v in fill.values()),
+        "fill_traffic": dict(sorted(fill.items())),
+        "fill_bytes": sum(v["fill_bytes"] for v in fill.values()),
+        "fill_from_empty": not yesterday.exists(),
         "top_k": args.top_k,
         "cache_bytes": capacity,
     }
