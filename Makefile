@@ -6,12 +6,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATE ?= 2025-04-12
 
-.PHONY: run test test-fast bench java redis-stop clean constraints help
+.PHONY: run test test-fast bench java up down dashboards redis-stop clean constraints help
 
 help:
 	@echo "make run    - set up, run the DAG predictive_caching once for DATE=$(DATE), print a summary"
 	@echo "make test   - set up, run the whole test suite"
 	@echo "make bench  - wall time per task of the default DAG run, then the delivery path's benchmarks"
+	@echo "make up     - start Airflow (web UI), the edge services, the metrics bridge, Prometheus and the"
+	@echo "              Pushgateway on 127.0.0.1 and print their URLs and the Airflow login"
+	@echo "make down   - stop everything make up started"
+	@echo "make dashboards - regenerate the Grafana dashboards in monitoring/grafana/dashboards"
 	@echo "make redis-stop - stop the embedded redis-server started by make run"
 	@echo "make clean  - remove generated data and the local Airflow home (keeps the venv)"
 
@@ -39,6 +43,15 @@ test-fast: java
 bench: java
 	$(BIN)/python bench/pipeline.py --date $(DATE)
 	$(BIN)/python bench/delivery.py --date $(DATE)
+
+up: java
+	$(BIN)/edgecache up
+
+down: $(STAMP)
+	$(BIN)/edgecache down
+
+dashboards: $(STAMP)
+	$(BIN)/python -m edgecache.dashboards
 
 redis-stop: $(STAMP)
 	$(BIN)/edgecache redis stop
