@@ -13,9 +13,10 @@ from contextlib import contextmanager
 import pytest
 
 
-def require_binary(name: str, debian_package: str) -> str:
-    """The binary's path; in CI a missing one fails the test, elsewhere it skips it."""
-    path = shutil.which(name)
+def require_binary(name: str, debian_package: str, search: str | None = None) -> str:
+    """The binary's path (on ``search``, default the PATH); in CI a missing one fails the
+    test, elsewhere it skips it."""
+    path = shutil.which(name, path=search)
     if path:
         return path
     message = f"{name} is not installed (Debian package {debian_package}; .ci/run installs it)"

