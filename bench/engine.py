@@ -1,6 +1,6 @@
-"""Benchmark: features and prediction for 1, 3 and 10 million events on local[2].
+"""Benchmark: features and prediction for 1, 3, 10 and 30 million events on local[2].
 
-    python bench/engine.py [--events 1000000 3000000 10000000] [--window-days 3]
+    python bench/engine.py [--events 1000000 3000000 10000000 30000000] [--window-days 3] [--merge]
 
 For each size N, the logs of ``window_days + 1`` days (the feature window of D and the
 training day before it) hold N events in all, at 5 views per viewer per day. They are
@@ -13,12 +13,14 @@ run them:
       model on D-1 against D and predicts D+1.
 Reports wall time and peak memory of each, and their ratios to a bare spark-submit
 measured in the same run. Aim: nightly features + prediction for 10 million events in
-under 3 minutes.
+under 3 minutes. With ``--merge`` the sizes measured now replace the same sizes in
+``bench/results/engine.json`` and the others stay; each row keeps its own reference and date.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import shutil
 import sys
@@ -40,12 +42,14 @@ def spark_submit(args: argparse.Namespace, job: str, *job_args: str) -> list[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000, 30_000_000])
     parser.add_argument("--window-days", type=int, default=3)
     parser.add_argument("--views-per-user", type=float, default=5.0)
     parser.add_argument("--titles", type=int, default=20_000)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="3g")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other sizes already in bench/results/engine.json")
     args = parser.parse_args(argv)
 
     ref = bare_spark_submit(args.master)
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             "features_peak_gib": round(feat.peak_rss_bytes / gib, 2), "predict_peak_gib": round(pred.peak_rss_bytes / gib, 2),
             "candidate_rows_trained": reports["predict"]["training"].get("scorer_rows"),
             "model": reports["predict"]["model"],
+            "reference_seconds": round(ref.seconds, 1),
+            "measured_on": dt.date.today().isoformat(),
         }
         rows.append(row)
         print(f"{total:>11,} events ({users:,} viewers, {days} days): first night's features {cold.seconds:6.1f} s; "
@@ -91,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
               f"total {row['total_seconds']} s", flush=True)
     out = HERE / "results" / "engine.json"
     out.parent.mkdir(exist_ok=True)
+    if args.merge and out.exists():
+        old = json.loads(out.read_text())
+        kept = [dict(r, reference_seconds=r.get("reference_seconds", old["reference_seconds"]))
+                for r in old["runs"] if r["events"] not in {r2["events"] for r2 in rows}]
+        rows = sorted(kept + rows, key=lambda r: r["events"])
     out.write_text(json.dumps({"reference_seconds": round(ref.seconds, 1), "master": args.master,
                                "window_days": args.window_days, "runs": rows}, indent=2) + "\n")
     return 0
