@@ -167,7 +167,7 @@ def compose_violations(doc: dict[str, Any]) -> list[str]:
 
         if svc.get("network_mode") == "host":
             problems.append(f"{name}: network_mode host bypasses the published-port rules")
-        for host_ip, host_port, target in published_ports(svc):
+        for host_ip, _host_port, target in published_ports(svc):
             if target in NEVER_PUBLISHED or name in ("redis", "postgres"):
                 problems.append(f"{name}: publishes {target}, which must stay inside the network")
             if host_ip != "127.0.0.1":

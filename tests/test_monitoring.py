@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgecache.dashboards import DASHBOARDS, OUT_DIR, queries, render
+from edgecache.dashboards import DASHBOARDS, OUT_DIR, render
 from edgecache.redis_conn import redact
 from edgecache.stack import Ports, prometheus_config, split_edges
 from edgecache.statsd_bridge import BadLine, Bridge, load_mapping, parse_line
