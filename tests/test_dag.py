@@ -122,3 +122,14 @@ def test_federated_settings_are_params_passed_to_predict(dagbag):
         argv += [flag, str(dag.params[name])]  # a boolean renders as True / False
     parsed = build_parser().parse_args(argv)
     assert parsed.training == "federated" and parsed.fl_secure is False and parsed.fl_rounds == dag.params["fl_rounds"]
+
+
+def test_schedule_comes_from_the_environment(monkeypatch):
+    from edgecache.settings import Settings
+
+    monkeypatch.delenv("EDGECACHE_SCHEDULE", raising=False)
+    assert Settings.from_env().schedule == "@daily"
+    monkeypatch.setenv("EDGECACHE_SCHEDULE", "none")
+    assert Settings.from_env().schedule is None
+    monkeypatch.setenv("EDGECACHE_SCHEDULE", " @hourly ")
+    assert Settings.from_env().schedule == "@hourly"
