@@ -3,8 +3,11 @@
 
 The nightly pipeline of the edge predictive cache, for one logical day D:
 
-1. **generate_logs** (Spark): synthetic viewing logs for D, JSON Lines per edge (and the
-   days before D that the feature window needs, when missing).
+1. **choose_source**, then **generate_logs** (Spark): synthetic viewing logs for D, JSON Lines
+   per edge (and the days before D that the feature window needs, when missing); or, with
+   the param `source` = `ingest`, **ingest_logs** (Spark): your own logs for D from
+   `logs_path` (a folder or glob; `{date}` stands for D) and your catalog from
+   `catalog_path` (CSV or Parquet; empty: keep the one there, or infer one from the logs).
 2. **spark_features** (Spark SQL): validate the logs (bad lines are quarantined with a
    reason and counted), then per-viewer, per-series, per-edge and transition features
    over the window ending at D (and D-1, for training).
@@ -19,7 +22,8 @@ The nightly pipeline of the edge predictive cache, for one logical day D:
    each edge's demand and transitions.
 5. **push_metrics**: batch metrics to the Pushgateway (`PUSHGATEWAY_URL`) or a text file.
 6. **evaluate** (Spark, libCacheSim): replays day D+1's requests (generated with D's workload
-   if they are not there yet) against D's predictions and the classic cache policies (LRU,
+   if they are not there yet; with your own logs, once D+1 is ingested, else it says so and
+   skips) against D's predictions and the classic cache policies (LRU,
    LFU, S3-FIFO, SIEVE, Belady) at 1-20 % of the catalog, and the caches as deployed;
    hit-ratio report, plot and replayable traces under `evaluation/date=D/`.
 
@@ -89,6 +93,13 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
         "max_retry_delay": timedelta(minutes=10),
     },
     params={
+        # Where the logs come from: the generator, or an operator's own files.
+        "source": Param(SETTINGS.source, type="string", enum=["generate", "ingest"],
+                        description="generate synthetic logs, or ingest your own from logs_path"),
+        "logs_path": Param(SETTINGS.logs_path, type="string",
+                           description="with source=ingest: folder or glob of your JSON Lines logs ({date} = the day)"),
+        "catalog_path": Param(SETTINGS.catalog_path, type="string",
+                              description="with source=ingest: your catalog, CSV or Parquet (empty: keep or infer)"),
         # Every workload knob (see edgecache.settings.WorkloadParams), then the model's.
         **{
             f.name: Param(getattr(WORKLOAD, f.name), type="integer" if f.type in (int, "int") else "number",
@@ -123,6 +134,14 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
     },
 )
 def predictive_caching():
+    @task.branch
+    def choose_source(source: str) -> str:
+        return "ingest_logs" if source == "ingest" else "generate_logs"
+
+    ingest_logs = spark_job(
+        "ingest_logs", "ingest_logs.py",
+        ["--source", "{{ params.logs_path }}", "--catalog", "{{ params.catalog_path }}"], [LOGS],
+    )
     generate_logs = spark_job(
         "generate_logs",
         "generate_logs.py",
@@ -134,6 +153,7 @@ def predictive_caching():
         "spark_features", "features.py",
         ["--window-days", "{{ params.window_days }}", "--decay-days", "{{ params.decay_days }}"], [FEATURES]
     )
+    spark_features.trigger_rule = "none_failed_min_one_success"  # one of generate and ingest is skipped
     spark_predict = spark_job(
         "spark_predict",
         "predict.py",
@@ -162,7 +182,8 @@ def predictive_caching():
     evaluate = spark_job("evaluate", "evaluate.py", [], [EVALUATION])
 
     warmed = warm_cache(RUN_DATE)
-    generate_logs >> spark_features >> spark_predict >> warmed >> push_metrics(RUN_DATE) >> evaluate
+    choose_source("{{ params.source }}") >> [generate_logs, ingest_logs] >> spark_features
+    spark_features >> spark_predict >> warmed >> push_metrics(RUN_DATE) >> evaluate
 
 
 predictive_caching()

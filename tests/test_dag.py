@@ -37,16 +37,23 @@ def test_no_import_errors(dagbag):
 
 def test_tasks_run_in_order(dagbag):
     dag = dagbag.dags["predictive_caching"]
-    assert sorted(dag.task_ids) == sorted(ORDER)
-    for upstream, downstream in zip(ORDER, ORDER[1:]):
+    assert sorted(dag.task_ids) == sorted(ORDER + ["choose_source", "ingest_logs"])
+    for upstream, downstream in zip(ORDER[1:], ORDER[2:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    # The logs come from the generator or from the operator's files: one branch runs.
+    assert dag.get_task("generate_logs").upstream_task_ids == {"choose_source"}
+    assert dag.get_task("ingest_logs").upstream_task_ids == {"choose_source"}
+    features = dag.get_task("spark_features")
+    assert features.upstream_task_ids == {"generate_logs", "ingest_logs"}
+    assert features.trigger_rule == "none_failed_min_one_success"
 
 
 def test_spark_tasks_use_spark_submit(dagbag):
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     dag = dagbag.dags["predictive_caching"]
-    for task_id, script in (("generate_logs", "generate_logs.py"), ("spark_features", "features.py"),
+    for task_id, script in (("generate_logs", "generate_logs.py"), ("ingest_logs", "ingest_logs.py"),
+                            ("spark_features", "features.py"),
                             ("spark_predict", "predict.py"), ("evaluate", "evaluate.py")):
         task = dag.get_task(task_id)
         assert isinstance(task, SparkSubmitOperator)
@@ -59,7 +66,8 @@ def test_schedule_params_and_docs(dagbag):
     assert dag.catchup is False
     assert dag.doc_md and "generate_logs" in dag.doc_md
     assert {"edgecache", "spark", "redis"} <= set(dag.tags)
-    assert {"users", "edges", "events", "seed", "top_k", "cache_gb", "window_days", "decay_days", "model"} <= set(dag.params)
+    assert {"users", "edges", "events", "seed", "top_k", "cache_gb", "window_days", "decay_days", "model",
+            "source", "logs_path", "catalog_path"} <= set(dag.params)
     assert all(t.retries >= 1 and t.retry_exponential_backoff for t in dag.tasks)
 
 

@@ -66,7 +66,7 @@ def two_runs(tmp_path_factory, redis_server):
 
 def test_summary_is_printed(two_runs):
     text = two_runs["stdout"][0]
-    for needle in ("events generated", "predictions written", "federated training", "redis keys written", "GET user:",
+    for needle in ("log lines", "predictions written", "federated training", "redis keys written", "GET user:",
                    "generate_logs", "spark_features", "spark_predict", "warm_cache", "push_metrics"):
         assert needle in text
 

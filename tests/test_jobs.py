@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 
@@ -47,7 +48,7 @@ def first_run(tmp_path_factory, spark):
 def test_counts_add_up(first_run):
     layout = Layout(first_run)
     gen, feat = read_json(layout.report(DATE, "generate")), read_json(layout.report(DATE, "features"))
-    assert gen["lines"] == feat["lines_in"] == feat["accepted"] + feat["quarantined"]
+    assert gen["lines"] == feat["lines_in"] == feat["accepted"] + feat["duplicates"] + feat["quarantined"]
     assert feat["quarantined"] == sum(feat["quarantined_by_reason"].values()) > 0
     quarantined = sum(len(p.read_text().splitlines()) for p in layout.quarantine(DATE).glob("*.json"))
     assert quarantined == feat["quarantined"]
@@ -150,11 +151,12 @@ def test_nightly_features_equal_the_cold_build(first_run, tmp_path):
 def test_malformed_lines_of_every_kind_are_quarantined_and_good_lines_predicted(tmp_path, spark):
     layout = Layout(tmp_path)
     good = [json.dumps({"user_id": u, "device": "TV", "content_id": c, "duration": 10,
-                        "timestamp": f"{DATE} {t}:00", "edge_id": e}) for u, c, t, e in EVENTS]
-    bad = [(reason, value) for reason, values in BAD.items() for value in values]
+                        "timestamp": f"{DATE} {t}:00", "edge_id": e}).encode() for u, c, t, e in EVENTS]
+    bad = [(reason, value if isinstance(value, bytes) else value.encode())
+           for reason, values in BAD.items() for value in values]
     edge_dir = layout.logs(DATE) / "edge=edge-01"
     edge_dir.mkdir(parents=True)
-    (edge_dir / "part-00000.txt").write_text("\n".join(good[:6] + [v for _, v in bad] + good[6:]) + "\n")
+    (edge_dir / "part-00000.txt").write_bytes(b"\n".join(good[:6] + [v for _, v in bad] + good[:2] + good[6:]) + b"\n")
     layout.reference.mkdir(parents=True)
     catalog_df(spark).toPandas().astype({"episode": "Int64"}).to_parquet(layout.catalog)
 
@@ -163,12 +165,12 @@ def test_malformed_lines_of_every_kind_are_quarantined_and_good_lines_predicted(
     assert predict.main(common + ["--top-k", "3"]) == 0
 
     report = read_json(layout.report(DATE, "features"))
-    # Every line counts, the empty one included: lines in = accepted + quarantined.
-    assert report["lines_in"] == len(good) + len(bad)
-    assert report["accepted"] == len(good)
+    # Every line counts, the empty one included: lines in = accepted + duplicates + quarantined.
+    assert report["lines_in"] == len(good) + 2 + len(bad)
+    assert report["accepted"] == len(good) and report["duplicates"] == 2
     assert report["quarantined_by_reason"] == {reason: len(values) for reason, values in BAD.items()}
     rows = [json.loads(line) for p in layout.quarantine(DATE).glob("*.json") for line in p.read_text().splitlines()]
-    assert sorted((r["reason"], r["line"]) for r in rows) == sorted(bad)
+    assert sorted((r["reason"], base64.b64decode(r["line_base64"])) for r in rows) == sorted(bad)
     # One day of logs: nothing to train on yet, so the simple model predicts, and says so.
     assert read_json(layout.predictions(DATE, "summary.json"))["model"] == "simple"
     preds = pq.read_table(layout.predictions(DATE, "users")).to_pandas().set_index("user_id")

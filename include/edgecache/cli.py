@@ -1,6 +1,7 @@
 """The ``edgecache`` command: every pipeline stage on its own, and the whole run.
 
     edgecache generate --date 2025-04-12        # Spark: one day of viewing logs
+    edgecache ingest --date 2025-04-12 --source DIR [--catalog FILE]   # or your own logs
     edgecache features --date 2025-04-12        # Spark SQL: validation and features
     edgecache predict  --date 2025-04-12        # Spark: predictions and prefetch sets
     edgecache warm     --date 2025-04-12        # Redis: load the predictions
@@ -34,7 +35,7 @@ def _spark_job(module: str) -> Callable[[list[str]], int]:
     return run
 
 
-SPARK_JOBS = {name: _spark_job(name) for name in ("generate", "features", "predict", "evaluate")}
+SPARK_JOBS = {name: _spark_job(name) for name in ("generate", "ingest", "features", "predict", "evaluate")}
 
 
 def _redis_client(url: str | None):
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (("generate", "generate a day of logs (Spark)"),
+                        ("ingest", "copy your own logs for a day (JSON Lines, plain or gzip) and your catalog "
+                                   "into the data directory (Spark)"),
                         ("features", "validate logs and build features (Spark SQL)"),
                         ("predict", "predict next titles and prefetch sets (Spark)"),
                         ("evaluate", "replay D+1's requests against D's predictions and classic "

@@ -50,6 +50,20 @@ CSV_HEADER = "timestamp,obj_id,size"
 _NUMBER = re.compile(r"^\D*(\d+)$")
 
 
+def object_ids(content_ids: Sequence[str]) -> np.ndarray:
+    """The object id libCacheSim sees for each title: the number an id ends in ("C00042" ->
+    42) when every id ends in a distinct positive number, else 1 + the id's rank in sorted
+    order (an operator's ids need not carry numbers)."""
+    try:
+        ids = content_numbers(content_ids)
+        if len(np.unique(ids)) == len(ids):
+            return ids
+    except ValueError:
+        pass
+    codes, _ = pd.factorize(pd.Series(list(content_ids), dtype=object), sort=True)
+    return (codes + 1).astype(np.uint64)
+
+
 def content_numbers(content_ids: Iterable[str]) -> np.ndarray:
     """The integer in each content id ("C00042" -> 42): the object id libCacheSim sees."""
     out = []
@@ -70,14 +84,15 @@ class Catalog:
     size: np.ndarray  # int64, in unit bytes, >= 1
     unit: int
     next_id: np.ndarray | None = None  # uint64, aligned with obj_id
+    content_ids: pd.Index | None = None  # content id of each object, aligned with obj_id
 
     @classmethod
     def from_frame(cls, catalog: pd.DataFrame) -> Catalog:
         """From content_id and size_bytes; series_id and episode (position in the whole
         series), where present, link each episode to the next."""
-        ids = content_numbers(catalog["content_id"])
-        if len(np.unique(ids)) != len(ids):
-            raise ValueError("two catalog content ids carry the same number")
+        if catalog["content_id"].duplicated().any():
+            raise ValueError("a content id appears twice in the catalog")
+        ids = object_ids(catalog["content_id"].tolist())
         size_bytes = catalog["size_bytes"].to_numpy(dtype=np.int64)
         if (size_bytes < 1).any():
             raise ValueError("catalog sizes must be positive")
@@ -86,7 +101,13 @@ class Catalog:
             unit *= 1024
         order = np.argsort(ids)
         nxt = next_episodes(catalog, ids)
-        return cls(ids[order], -(-size_bytes[order] // unit), unit, nxt[order])
+        return cls(ids[order], -(-size_bytes[order] // unit), unit, nxt[order],
+                   pd.Index(catalog["content_id"].to_numpy()[order]))
+
+    def numbers(self, content_ids: Sequence[str] | np.ndarray | pd.Series) -> np.ndarray:
+        """The object id of each content id; 0 for a title outside the catalog."""
+        pos = self.content_ids.get_indexer(pd.Index(np.asarray(content_ids, dtype=object)))
+        return np.where(pos >= 0, self.obj_id[np.maximum(pos, 0)], 0).astype(np.uint64)
 
     @property
     def sequels(self) -> Sequels:
@@ -178,7 +199,7 @@ def edge_traces(requests: Requests, catalog: Catalog) -> tuple[dict[str, Trace],
     if len(r) == 0:
         return {}, 0
     order = np.lexsort((r.content, r.user, r.ts, r.edge))
-    numbers = content_numbers(r.contents)
+    numbers = catalog.numbers(r.contents)
     order = order[catalog.contains(numbers)[r.content[order]]]
     ids = numbers[r.content[order]]
     sizes = catalog.sizes(ids)
@@ -194,7 +215,7 @@ def edge_rankings(edge_demand: pd.DataFrame, catalog: Catalog) -> dict[str, Rank
     catalog's next-episode links; titles outside the catalog dropped."""
     out, sequels = {}, catalog.sequels
     for edge, g in edge_demand.sort_values(["edge_id", "rank", "content_id"]).groupby("edge_id", sort=True):
-        ids = content_numbers(g["content_id"])
+        ids = catalog.numbers(g["content_id"])
         known = catalog.contains(ids)
         ids = ids[known]
         score = g["score"].to_numpy(dtype=np.float64)[known]
@@ -348,7 +369,7 @@ def deployed(
     with tempfile.TemporaryDirectory(prefix="edgecache-deployed-", dir=workdir) as tmp:
         for i, (edge, trace) in enumerate(sorted(traces.items())):
             ids = prefetch.loc[prefetch["edge_id"] == edge, "content_id"]
-            warm_ids = content_numbers(ids) if len(ids) else empty
+            warm_ids = catalog.numbers(ids) if len(ids) else empty
             warm_ids = warm_ids[catalog.contains(warm_ids)] if len(warm_ids) else warm_ids
             ranking = rankings.get(edge)
             out["predictive"][edge] = static_hits(trace, warm_ids)

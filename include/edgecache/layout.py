@@ -1,7 +1,8 @@
 """Where each stage reads and writes, under one data directory.
 
 ```
-reference/            catalog.parquet, users.parquet, manifest.json (written once per workload)
+reference/            catalog.parquet, users.parquet, manifest.json (written once per workload);
+                      catalog.json (the catalog's source) when ingest wrote or inferred it
 logs/date=D/edge=E/   raw viewing logs, JSON Lines (the seed's record format plus edge_id)
 events/date=D/        validated events, Parquet
 quarantine/date=D/    rejected lines with their reason, JSON Lines
@@ -38,6 +39,11 @@ class Layout:
     @property
     def catalog(self) -> Path:
         return self.reference / "catalog.parquet"
+
+    @property
+    def catalog_info(self) -> Path:
+        """Where the catalog came from: an operator's file, or inferred from the logs."""
+        return self.reference / "catalog.json"
 
     @property
     def users(self) -> Path:

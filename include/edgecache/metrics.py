@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 from edgecache.layout import Layout, read_json
 
 JOB = "edgecache_batch"
-STAGES = ("generate", "features", "predict", "warm")
+STAGES = ("generate", "ingest", "features", "predict", "warm")
 
 
 def read_reports(layout: Layout, date: str) -> dict[str, dict[str, Any]]:
@@ -30,9 +30,11 @@ def batch_registry(reports: dict[str, dict[str, Any]], date: str) -> CollectorRe
         g = Gauge(name, doc, list(labels), registry=reg)
         (g.labels(**labels) if labels else g).set(value)
 
-    gen, feat, pred, warm = (reports.get(s, {}) for s in STAGES)
-    gauge("edgecache_batch_events_generated", "Log lines generated for the day", gen.get("lines"))
+    gen = reports.get("generate") or reports.get("ingest") or {}
+    feat, pred, warm = (reports.get(s, {}) for s in ("features", "predict", "warm"))
+    gauge("edgecache_batch_events_generated", "Log lines generated (or ingested) for the day", gen.get("lines"))
     gauge("edgecache_batch_records_accepted", "Log records that passed validation", feat.get("accepted"))
+    gauge("edgecache_batch_records_duplicate", "Exact duplicate log records dropped", feat.get("duplicates"))
     q = Gauge(
         "edgecache_batch_records_quarantined", "Log lines quarantined, by reason", ["reason"], registry=reg
     )

@@ -18,18 +18,6 @@ DEVICES: tuple[str, ...] = ("TV", "Mobile", "Tablet", "Laptop", "Desktop")
 TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"  # Spark datetime pattern
 TIMESTAMP_STRFTIME = "%Y-%m-%d %H:%M:%S"  # the same, for Python
 
-# Why a line was quarantined, in the order the checks run (first failing check wins).
-REASONS: tuple[str, ...] = (
-    "bad_json",
-    "missing_field",
-    "bad_id",
-    "unknown_device",
-    "bad_duration",
-    "negative_duration",
-    "bad_timestamp",
-)
-
-
 def is_valid_id(value: str) -> bool:
     """True when ``value`` may be used as a user, content or edge id."""
     return bool(ID_RE.fullmatch(value))

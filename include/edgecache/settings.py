@@ -110,6 +110,9 @@ class Settings:
     ttl_seconds: int = 2 * 24 * 3600  # predictions outlive one missed nightly run, not two
     origin_latency_ms: float = 0.0  # simulated origin fetch on a delivery miss
     schedule: str | None = "@daily"  # the DAG's schedule; EDGECACHE_SCHEDULE=none: manual runs only
+    source: str = "generate"  # where a night's logs come from: generate (synthetic) or ingest (your own)
+    logs_path: str = ""  # with source=ingest: folder or glob of your logs ({date} stands for the day)
+    catalog_path: str = ""  # with source=ingest: your catalog (CSV or Parquet); empty: keep or infer one
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -129,4 +132,7 @@ class Settings:
             ttl_seconds=_env_int("EDGECACHE_TTL_SECONDS", d.ttl_seconds),
             origin_latency_ms=_env_float("EDGECACHE_ORIGIN_LATENCY_MS", d.origin_latency_ms),
             schedule=_schedule(os.environ.get("EDGECACHE_SCHEDULE"), d.schedule),
+            source=os.environ.get("EDGECACHE_SOURCE") or d.source,
+            logs_path=os.environ.get("EDGECACHE_LOGS_PATH") or d.logs_path,
+            catalog_path=os.environ.get("EDGECACHE_CATALOG_PATH") or d.catalog_path,
         )

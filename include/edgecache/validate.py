@@ -1,80 +1,301 @@
-"""Parse raw log lines and sort them into valid events and quarantined lines.
+"""Sort raw log lines into events, duplicates and quarantined lines.
 
-Every line ends up in exactly one of the two outputs, so
-lines in = events accepted + lines quarantined, and each quarantined line keeps its reason.
+The check of one line is a pure function (``check_line``) on its bytes, so it is exact
+(a JSON parser that stops after the first object, or reads text, cannot see trailing data,
+a second record or invalid UTF-8) and property-tested on any input. Spark runs it over a
+day's lines in Python workers (``classify``), then drops exact duplicate records.
+
+For every day: lines in = events accepted + duplicates + lines quarantined; each
+quarantined line keeps its bytes, its reason and the file it came from.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from edgecache.schema import DEVICES, ID_PATTERN, LOG_FIELDS, TIMESTAMP_FORMAT
+import msgspec
 
-# Every field is read as a string so a wrong type becomes a precise reason, not a null.
-RAW_SCHEMA = T.StructType(
-    [T.StructField(name, T.StringType()) for name in LOG_FIELDS]
-    + [T.StructField("_corrupt", T.StringType())]
+from edgecache.schema import DEVICES, ID_RE, LOG_FIELDS
+
+MAX_LINE_BYTES = 64 * 1024  # longer lines are quarantined unparsed
+MAX_DURATION_MIN = 24 * 60  # no single view lasts longer than a day
+BOM = b"\xef\xbb\xbf"
+_TIMESTAMP = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}) ([0-1][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]")
+_DEVICES = frozenset(DEVICES)
+_decode = msgspec.json.Decoder().decode
+
+# Why a line was quarantined, in the order the checks run (the first failing check wins).
+REASONS: tuple[str, ...] = (
+    "line_too_long",  # over 64 KiB
+    "bad_utf8",  # not valid UTF-8
+    "bad_json",  # not one JSON object
+    "trailing_data",  # a JSON object followed by something else
+    "multiple_records",  # two or more JSON objects on one line
+    "missing_field",  # a field of the record is absent or null (edge_id may come from the folder)
+    "bad_id",  # an id that is not 1-64 letters, digits, '_' or '-'
+    "unknown_device",
+    "bad_duration",  # duration not a number (booleans and strings included)
+    "negative_duration",
+    "duration_too_long",  # over 1,440 minutes
+    "bad_timestamp",  # not yyyy-MM-dd HH:mm:ss, or not a real time
+    "wrong_day",  # a timestamp outside the day the line was filed under
 )
 
 
-def _reason(r: Column) -> Column:
-    """The first failing check for parsed record ``r``, or null when it passes them all."""
-    ids_ok = (
-        r.user_id.rlike(ID_PATTERN) & r.content_id.rlike(ID_PATTERN) & r.edge_id.rlike(ID_PATTERN)
+class Event(msgspec.Struct, frozen=True):
+    """One accepted record; ``duration`` in whole minutes (floored). Hashable, so exact
+    duplicates are found by a set."""
+
+    user_id: str
+    device: str
+    content_id: str
+    duration: int
+    timestamp: str
+    edge_id: str
+
+
+def _parse(text: str) -> tuple[str | None, Any]:
+    """(None, the value) for one JSON value, else the reason it is not one."""
+    try:
+        return None, _decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    # The slow path, for the few lines the fast parser refused: is there an object first?
+    stripped = text.lstrip()
+    try:
+        obj, end = json.JSONDecoder().raw_decode(stripped)
+    except (ValueError, RecursionError):
+        return "bad_json", None
+    rest = stripped[end:].strip()
+    if not rest:  # valid JSON beyond the fast parser's range (a huge integer, say)
+        return None, obj
+    if not isinstance(obj, dict):
+        return "bad_json", None
+    return ("multiple_records" if rest.startswith("{") else "trailing_data"), None
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None
+
+
+class _Record(msgspec.Struct):
+    """The record's types, checked in C by one typed decode (ids and time by ``_IDS_AND_TIME``)."""
+
+    user_id: str
+    device: Literal[DEVICES]  # type: ignore[valid-type]
+    content_id: str
+    duration: Annotated[int, msgspec.Meta(ge=0, le=MAX_DURATION_MIN)] | Annotated[
+        float, msgspec.Meta(ge=0, le=MAX_DURATION_MIN)]
+    timestamp: str
+    edge_id: str | None = None
+
+
+_decode_record = msgspec.json.Decoder(_Record).decode
+# user, content and edge ids and the timestamp, joined by NUL (which no id may hold): one match.
+_IDS_AND_TIME = re.compile("\x00".join([ID_RE.pattern] * 3 + [_TIMESTAMP.pattern])).fullmatch
+
+
+def check_line(raw: bytes, day: str | None, folder_edge: str | None = None) -> tuple[str | None, Event | None]:
+    """(reason, None) for a line that breaks the contract, else (None, the event).
+
+    ``raw`` is the line without its line break; a trailing CR and a leading UTF-8 BOM are
+    allowed. ``day`` (YYYY-MM-DD) is the day the line was filed under; None skips that
+    check. ``folder_edge`` is the edge of the folder the line came from, used when the
+    record has no ``edge_id``.
+
+    Almost every line is good: one typed decode (``_Record``, checked in C) accepts it. Any
+    line it refuses goes through ``check_line_slowly``, the reference, which names the reason.
+    """
+    if raw[-1:] == b"\r":
+        raw = raw[:-1]
+    if raw[:3] == BOM:
+        raw = raw[3:]
+    if len(raw) <= MAX_LINE_BYTES:
+        try:
+            # The decoder need not look inside fields it skips: check UTF-8 first unless ASCII.
+            r = _decode_record(raw if raw.isascii() else raw.decode("utf-8"))
+        except (UnicodeDecodeError, msgspec.DecodeError, RecursionError):
+            pass
+        else:
+            edge = r.edge_id if r.edge_id is not None else folder_edge
+            if (edge is not None and r.timestamp[:10] == day
+                    and _IDS_AND_TIME(f"{r.user_id}\x00{r.content_id}\x00{edge}\x00{r.timestamp}")):
+                return None, Event(r.user_id, r.device, r.content_id, math.floor(r.duration), r.timestamp, edge)
+    return check_line_slowly(raw, day, folder_edge)
+
+
+def check_line_slowly(raw: bytes, day: str | None, folder_edge: str | None = None) -> tuple[str | None, Event | None]:
+    """``check_line`` one check at a time, in the order of ``REASONS``: the reference."""
+    if raw[-1:] == b"\r":
+        raw = raw[:-1]
+    if raw[:3] == BOM:
+        raw = raw[3:]
+    if len(raw) > MAX_LINE_BYTES:
+        return "line_too_long", None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bad_utf8", None
+    reason, record = _parse(text)
+    if reason is not None:
+        return reason, None
+    if not isinstance(record, dict):
+        return "bad_json", None
+    edge = record.get("edge_id")
+    if edge is None:
+        edge = folder_edge
+    if edge is None or any(record.get(name) is None for name in LOG_FIELDS if name != "edge_id"):
+        return "missing_field", None
+    if not (_is_id(record["user_id"]) and _is_id(record["content_id"]) and _is_id(edge)):
+        return "bad_id", None
+    if not isinstance(record["device"], str) or record["device"] not in _DEVICES:
+        return "unknown_device", None
+    duration = record["duration"]
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration):
+        return "bad_duration", None
+    if duration < 0:
+        return "negative_duration", None
+    if duration > MAX_DURATION_MIN:
+        return "duration_too_long", None
+    ts = record["timestamp"]
+    match = _TIMESTAMP.fullmatch(ts) if isinstance(ts, str) else None
+    if match is None:
+        return "bad_timestamp", None
+    if match.group(1) != day:  # the regex checked the time of day; the date needs a calendar
+        try:
+            dt.date.fromisoformat(match.group(1))
+        except ValueError:
+            return "bad_timestamp", None
+        if day is not None:
+            return "wrong_day", None
+    return None, Event(record["user_id"], record["device"], record["content_id"], math.floor(duration), ts, edge)
+
+
+@dataclass
+class Sorted:
+    """What ``sort_lines`` made of some lines."""
+
+    events: list[Event]
+    duplicates: int
+    quarantined: list[tuple[str, bytes]]  # (reason, line)
+
+    @property
+    def lines(self) -> int:
+        return len(self.events) + self.duplicates + len(self.quarantined)
+
+
+def sort_lines(lines: Iterable[bytes], day: str | None, folder_edge: str | None = None) -> Sorted:
+    """Every line into exactly one of: an event, a duplicate of an earlier event, or the
+    quarantine (the reference semantics of the Spark job, on plain Python lists)."""
+    seen: set[Event] = set()
+    out = Sorted([], 0, [])
+    for raw in lines:
+        reason, event = check_line(raw, day, folder_edge)
+        if reason is not None:
+            out.quarantined.append((reason, raw))
+        elif event in seen:
+            out.duplicates += 1
+        else:
+            seen.add(event)
+            out.events.append(event)
+    return out
+
+
+# --- Spark ------------------------------------------------------------------------------
+
+CHECKED_DDL = (
+    "reason string, user_id string, device string, content_id string, duration bigint, "
+    "timestamp string, edge_id string, line binary, source string"
+)
+
+
+def _check_batches(batches: Iterator[Any], day: str | None) -> Iterator[Any]:
+    import pyarrow as pa
+
+    names = ["reason", "user_id", "device", "content_id", "duration", "timestamp", "edge_id", "line", "source"]
+    types = [pa.string()] * 4 + [pa.int64(), pa.string(), pa.string(), pa.binary(), pa.string()]
+    for batch in batches:
+        values = batch.column(0).to_pylist()
+        folders = batch.column(1).to_pylist()
+        sources = batch.column(2).to_pylist()
+        cols: list[list[Any]] = [[] for _ in names]
+        for raw, folder, source in zip(values, folders, sources):
+            reason, e = check_line(raw, day, folder)
+            cols[0].append(reason)
+            if e is None:
+                for c in cols[1:7]:
+                    c.append(None)
+                cols[7].append(raw)  # only quarantined lines travel back, verbatim
+                cols[8].append(source)
+            else:
+                for c, v in zip(cols[1:7], (e.user_id, e.device, e.content_id, e.duration, e.timestamp, e.edge_id)):
+                    c.append(v)
+                cols[7].append(None)
+                cols[8].append(None)
+        yield pa.RecordBatch.from_arrays([pa.array(c, t) for c, t in zip(cols, types)], names=names)
+
+
+def classify(lines: Any, day: str | None) -> Any:
+    """Check every line of ``lines`` (a DataFrame of Spark's text source: ``value``, and
+    ``source``, the file) filed under ``day``; the columns of ``CHECKED_DDL``.
+
+    The edge a line's folder names (``.../edge=E/file``) stands in for a record without
+    ``edge_id``."""
+    from pyspark.sql import functions as F
+
+    folder = F.regexp_extract("source", r"/edge=([^/]+)/[^/]*$", 1)
+    prepared = lines.select(
+        F.col("value").cast("binary").alias("value"),
+        # Spark files lines with no edge under __HIVE_DEFAULT_PARTITION__: no edge at all.
+        F.when((folder != "") & (folder != "__HIVE_DEFAULT_PARTITION__"), folder).alias("folder_edge"),
+        F.col("source"),
     )
-    duration = F.expr("try_cast(r.duration AS DOUBLE)")
-    ts = F.expr(f"try_to_timestamp(r.timestamp, '{TIMESTAMP_FORMAT}')")
-    missing = F.lit(False)
-    for name in LOG_FIELDS:
-        missing = missing | r[name].isNull()
-    return (
-        F.when(r.isNull() | r._corrupt.isNotNull(), "bad_json")
-        .when(missing, "missing_field")
-        .when(~ids_ok, "bad_id")
-        .when(~r.device.isin(*DEVICES), "unknown_device")
-        .when(duration.isNull() | F.isnan(duration), "bad_duration")
-        .when(duration < 0, "negative_duration")
-        .when(ts.isNull(), "bad_timestamp")
+    return prepared.mapInArrow(lambda batches: _check_batches(batches, day), CHECKED_DDL)
+
+
+def accepted(classified: Any) -> Any:
+    """Typed events from the lines that passed every check, exact duplicates dropped.
+
+    The records that occur more than once (few: a shipper's retries) are found by one
+    aggregation and kept once, after the others; the others keep the partitions, and so
+    the file layout, they were read in (a plain ``dropDuplicates`` would reshuffle every
+    event, and sums over them downstream would change with the shuffle's order)."""
+    records = classified.where("reason IS NULL").select(*_event_columns())
+    keys = records.columns
+    repeated = records.groupBy(*keys).count().where("count > 1").drop("count")
+    return records.join(repeated, keys, "left_anti").unionByName(repeated)
+
+
+def _event_columns() -> list[Any]:
+    from pyspark.sql import functions as F
+
+    return ["user_id", "device", "content_id", "duration",
+            F.to_timestamp("timestamp", "yyyy-MM-dd HH:mm:ss").alias("timestamp"), "edge_id"]
+
+
+def quarantined(classified: Any) -> Any:
+    """The rejected lines with their reason and the file they came from; ``line`` is the
+    text (invalid UTF-8 shown as U+FFFD) and ``line_base64`` the exact bytes."""
+    from pyspark.sql import functions as F
+
+    return classified.where("reason IS NOT NULL").select(
+        "reason",
+        F.expr("make_valid_utf8(CAST(line AS STRING))").alias("line"),
+        F.base64("line").alias("line_base64"),
+        "source",
     )
 
 
-def classify(lines: DataFrame) -> DataFrame:
-    """Add ``r`` (the parsed record) and ``reason`` (null when valid) to a ``value`` column."""
-    parsed = lines.withColumn(
-        "r",
-        F.from_json(
-            "value", RAW_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
-        ),
-    )
-    return parsed.withColumn("reason", _reason(F.col("r")))
+def counts(classified: Any) -> dict[str, int]:
+    """Lines by outcome: ``accepted`` (distinct events), ``duplicate`` and each reason."""
+    from pyspark.sql import functions as F
 
-
-def accepted(classified: DataFrame) -> DataFrame:
-    """Typed events from the lines that passed every check."""
-    return classified.where(F.col("reason").isNull()).select(*_event_columns())
-
-
-def events_with_reason(classified: DataFrame) -> DataFrame:
-    """Every line's reason (null when accepted) beside its typed event columns, so one pass
-    gives both the counts and the events; the event columns mean nothing where reason is set."""
-    return classified.select("reason", *_event_columns())
-
-
-def _event_columns() -> list[Column]:
-    return [
-        F.col("r.user_id").alias("user_id"),
-        F.col("r.device").alias("device"),
-        F.col("r.content_id").alias("content_id"),
-        F.expr("CAST(floor(try_cast(r.duration AS DOUBLE)) AS BIGINT)").alias("duration"),
-        F.expr(f"try_to_timestamp(r.timestamp, '{TIMESTAMP_FORMAT}')").alias("timestamp"),
-        F.col("r.edge_id").alias("edge_id"),
-    ]
-
-
-def quarantined(classified: DataFrame) -> DataFrame:
-    """The rejected lines, verbatim, with their reason and the file they came from."""
-    return classified.where(F.col("reason").isNotNull()).select(
-        "reason", F.col("value").alias("line"), "source"
-    )
+    rows = classified.groupBy("reason").agg(F.count("*").alias("n")).collect()
+    out = {(r["reason"] or "accepted"): r["n"] for r in rows}
+    return out

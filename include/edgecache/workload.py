@@ -417,7 +417,13 @@ def _drop(r: dict) -> str:
     return json.dumps({k: v for k, v in r.items() if k != "content_id"})
 
 
-# One malformed variant per quarantine reason, so a day of logs exercises every check.
+def _other_day(r: dict) -> str:
+    day = dt.date.fromisoformat(r["timestamp"][:10]) - dt.timedelta(days=7)
+    return json.dumps({**r, "timestamp": day.isoformat() + r["timestamp"][10:]})
+
+
+# A malformed variant per quarantine reason, so a day of logs exercises the checks (all but
+# line_too_long and bad_utf8: the lines are Arrow strings, and a day needs no 64 KiB lines).
 CORRUPTIONS = (
     lambda r: json.dumps(r)[:-7],  # truncated line: bad_json
     _drop,  # missing content_id: missing_field
@@ -426,4 +432,8 @@ CORRUPTIONS = (
     lambda r: json.dumps({**r, "duration": "forty"}),  # bad_duration
     lambda r: json.dumps({**r, "duration": -r["duration"] - 1}),  # negative_duration
     lambda r: json.dumps({**r, "timestamp": "12/04/2025 25:61"}),  # bad_timestamp
+    lambda r: json.dumps(r) + " }",  # trailing_data
+    lambda r: json.dumps(r) + json.dumps(r),  # multiple_records
+    lambda r: json.dumps({**r, "duration": 10**12}),  # duration_too_long
+    _other_day,  # wrong_day: a week before the file's day
 )

@@ -71,13 +71,16 @@ def read_logs(logs: Path, edges: set[str] | None = None) -> tuple[list[LogReques
     if not files:
         raise FileNotFoundError(f"no log files under {logs}")
     for path in files:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        folder_edge = path.parent.name.removeprefix("edge=")
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:  # -sig: a BOM is no data
             for line in fh:
                 try:
                     rec = json.loads(line)
                 except ValueError:
                     skipped["bad_json"] += 1
                     continue
+                if isinstance(rec, dict) and rec.get("edge_id") is None:  # as validation does
+                    rec["edge_id"] = folder_edge
                 if not isinstance(rec, dict) or not all(
                         isinstance(rec.get(k), str) for k in ("edge_id", "user_id", "content_id", "timestamp")):
                     skipped["missing_field"] += 1

@@ -12,6 +12,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from edgecache.catalog import CatalogError
 from edgecache.java import JavaNotFoundError
 from edgecache.layout import Layout, write_json_atomic
 from edgecache.settings import Settings
@@ -81,23 +82,31 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+class InputError(Exception):
+    """An input a person can fix (a missing day, an empty file, a wrong path): one line, exit 2."""
+
+
 def run_job(
     name: str,
     parser: argparse.ArgumentParser,
     run: Callable[[SparkSession, argparse.Namespace], dict[str, Any]],
     argv: list[str] | None,
+    check: Callable[[argparse.Namespace], None] | None = None,
 ) -> int:
-    """Parse ``argv``, run the job on a SparkSession, write and print its report."""
+    """Parse ``argv``, check the inputs (``check``, before any Spark work), run the job on a
+    SparkSession, write and print its report. A wrong input is one line on stderr and exit 2."""
     from edgecache.spark import get_spark
 
     args = parser.parse_args(argv)
     try:
+        if check is not None:
+            check(args)
         spark = get_spark(f"edgecache-{name}", args.master)
-    except JavaNotFoundError as exc:
+        started = time.perf_counter()
+        report = run(spark, args)
+    except (JavaNotFoundError, InputError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    started = time.perf_counter()
-    report = run(spark, args)
     report["stage"] = name
     report["date"] = args.date
     report["wall_seconds"] = round(time.perf_counter() - started, 3)

@@ -19,11 +19,12 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from edgecache.catalog import extend_inferred, is_inferred, write_catalog
 from edgecache.evaluate import SIZES_PCT, evaluate, to_markdown, write_outputs
-from edgecache.jobs.common import base_parser, positive_int, run_job
+from edgecache.jobs.common import InputError, base_parser, positive_int, run_job
 from edgecache.layout import Layout, read_json, write_json_atomic
 from edgecache.policies import default_workers
-from edgecache.validate import classify, events_with_reason
+from edgecache.validate import classify
 
 
 def size_list(value: str) -> list[int]:
@@ -96,11 +97,13 @@ def validated_events(spark: SparkSession, layout: Layout, date: str) -> tuple[pd
     """D's accepted requests (edge_id, user_id, content_id, ts in seconds) and the line counts.
 
     One pass over the logs into a slim Parquet file beside the evaluation, read back in the
-    driver: a day's requests never sit in the JVM's heap or go through a Python worker.
+    driver: a day's requests never sit in the JVM's heap. Exact duplicate records count once,
+    as in the features job.
     """
-    lines = spark.read.text(str(layout.logs(date)))  # no file names: nothing is quarantined here
-    slim = events_with_reason(classify(lines)).select(
-        "reason", "edge_id", "user_id", "content_id", F.col("timestamp").cast("long").alias("ts")
+    lines = spark.read.text(str(layout.logs(date))).select("value", F.col("_metadata.file_path").alias("source"))
+    slim = classify(lines, date).select(
+        "reason", "edge_id", "user_id", "content_id", "device", "duration",
+        F.to_timestamp("timestamp", "yyyy-MM-dd HH:mm:ss").cast("long").alias("ts"),
     )
     tmp = layout.evaluation(date).with_name(f".date={date}.events")
     try:
@@ -110,22 +113,33 @@ def validated_events(spark: SparkSession, layout: Layout, date: str) -> tuple[pd
         shutil.rmtree(tmp, ignore_errors=True)
     reasons = table.column("reason")
     counts = {r["values"]: r["counts"] for r in pc.value_counts(reasons.drop_null()).to_pylist()}
-    events = table.filter(pc.is_null(reasons)).drop_columns(["reason"]).to_pandas()
+    records = table.filter(pc.is_null(reasons)).drop_columns(["reason"]).to_pandas()
+    events = records.drop_duplicates().drop(columns=["device"]).reset_index(drop=True)
     return events, {
         "lines_in": table.num_rows,
         "accepted": len(events),
-        "quarantined": table.num_rows - len(events),
+        "duplicates": len(records) - len(events),
+        "quarantined": table.num_rows - len(records),
         "quarantined_by_reason": dict(sorted(counts.items())),
     }
+
+
+def check(args: argparse.Namespace) -> None:
+    layout = Layout(args.data_dir.resolve())
+    for path in (layout.predictions(args.date, "edge_demand"), layout.predictions(args.date, "users"),
+                 layout.catalog):
+        if not path.exists():
+            raise InputError(f"{path} is missing: run features and predict for {args.date} first")
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     layout = Layout(args.data_dir.resolve())
     date, replayed = args.date, next_day(args.date)
     demand_path, users_path = layout.predictions(date, "edge_demand"), layout.predictions(date, "users")
-    for path in (demand_path, users_path, layout.catalog):
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run generate, features and predict for {date} first")
+    if not layout.has_logs(replayed) and not layout.report(date, "generate").exists():
+        # An operator's own logs: D+1 is not in yet. Nothing to replay, and nothing wrong.
+        print(f"evaluate: no logs for {replayed} yet (ingest them, then run evaluate for {date})")
+        return {"replayed_date": replayed, "skipped": f"no logs for {replayed} yet"}
 
     clock = time.perf_counter()
     generated = ensure_logs(spark, layout, date, args.master)
@@ -133,6 +147,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     events, validation = validated_events(spark, layout, replayed)
     validate_seconds = time.perf_counter() - clock
     catalog = pq.read_table(layout.catalog).to_pandas()
+    if is_inferred(layout.catalog_info):  # the titles first seen on D+1 join the inferred catalog
+        longest = events.groupby("content_id", as_index=False)["duration"].max()
+        catalog = extend_inferred(catalog, longest)
+        write_catalog(catalog, layout.catalog)
+    events = events.drop(columns=["duration"])
     demand = pq.read_table(demand_path).to_pandas()
     users = pq.read_table(users_path, columns=["user_id", "edge_id", "ranked"]).to_pandas()
     popularity_path = layout.features(date, "popularity")
@@ -178,4 +197,4 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("evaluate", build_parser(), run, argv)
+    return run_job("evaluate", build_parser(), run, argv, check=check)

@@ -13,11 +13,12 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from edgecache.catalog import extend_inferred, is_inferred, read_spark, write_catalog
 from edgecache.features import build_features
-from edgecache.jobs.common import base_parser, positive_float, positive_int, run_job
+from edgecache.jobs.common import InputError, base_parser, positive_float, positive_int, run_job
 from edgecache.layout import Layout, read_json, write_json_atomic
 from edgecache.settings import Settings
-from edgecache.validate import accepted, classify, quarantined
+from edgecache.validate import accepted, classify, counts, quarantined
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,17 +41,18 @@ def window_dates(date: str, days: int) -> list[str]:
 
 
 def validate_day(spark: SparkSession, layout: Layout, date: str) -> dict[str, int]:
-    """Split a day's log lines into events and quarantine; return the counts by reason."""
+    """Split a day's log lines into events and quarantine; return the lines by outcome:
+    ``accepted`` (distinct events), ``duplicate`` and each quarantine reason."""
     lines = spark.read.text(str(layout.logs(date))).select("value", F.col("_metadata.file_path").alias("source"))
-    classified = classify(lines).cache()
+    classified = classify(lines, date).cache()
     accepted(classified).write.mode("overwrite").parquet(str(layout.events(date)))
     quarantined(classified).write.mode("overwrite").json(str(layout.quarantine(date)))
-    counts = {
-        (r["reason"] or "accepted"): r["n"]
-        for r in classified.groupBy("reason").agg(F.count("*").alias("n")).collect()
-    }
+    by_outcome = counts(classified)
     classified.unpersist()
-    return counts
+    events = spark.read.parquet(str(layout.events(date))).count()
+    by_outcome["duplicate"] = by_outcome.pop("accepted", 0) - events
+    by_outcome["accepted"] = events
+    return by_outcome
 
 
 def manifest(cutoff: str, args: argparse.Namespace, days: list[str]) -> dict[str, Any]:
@@ -78,17 +80,48 @@ def features_ready(layout: Layout, cutoff: str, args: argparse.Namespace) -> boo
     return m["window_days"] == args.window_days and m["decay_days"] == args.decay_days
 
 
+def check_day_logs(layout: Layout, date: str) -> None:
+    """A day's logs are there and not empty, or a one-line error that says what to run."""
+    logs = layout.logs(date)
+    files = [p for p in logs.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))] if logs.is_dir() else []
+    if not files:
+        raise InputError(f"no logs for {date} at {logs}: run `edgecache generate` or `edgecache ingest` "
+                         f"for {date} first")
+    if all(p.stat().st_size == 0 for p in files):
+        raise InputError(f"the logs for {date} at {logs} are empty")
+
+
+def check(args: argparse.Namespace) -> None:
+    check_day_logs(Layout(args.data_dir.resolve()), args.date)
+
+
+def infer_catalog_from(spark: SparkSession, layout: Layout, events: DataFrame) -> int | None:
+    """With no catalog, or an inferred one, add the titles these events name; titles added."""
+    if layout.catalog.exists() and not is_inferred(layout.catalog_info):
+        return None
+    longest = events.groupBy("content_id").agg(F.max("duration").alias("duration")).toPandas()
+    old = read_catalog_frame(layout) if layout.catalog.exists() else None
+    catalog = extend_inferred(old, longest)
+    write_catalog(catalog, layout.catalog)
+    write_json_atomic(layout.catalog_info, {"source": "inferred", "titles": len(catalog)})
+    return len(catalog) - (0 if old is None else len(old))
+
+
+def read_catalog_frame(layout: Layout):  # noqa: ANN201
+    import pyarrow.parquet as pq
+
+    return pq.read_table(layout.catalog).to_pandas()
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     layout = Layout(args.data_dir.resolve())
     date = args.date
-    logs = layout.logs(date)
-    if not logs.exists():
-        raise FileNotFoundError(f"no logs for {date} at {logs}: run the generate step first")
 
-    counts = validate_day(spark, layout, date)
+    outcome = validate_day(spark, layout, date)
     active_users = spark.read.parquet(str(layout.events(date))).select("user_id").distinct().count()
-    lines_in = sum(counts.values())
-    accepted_n = counts.pop("accepted", 0)
+    lines_in = sum(outcome.values())
+    accepted_n = outcome.pop("accepted")
+    duplicates = outcome.pop("duplicate")
 
     # The window of D and of D-1 (yesterday's features train today's model): validate any
     # day whose logs are there but whose events are not (a first run, or a backfill).
@@ -102,7 +135,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     # On a nightly run D-1's features exist, so the day before D's window is not read.
     read = days if build_previous else [d for d in days if d in window_dates(date, args.window_days)]
     events = spark.read.parquet(*[str(layout.events(d)) for d in read]).cache()
-    catalog = spark.read.parquet(str(layout.catalog))
+    inferred = infer_catalog_from(spark, layout, events)
+    catalog = read_spark(spark, layout.catalog)
 
     rows = write_features(spark, layout, events, catalog, date, args)
     if build_previous:
@@ -111,16 +145,18 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "lines_in": lines_in,
         "accepted": accepted_n,
-        "quarantined": sum(counts.values()),
+        "duplicates": duplicates,
+        "quarantined": sum(outcome.values()),
         "active_users": active_users,
-        "quarantined_by_reason": dict(sorted(counts.items())),
+        "quarantined_by_reason": dict(sorted(outcome.items())),
         "window_days_found": [d for d in window_dates(date, args.window_days) if d in days],
         "days_validated": [*backfilled, date],
         "previous_day_features_built": build_previous,
+        "catalog_titles_inferred": inferred,
         "feature_rows": rows,
         "output": str(layout.features(date, "")),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("features", build_parser(), run, argv)
+    return run_job("features", build_parser(), run, argv, check=check)

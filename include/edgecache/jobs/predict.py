@@ -34,6 +34,7 @@ from edgecache.demand import (
     viewers,
     with_request_counts,
 )
+from edgecache.catalog import read_spark
 from edgecache.features import FEATURE_TABLES, title_features
 from edgecache.federated.config import FedConfig
 from edgecache.federated.model import from_vector, to_vector
@@ -42,6 +43,7 @@ from edgecache.jobs.common import (
     base_parser,
     boolean,
     non_negative_float,
+    InputError,
     non_negative_int,
     positive_float,
     positive_int,
@@ -155,9 +157,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
     found = read_features(spark, layout, date)
     if found is None:
-        raise FileNotFoundError(f"no features for {date} under {layout.features(date, '')}: run features first")
+        raise InputError(f"no features for {date} under {layout.features(date, '')}: run features first")
     feats, manifest = found
-    catalog = spark.read.parquet(str(layout.catalog))
+    catalog = read_spark(spark, layout.catalog)
     titles = materialize(title_features(catalog, date))
 
     model = args.model
@@ -218,5 +220,13 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     return {**summary, "output": str(layout.predictions(date, ""))}
 
 
+def check(args: argparse.Namespace) -> None:
+    layout = Layout(args.data_dir.resolve())
+    if not layout.features(args.date, "manifest.json").exists():
+        raise InputError(f"no features for {args.date} under {layout.features(args.date, '')}: run features first")
+    if not layout.catalog.exists():
+        raise InputError(f"no catalog at {layout.catalog}: run generate, ingest or features first")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_job("predict", build_parser(), run, argv)
+    return run_job("predict", build_parser(), run, argv, check=check)
