@@ -4,6 +4,7 @@ features -> predict -> evaluate on them; every input error is one line and exit 
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -213,3 +214,26 @@ def test_the_dag_ingests_a_folder_the_test_writes(tmp_path, source, redis_server
         assert client.get(f"user:{row.user_id}") == row.content_id.encode()
     # D+1 is not ingested yet: evaluate says so and succeeds.
     assert read_json(layout.report(DATE, "evaluate"))["skipped"].startswith("no logs for 2025-04-13")
+
+
+def test_warm_without_predictions_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "edgecache.cli", "warm", "--date", DATE, "--data-dir", str(tmp_path),
+                          "--redis-url", "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=60)
+    one_line_error(out, "no predictions at")
+
+
+def test_records_without_a_folder_are_routed_by_their_edge_id(tmp_path, spark):
+    flat = tmp_path / "incoming"
+    flat.mkdir()
+    records = day_records(DATE)[:40]
+    lines = [json.dumps(r).encode() for r in records] + [b'{"user_id": "no-edge"}', b"garbage"]
+    (flat / "all.jsonl").write_bytes(gzip.compress(b"\n".join(lines)))  # gzip without the suffix
+    (flat / "all.jsonl").rename(flat / "all.jsonl.gz")
+    data = tmp_path / "data"
+    assert ingest.main(["--date", DATE, "--data-dir", str(data), "--source", str(flat)]) == 0
+    report = read_json(Layout(data).report(DATE, "ingest"))
+    want = {e: sum(r["edge_id"] == e for r in records) for e in EDGES}
+    assert report["lines_per_edge"] == {**want, "(no edge)": 2} and report["lines"] == len(lines)
+    assert features.main(["--date", DATE, "--data-dir", str(data)]) == 0
+    feat = read_json(Layout(data).report(DATE, "features"))
+    assert feat["accepted"] == 40 and feat["quarantined_by_reason"] == {"bad_json": 1, "missing_field": 1}

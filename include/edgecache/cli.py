@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except JavaNotFoundError as exc:
+    except (JavaNotFoundError, FileNotFoundError) as exc:  # a missing input: one line, not a trace
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -211,65 +211,79 @@ def sort_lines(lines: Iterable[bytes], day: str | None, folder_edge: str | None 
 
 CHECKED_DDL = (
     "reason string, user_id string, device string, content_id string, duration bigint, "
-    "timestamp string, edge_id string, line binary, source string"
+    "timestamp string, edge_id string"
 )
 
 
-def _check_batches(batches: Iterator[Any], day: str | None) -> Iterator[Any]:
+def _per_row(column: Any) -> list[Any]:
+    """A column's values as a list; cheap when, as usual, a batch comes from one file."""
+    import pyarrow.compute as pc
+
+    if len(column) and column.null_count == 0 and pc.count_distinct(column).as_py() == 1:
+        return [column[0].as_py()] * len(column)
+    return column.to_pylist()
+
+
+def _check_arrays(values: Any, folders: Any, day: str | None) -> Any:
+    """``check_line`` over Arrow arrays: a struct array of the ``CHECKED_DDL`` fields."""
     import pyarrow as pa
 
-    names = ["reason", "user_id", "device", "content_id", "duration", "timestamp", "edge_id", "line", "source"]
-    types = [pa.string()] * 4 + [pa.int64(), pa.string(), pa.string(), pa.binary(), pa.string()]
-    for batch in batches:
-        values = batch.column(0).to_pylist()
-        folders = batch.column(1).to_pylist()
-        sources = batch.column(2).to_pylist()
-        cols: list[list[Any]] = [[] for _ in names]
-        for raw, folder, source in zip(values, folders, sources):
-            reason, e = check_line(raw, day, folder)
-            cols[0].append(reason)
-            if e is None:
-                for c in cols[1:7]:
-                    c.append(None)
-                cols[7].append(raw)  # only quarantined lines travel back, verbatim
-                cols[8].append(source)
-            else:
-                for c, v in zip(cols[1:7], (e.user_id, e.device, e.content_id, e.duration, e.timestamp, e.edge_id)):
-                    c.append(v)
-                cols[7].append(None)
-                cols[8].append(None)
-        yield pa.RecordBatch.from_arrays([pa.array(c, t) for c, t in zip(cols, types)], names=names)
+    results = [check_line(raw, day, folder) for raw, folder in zip(values.to_pylist(), _per_row(folders))]
+    events = [e for _, e in results]
+    return pa.StructArray.from_arrays([
+        pa.array([reason for reason, _ in results], pa.string()),
+        pa.array([e and e.user_id for e in events], pa.string()),
+        pa.array([e and e.device for e in events], pa.string()),
+        pa.array([e and e.content_id for e in events], pa.string()),
+        pa.array([e and e.duration for e in events], pa.int64()),
+        pa.array([e and e.timestamp for e in events], pa.string()),
+        pa.array([e and e.edge_id for e in events], pa.string()),
+    ], names=["reason", "user_id", "device", "content_id", "duration", "timestamp", "edge_id"])
 
 
 def classify(lines: Any, day: str | None) -> Any:
     """Check every line of ``lines`` (a DataFrame of Spark's text source: ``value``, and
-    ``source``, the file) filed under ``day``; the columns of ``CHECKED_DDL``.
+    ``source``, the file) filed under ``day``: the columns of ``CHECKED_DDL``, plus ``line``
+    (the bytes) and ``source``.
 
     The edge a line's folder names (``.../edge=E/file``) stands in for a record without
-    ``edge_id``."""
+    ``edge_id``. Only the line and its folder's edge go to the Python workers."""
+    import pyarrow as pa
     from pyspark.sql import functions as F
 
+    def check(values, folders):  # noqa: ANN001, ANN202 - Spark reads the hints set below
+        return _check_arrays(values, folders, day)
+
+    # This module's annotations are strings (PEP 563), which Spark does not resolve.
+    check.__annotations__ = {"values": pa.Array, "folders": pa.Array, "return": pa.Array}
+    check = F.arrow_udf(check, CHECKED_DDL)
+
     folder = F.regexp_extract("source", r"/edge=([^/]+)/[^/]*$", 1)
-    prepared = lines.select(
-        F.col("value").cast("binary").alias("value"),
-        # Spark files lines with no edge under __HIVE_DEFAULT_PARTITION__: no edge at all.
-        F.when((folder != "") & (folder != "__HIVE_DEFAULT_PARTITION__"), folder).alias("folder_edge"),
-        F.col("source"),
-    )
-    return prepared.mapInArrow(lambda batches: _check_batches(batches, day), CHECKED_DDL)
+    # Spark files lines with no edge under __HIVE_DEFAULT_PARTITION__: no edge at all.
+    folder_edge = F.when((folder != "") & (folder != "__HIVE_DEFAULT_PARTITION__"), folder)
+    line = F.col("value").cast("binary")
+    checked = lines.select(check(line, folder_edge).alias("c"), line.alias("line"), "source")
+    # Only quarantined lines keep their bytes and their file: a cached day stays small.
+    bad = F.col("c.reason").isNotNull()
+    return checked.select("c.*", F.when(bad, F.col("line")).alias("line"), F.when(bad, F.col("source")).alias("source"))
 
 
 def accepted(classified: Any) -> Any:
     """Typed events from the lines that passed every check, exact duplicates dropped.
 
-    The records that occur more than once (few: a shipper's retries) are found by one
-    aggregation and kept once, after the others; the others keep the partitions, and so
-    the file layout, they were read in (a plain ``dropDuplicates`` would reshuffle every
-    event, and sums over them downstream would change with the shuffle's order)."""
+    Records whose hash occurs more than once (few: a shipper's retries) are found by one
+    aggregation of 8-byte hashes and de-duplicated exactly among themselves; every other
+    record stays in the partition, and so the file layout, it was read in (a plain
+    ``dropDuplicates`` would shuffle every event, and sums over them downstream would
+    change with the shuffle's order)."""
+    from pyspark.sql import functions as F
+
     records = classified.where("reason IS NULL").select(*_event_columns())
-    keys = records.columns
-    repeated = records.groupBy(*keys).count().where("count > 1").drop("count")
-    return records.join(repeated, keys, "left_anti").unionByName(repeated)
+    hashed = records.withColumn("_hash", F.xxhash64(*records.columns))
+    repeated = F.broadcast(hashed.groupBy("_hash").count().where("count > 1").select("_hash"))
+    unique = hashed.join(repeated, "_hash", "left_anti").drop("_hash")
+    once = hashed.join(repeated, "_hash", "left_semi").drop("_hash").dropDuplicates()
+    return unique.unionByName(once)
 
 
 def _event_columns() -> list[Any]:

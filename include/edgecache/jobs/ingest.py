@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import argparse
 import glob
+import gzip
 import os
 import shutil
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +32,11 @@ from pyspark.sql import functions as F
 
 from edgecache.catalog import load_catalog, write_catalog
 from edgecache.jobs.common import InputError, base_parser, run_job
-from edgecache.jobs.generate import stable_part_names
 from edgecache.layout import Layout, write_json_atomic
 from edgecache.schema import ID_PATTERN, ID_RE
 
 SKIPPED_PREFIXES = (".", "_")  # hidden files, _SUCCESS and other markers of a writer
+NO_EDGE = "__HIVE_DEFAULT_PARTITION__"  # Spark's folder for a null partition value: no edge
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,36 +99,79 @@ def check(args: argparse.Namespace) -> None:
     args.files = files
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def copy_lines(src: Path, dst: Path) -> int:
+    """Copy one log file as it is (gunzipped if it is gzip) and return its lines; a last
+    line without a line break gets one."""
+    with open(src, "rb") as probe:
+        gz = probe.read(2) == GZIP_MAGIC
+    lines, last = 0, b"\n"
+    try:
+        with (gzip.open(src, "rb") if gz else open(src, "rb")) as fin, open(dst, "wb") as fout:
+            while chunk := fin.read(1 << 20):
+                fout.write(chunk)
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+            if last != b"\n":
+                fout.write(b"\n")
+                lines += 1
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise InputError(f"log file {src} is not valid gzip ({exc})") from None
+    return lines
+
+
+def route_by_record(spark: SparkSession, files: list[Path], staging: Path) -> dict[Path, str | None]:
+    """Files whose lines name no edge by folder or flag: Spark sends each line to its
+    record's edge_id (lines without a valid one to no edge). The part files written, by edge."""
+    record = F.get_json_object(F.expr("regexp_replace(value, '^\\uFEFF', '')"), "$.edge_id")
+    route = F.when(record.rlike(ID_PATTERN), record)
+    spark.read.text([str(f) for f in files]).select(route.alias("edge"), "value").write.partitionBy(
+        "edge").option("compression", "none").text(str(staging))
+    out: dict[Path, str | None] = {}
+    for part in sorted(staging.glob("edge=*/part-*")):
+        edge = part.parent.name.removeprefix("edge=")
+        out[part] = None if edge == NO_EDGE else edge
+    return out
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     layout = Layout(args.data_dir.resolve())
     date, files = args.date, args.files
-    edges = {str(f.resolve()): folder_edge(f) or args.edge for f in files}
-    known = {path: edge for path, edge in edges.items() if edge is not None}
-    lines = spark.read.text([str(f) for f in files]).select(
-        "value", F.expr("try_url_decode(replace(regexp_replace(_metadata.file_path, '^file:(//)?', ''), '+', '%2B'))").alias("path"))
-    by_file = F.lit(None).cast("string")
-    for path, edge in known.items():
-        by_file = F.when(F.col("path") == path, edge).otherwise(by_file)
-    if len(known) < len(edges):  # some files name no edge: route by the record's own
-        record = F.get_json_object(F.expr("regexp_replace(value, '^\\uFEFF', '')"), "$.edge_id")
-        route = F.coalesce(F.when(record.rlike(ID_PATTERN), record), by_file)
-    else:
-        route = by_file
-    # A new day goes into a folder beside the old one and replaces it whole.
-    target = layout.logs(date)
-    tmp = layout.root / ".staging" / f"ingest-{date}"  # Spark skips a root whose name starts with "."
+    staging = layout.root / ".staging"
+    tmp = staging / f"ingest-{date}"
     shutil.rmtree(tmp, ignore_errors=True)
-    lines.select(route.alias("edge"), "value").write.partitionBy("edge").option("compression", "none").text(str(tmp))
-    stable_part_names(spark, str(tmp), ".jsonl")
-    old = tmp.with_name(f"old-{date}")
+    # Files whose edge is known (an edge=E folder or --edge) are copied as they are; only
+    # the others go through Spark, which reads each line's edge_id.
+    by_edge: dict[str | None, list[Path]] = {}
+    for f in files:
+        by_edge.setdefault(folder_edge(f) or args.edge, []).append(f)
+    routed = route_by_record(spark, by_edge.pop(None), staging / f"route-{date}") if None in by_edge else {}
+    jobs = []
+    for edge, sources in sorted(by_edge.items()):
+        jobs += [(src, tmp / f"edge={edge}" / f"part-{i:05d}.jsonl") for i, src in enumerate(sorted(sources))]
+    for i, (part, edge) in enumerate(routed.items()):  # after the copied files of the same edge
+        jobs.append((part, tmp / f"edge={edge if edge is not None else NO_EDGE}" / f"part-r{i:05d}.jsonl"))
+    for _, dst in jobs:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # gzip and file I/O free the GIL
+        counts = list(pool.map(lambda job: copy_lines(*job), jobs))
+    per_edge: dict[str, int] = {}
+    for (_, dst), n in zip(jobs, counts):
+        edge = dst.parent.name.removeprefix("edge=")
+        edge = "(no edge)" if edge == NO_EDGE else edge
+        per_edge[edge] = per_edge.get(edge, 0) + n
+    shutil.rmtree(staging / f"route-{date}", ignore_errors=True)
+    # The new day replaces the old one whole.
+    target = layout.logs(date)
+    old = staging / f"old-{date}"
     shutil.rmtree(old, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         target.rename(old)
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
-    per_edge = {r["edge"]: r["lines"] for r in spark.read.text(str(target)).groupBy("edge")
-                .agg(F.count("*").alias("lines")).collect()}
     # The day's validated events (if any) no longer match its logs.
     shutil.rmtree(layout.events(date), ignore_errors=True)
 
@@ -141,7 +187,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "files": len(files),
         "lines": sum(per_edge.values()),
-        "lines_per_edge": {("(no edge)" if e is None else e): n for e, n in sorted(per_edge.items(), key=str)},
+        "lines_per_edge": dict(sorted(per_edge.items())),
         "catalog": catalog,
         "output": str(target),
     }
