@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -268,6 +268,9 @@ def classify(lines: Any, day: str | None) -> Any:
     return checked.select("c.*", F.when(bad, F.col("line")).alias("line"), F.when(bad, F.col("source")).alias("source"))
 
 
+MAX_LISTED_HASHES = 100_000  # more repeated records than this are matched by a join
+
+
 def accepted(classified: Any) -> Any:
     """Typed events from the lines that passed every check, exact duplicates dropped.
 
@@ -280,10 +283,17 @@ def accepted(classified: Any) -> Any:
 
     records = classified.where("reason IS NULL").select(*_event_columns())
     hashed = records.withColumn("_hash", F.xxhash64(*records.columns))
-    repeated = F.broadcast(hashed.groupBy("_hash").count().where("count > 1").select("_hash"))
-    unique = hashed.join(repeated, "_hash", "left_anti").drop("_hash")
-    once = hashed.join(repeated, "_hash", "left_semi").drop("_hash").dropDuplicates()
-    return unique.unionByName(once)
+    repeated = hashed.groupBy("_hash").count().where("count > 1").select("_hash")
+    listed = repeated.limit(MAX_LISTED_HASHES + 1).collect()
+    if not listed:
+        return records
+    if len(listed) <= MAX_LISTED_HASHES:  # a filter on a set of literals: no join, no shuffle
+        is_repeated = F.col("_hash").isin([r["_hash"] for r in listed])
+        unique, again = hashed.where(~is_repeated), hashed.where(is_repeated)
+    else:
+        unique = hashed.join(F.broadcast(repeated), "_hash", "left_anti")
+        again = hashed.join(F.broadcast(repeated), "_hash", "left_semi")
+    return unique.drop("_hash").unionByName(again.drop("_hash").dropDuplicates())
 
 
 def _event_columns() -> list[Any]:
