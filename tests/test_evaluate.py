@@ -337,7 +337,7 @@ def test_job_counts_every_line_and_replays_every_accepted_request(evaluated):
     layout, report, _ = evaluated
     v = report["validation"]
     lines = sum(len(p.read_text().splitlines()) for p in layout.logs(NEXT).rglob("*.jsonl"))
-    assert v["lines_in"] == lines == v["accepted"] + v["quarantined"]
+    assert v["lines_in"] == lines == v["accepted"] + v["duplicates"] + v["quarantined"]
     assert v["quarantined"] == sum(v["quarantined_by_reason"].values()) > 0
     assert report["requests_replayed"] + report["requests_unknown_title"] == v["accepted"]
     assert report["requests_replayed"] == sum(e["requests"] for e in report["edges"].values())
@@ -383,6 +383,7 @@ def test_cli_prints_the_markdown_table(evaluated, capsys):
         assert f"| {name} |" in text
 
 
-def test_job_fails_loudly_without_predictions(tmp_path, spark):
-    with pytest.raises(FileNotFoundError, match="edge_demand"):
-        job.main(["--date", DATE, "--data-dir", str(tmp_path)])
+def test_job_fails_loudly_without_predictions(tmp_path, capsys):
+    assert job.main(["--date", DATE, "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "edge_demand is missing" in err and "\n" not in err
