@@ -96,9 +96,10 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
         # Where the logs come from: the generator, or an operator's own files.
         "source": Param(SETTINGS.source, type="string", enum=["generate", "ingest"],
                         description="generate synthetic logs, or ingest your own from logs_path"),
-        "logs_path": Param(SETTINGS.logs_path, type="string",
+        # Optional: the trigger form sends an empty field as null, which a plain string refuses.
+        "logs_path": Param(SETTINGS.logs_path or None, type=["null", "string"],
                            description="with source=ingest: folder or glob of your JSON Lines logs ({date} = the day)"),
-        "catalog_path": Param(SETTINGS.catalog_path, type="string",
+        "catalog_path": Param(SETTINGS.catalog_path or None, type=["null", "string"],
                               description="with source=ingest: your catalog, CSV or Parquet (empty: keep or infer)"),
         # Every workload knob (see edgecache.settings.WorkloadParams), then the model's.
         **{
@@ -140,7 +141,7 @@ def predictive_caching():
 
     ingest_logs = spark_job(
         "ingest_logs", "ingest_logs.py",
-        ["--source", "{{ params.logs_path }}", "--catalog", "{{ params.catalog_path }}"], [LOGS],
+        ["--source", "{{ params.logs_path or '' }}", "--catalog", "{{ params.catalog_path or '' }}"], [LOGS],
     )
     generate_logs = spark_job(
         "generate_logs",
