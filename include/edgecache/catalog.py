@@ -23,6 +23,7 @@ and a wrong catalog gets one line naming the file, the column, the row and the r
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -226,10 +227,13 @@ def extend_inferred(catalog: pd.DataFrame | None, longest: pd.DataFrame) -> pd.D
     return normalize(pd.concat(parts, ignore_index=True), "<inferred from the logs>")
 
 
+def read_catalog(path: Path) -> pd.DataFrame:
+    """The typed catalog a stage wrote (``reference/catalog.parquet``)."""
+    return pq.read_table(path).to_pandas()
+
+
 def is_inferred(info_path: Path) -> bool:
     """True when the catalog beside ``info_path`` was inferred from the logs."""
-    import json
-
     return info_path.exists() and json.loads(info_path.read_text()).get("source") == "inferred"
 
 

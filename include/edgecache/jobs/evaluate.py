@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.catalog import extend_inferred, is_inferred, write_catalog
+from edgecache.catalog import extend_inferred, is_inferred, read_catalog, write_catalog
 from edgecache.evaluate import SIZES_PCT, evaluate, to_markdown, write_outputs
 from edgecache.jobs.common import InputError, base_parser, positive_int, run_job
 from edgecache.layout import Layout, read_json, write_json_atomic
@@ -146,7 +146,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     generate_seconds, clock = time.perf_counter() - clock, time.perf_counter()
     events, validation = validated_events(spark, layout, replayed)
     validate_seconds = time.perf_counter() - clock
-    catalog = pq.read_table(layout.catalog).to_pandas()
+    catalog = read_catalog(layout.catalog)
     if is_inferred(layout.catalog_info):  # the titles first seen on D+1 join the inferred catalog
         longest = events.groupby("content_id", as_index=False)["duration"].max()
         catalog = extend_inferred(catalog, longest)

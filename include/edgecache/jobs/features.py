@@ -14,7 +14,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.catalog import extend_inferred, is_inferred, read_spark, write_catalog
+from edgecache.catalog import extend_inferred, is_inferred, read_catalog, read_spark, write_catalog
 from edgecache.features import build_features
 from edgecache.jobs.common import InputError, base_parser, positive_float, positive_int, run_job
 from edgecache.layout import Layout, read_json, write_json_atomic
@@ -105,17 +105,11 @@ def infer_catalog_from(spark: SparkSession, layout: Layout, events: DataFrame) -
     if layout.catalog.exists() and not is_inferred(layout.catalog_info):
         return None
     longest = events.groupBy("content_id").agg(F.max("duration").alias("duration")).toPandas()
-    old = read_catalog_frame(layout) if layout.catalog.exists() else None
+    old = read_catalog(layout.catalog) if layout.catalog.exists() else None
     catalog = extend_inferred(old, longest)
     write_catalog(catalog, layout.catalog)
     write_json_atomic(layout.catalog_info, {"source": "inferred", "titles": len(catalog)})
     return len(catalog) - (0 if old is None else len(old))
-
-
-def read_catalog_frame(layout: Layout):  # noqa: ANN201
-    import pyarrow.parquet as pq
-
-    return pq.read_table(layout.catalog).to_pandas()
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:

@@ -178,12 +178,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     catalog = None
     if getattr(args, "catalog_frame", None) is not None:
         write_catalog(args.catalog_frame, layout.catalog)
-        write_json_atomic(layout.catalog_info, {"source": str(Path(args.catalog).resolve()),
-                                                "titles": len(args.catalog_frame)})
         catalog = {"source": str(Path(args.catalog).resolve()), "titles": len(args.catalog_frame)}
     elif not layout.catalog.exists():
-        write_json_atomic(layout.catalog_info, {"source": "inferred"})
         catalog = {"source": "inferred"}
+    if catalog is not None:
+        write_json_atomic(layout.catalog_info, catalog)
     return {
         "files": len(files),
         "lines": sum(per_edge.values()),
