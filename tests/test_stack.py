@@ -166,18 +166,19 @@ def triggered(stack) -> dict[str, Any]:
                 expect(dialog).to_be_hidden()
                 # The UI may open the new run's page, or stay on the DAG's, whose "Latest Run"
                 # links to it (the only run there is).
-                run_page = re.compile(rf"/dags/{DAG_ID}/runs/[^/?]+$")
+                # Its URL may end with a slash, depending on the link the UI followed.
+                run_page = re.compile(rf"/dags/{DAG_ID}/runs/[^/?]+/?$")
                 if not run_page.search(page.url):
                     run_link = page.locator(f"a[href*='/dags/{DAG_ID}/runs/']").first
                     expect(run_link).to_be_visible()
                     run_link.click()
                 expect(page).to_have_url(run_page)
-                run_id = urllib.parse.unquote(page.url.rsplit("/", 1)[1])
+                run_url = page.url.rstrip("/")
+                run_id = urllib.parse.unquote(run_url.rsplit("/", 1)[1])
 
                 # The run's Details tab, every 15 s until its state reads success (or failed).
                 # In between the browser rests on a blank page: the live UI costs a core of
                 # rendering, which the DAG's Spark jobs need on a 2-core machine.
-                run_url = page.url
                 deadline = time.monotonic() + 1200
                 state = ""
                 while time.monotonic() < deadline:
