@@ -86,10 +86,9 @@ def logistic_reference(x, y, w, reg):
 
 
 def poisson_reference(x, y, reg):
-    """MLlib's GLM: IRLS whose every step is WeightedLeastSquares without standardisation,
-    min 1/(2 sum v) sum v (z - Xb)^2 + reg / 2 |beta|^2 (documented in WeightedLeastSquares;
-    GeneralizedLinearRegression passes regParam through). For the log link v = mu and
-    z = eta + (y - mu) / mu, so the fixed point solves X'(y - mu) / sum(mu) = reg * beta."""
+    """IRLS for min sum(mu - y eta) / sum(y) + reg / 2 |beta|^2 (intercept not penalised):
+    every step a weighted least squares with v = mu and z = eta + (y - mu) / mu, so the
+    fixed point solves X'(y - mu) / sum(mu) = reg * beta."""
     X = np.column_stack([np.ones(len(x)), x])
     P = np.diag([0.0] + [reg] * x.shape[1])
     b = np.zeros(X.shape[1])
@@ -125,15 +124,20 @@ def test_fit_logistic_matches_newton(spark):
 
 
 def test_fit_poisson_matches_irls(spark):
+    """The penalty is on the standardised features' weights: IRLS on standardised columns,
+    mapped back to the raw ones, is the same model."""
     x = data(3)
     y = np.random.default_rng(4).poisson(np.exp(0.5 + 0.8 * x[:, 0] - 0.4 * x[:, 1])).astype(float)
     rows = spark.createDataFrame([(float(a), float(b), float(l)) for (a, b), l in zip(x, y)],
                                  "f1 double, f2 double, label double")
+    mean, std = x.mean(axis=0), x.std(axis=0)
     for reg in (0.0, 0.1):
         model = fit_poisson(rows, ["f1", "f2"], reg_param=reg)
-        want = poisson_reference(x, y, reg)
+        b = poisson_reference((x - mean) / std, y, reg)
+        weights = b[1:] / std
+        want = [b[0] - weights @ mean, *weights]
         assert model.features == ("f1", "f2") and model.link == "log"
-        assert [model.intercept, *model.weights] == pytest.approx(list(want), abs=1e-4), reg
+        assert [model.intercept, *model.weights] == pytest.approx(want, abs=1e-4), reg
 
 
 # --- negative_sample and auc ----------------------------------------------------------------

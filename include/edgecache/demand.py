@@ -95,23 +95,27 @@ def rank_demand(scored: DataFrame) -> DataFrame:
     )
 
 
-def prefetch(demand: DataFrame, capacity_bytes: int) -> DataFrame:
+def prefetch(demand: DataFrame, capacity_bytes: int, by: tuple[str, ...] = ("edge_id",)) -> DataFrame:
     """Per edge, the titles to pre-load: greedy by expected requests per byte, within capacity.
 
     Titles are taken in order of score / size while the running total fits; the first
-    that does not fit ends the set, so the set is always a prefix of that order.
+    that does not fit ends the set, so the set is always a prefix of that order. ``by``
+    names the columns that make one cache (the model gate fills one per model and edge).
     """
     if capacity_bytes < 0:
         raise ValueError(f"capacity_bytes must not be negative, got {capacity_bytes}")
+    extra = [c for c in by if c != "edge_id"]
+    keep = ", ".join(f"`{c}`" for c in extra) + (", " if extra else "")
+    part = ", ".join(f"`{c}`" for c in by)
     return demand.sparkSession.sql(
-        """
-        SELECT edge_id, rank, content_id, score, size_bytes FROM (
-          SELECT *, sum(size_bytes) OVER (PARTITION BY edge_id ORDER BY rank
+        f"""
+        SELECT {keep}edge_id, rank, content_id, score, size_bytes FROM (
+          SELECT *, sum(size_bytes) OVER (PARTITION BY {part} ORDER BY rank
                                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS filled
-          FROM (SELECT edge_id, content_id, score, size_bytes,
-                       row_number() OVER (PARTITION BY edge_id
+          FROM (SELECT {keep}edge_id, content_id, score, size_bytes,
+                       row_number() OVER (PARTITION BY {part}
                                           ORDER BY score / size_bytes DESC, content_id) AS rank
-                FROM {demand} WHERE score > 0))
+                FROM {{demand}} WHERE score > 0))
         WHERE filled <= :capacity
         """,
         args={"capacity": int(capacity_bytes)},

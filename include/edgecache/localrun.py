@@ -180,6 +180,7 @@ def collect_summary(data_dir: Path, date: str, client: redis.Redis) -> dict[str,
         "model": pred.get("model"),
         "trained_on": (pred.get("training") or {}).get("trained_on"),
         "federated": federated_line((pred.get("training") or {}).get("federated")),
+        "gate": gate_line(pred.get("gate")),
         "redis_keys_written": warm.get("keys_written"),
         "last_warm": client.hgetall(LAST_WARM_KEY),
         "sample": sample,
@@ -193,6 +194,19 @@ def collect_summary(data_dir: Path, date: str, client: redis.Redis) -> dict[str,
             "evaluation": str(layout.evaluation(date)),
         },
     }
+
+
+def gate_line(gate: dict[str, Any] | None) -> str | None:
+    """One line on the model gate: per stage, what it deployed and each candidate's figure."""
+    verdicts = {k: v for k, v in (gate or {}).items() if isinstance(v, dict) and "chosen" in v}
+    if not verdicts:
+        return (gate or {}).get("skipped")
+    parts = []
+    for stage, v in verdicts.items():
+        figures = ", ".join(f"{m} {x:.3f}" for m, x in sorted(v["figures"].items(), key=lambda kv: -kv[1]))
+        rejected = "".join(f"; {m} rejected: {why}" for m, why in v["rejected"].items())
+        parts.append(f"{stage}: {v['chosen']} ({v['metric']} {figures}{rejected})")
+    return "; ".join(parts)
 
 
 def federated_line(fed: dict[str, Any] | None) -> str | None:
@@ -226,6 +240,8 @@ def format_summary(s: dict[str, Any]) -> str:
     ]
     if s.get("federated"):
         lines.insert(-1, f"federated training   {s['federated']}")
+    if s.get("gate"):
+        lines.insert(-1, f"model gate           {s['gate']}")
     if s["sample"]:
         lines.append(f"sample               GET {s['sample']['key']} -> {s['sample']['value']!r}")
         lines.append(f"                     GET {s['sample']['key']}:topk -> {s['sample']['topk']}")

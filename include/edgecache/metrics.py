@@ -52,6 +52,7 @@ def batch_registry(reports: dict[str, dict[str, Any]], date: str) -> CollectorRe
     gauge("edgecache_batch_scorer_auc", "ROC AUC of the scorer on its training day",
           (pred.get("training") or {}).get("scorer_auc_training_day"))
     federated_gauges(reg, (pred.get("training") or {}).get("federated"))
+    gate_gauges(reg, pred.get("gate"))
     gauge("edgecache_batch_redis_keys_warmed", "Redis keys written by the warm", warm.get("keys_written"))
     d = Gauge("edgecache_batch_stage_duration_seconds", "Wall time of each stage", ["stage"], registry=reg)
     for stage, rep in reports.items():
@@ -60,6 +61,29 @@ def batch_registry(reports: dict[str, dict[str, Any]], date: str) -> CollectorRe
     gauge("edgecache_batch_logical_date_seconds", "Logical date of the last run (Unix time)", day.timestamp())
     gauge("edgecache_batch_last_success_seconds", "When the last run pushed its metrics", time.time())
     return reg
+
+
+def gate_gauges(reg: CollectorRegistry, gate: dict[str, Any] | None) -> None:
+    """The model gate's choice and figures: ``edgecache_model_selected`` is 1 for the model
+    deployed for each stage (prefetch sets, viewer lists) and 0 for every other candidate,
+    rejected ones included, so an alert can see the learned model lose."""
+    verdicts = {k: v for k, v in (gate or {}).items() if isinstance(v, dict) and "chosen" in v}
+    if not verdicts:
+        return
+    selected = Gauge("edgecache_model_selected", "1 for the model the nightly gate deployed, 0 for the other candidates",
+                     ["stage", "model"], registry=reg)
+    figure = Gauge("edgecache_gate_validation_score",
+                   "Each candidate's figure on the latest labelled day (prefetch: object hit ratio at capacity; "
+                   "lists: hit@10)", ["stage", "model", "metric"], registry=reg)
+    rejected = Gauge("edgecache_gate_rejected", "1 for a candidate fit rejected as degenerate, by reason",
+                     ["stage", "model", "reason"], registry=reg)
+    for stage, v in verdicts.items():
+        for model in sorted({*v["figures"], *v["rejected"]}):
+            selected.labels(stage=stage, model=model).set(1.0 if model == v["chosen"] else 0.0)
+        for model, value in v["figures"].items():
+            figure.labels(stage=stage, model=model, metric=v["metric"]).set(value)
+        for model, reason in v["rejected"].items():
+            rejected.labels(stage=stage, model=model, reason=reason).set(1.0)
 
 
 def federated_gauges(reg: CollectorRegistry, fed: dict[str, Any] | None) -> None:

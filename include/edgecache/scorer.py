@@ -1,4 +1,4 @@
-"""Linear models trained with Spark MLlib and applied as plain Spark SQL expressions.
+"""Linear models, fitted with Spark MLlib or in numpy, applied as plain Spark SQL expressions.
 
 A ``LinearModel`` is a weight per named feature plus an intercept and a link:
 ``logit`` gives a probability (will the viewer watch this title tomorrow?), ``log`` an
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from pyspark.sql import DataFrame
 
 LINKS = ("logit", "log")
@@ -117,19 +118,103 @@ def fit_logistic(
     return _fit(lr, rows, features, label, weight, "logit")
 
 
+@dataclass(frozen=True)
+class Fit:
+    """A fitted model and how the fit went: the optimiser's iterations, whether it
+    converged, and the feature columns it set aside as constant (weight 0)."""
+
+    model: LinearModel
+    converged: bool
+    iterations: int
+    dropped: tuple[str, ...] = ()
+
+
+MAX_POISSON_ROWS = 500_000  # rows the demand fit reads into the driver; zero counts are sampled beyond it
+
+
 def fit_poisson(
-    rows: DataFrame, features: Sequence[str], label: str = "label", reg_param: float = 1e-3, max_iter: int = 25
+    rows: DataFrame, features: Sequence[str], label: str = "label", reg_param: float = 1e-3, max_iter: int = 50
 ) -> LinearModel:
-    """L2-regularised Poisson regression with a log link (MLlib GLM, IRLS): expected counts.
+    """L2-regularised Poisson regression with a log link: expected counts (see ``fit_poisson_checked``)."""
+    return fit_poisson_checked(rows, features, label, reg_param, max_iter).model
 
-    MLlib scales the penalty by the mean label (its objective is the deviance over the sum
-    of the labels plus reg_param / 2 * |w|^2): a busier training day is penalised less.
+
+def fit_poisson_checked(
+    rows: DataFrame, features: Sequence[str], label: str = "label", reg_param: float = 1e-3, max_iter: int = 50
+) -> Fit:
+    """Poisson regression fitted by damped Newton steps in the driver, on standardised features.
+
+    Minimises sum(mu - y * eta) / sum(y) + reg_param / 2 * |w_std|^2 over the rows, where
+    ``w_std`` are the weights of the standardised features (the intercept not penalised),
+    so features on very different scales are penalised alike. A constant column (all zero:
+    no releases, no series, one genre) carries no information: it is dropped (weight 0)
+    instead of making the system singular. At most ``max_iter`` steps; ``Fit.converged``
+    says whether the gradient vanished. Beyond MAX_POISSON_ROWS rows, rows with a zero
+    count are sampled by hash and weighted up, which leaves the objective unbiased.
     """
-    from pyspark.ml.regression import GeneralizedLinearRegression
+    cols = [*features, label]
+    stats = rows.selectExpr("count(*) AS n", f"count_if(`{label}` > 0) AS positives").first()
+    n, positives = int(stats["n"]), int(stats["positives"])
+    rate = 1.0
+    if n > MAX_POISSON_ROWS and n > positives:
+        rate = max(MAX_POISSON_ROWS - positives, 1) / (n - positives)
+        keep = f"`{label}` > 0 OR pmod(xxhash64(7, {', '.join(f'`{c}`' for c in cols)}), 1000000) < {rate!r} * 1000000"
+        rows = rows.where(keep)
+    table = rows.select(*cols).toArrow()
+    x = np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in features]) \
+        if features else np.zeros((table.num_rows, 0))
+    y = table.column(label).to_numpy(zero_copy_only=False).astype(np.float64)
+    wt = np.where(y > 0, 1.0, 1.0 / rate)
+    return poisson_newton(x, y, wt, tuple(features), reg_param, max_iter)
 
-    glm = GeneralizedLinearRegression(featuresCol="features_vec", labelCol=label, family="poisson", link="log",
-                                      regParam=reg_param, maxIter=max_iter, tol=1e-7)
-    return _fit(glm, rows, features, label, None, "log")
+
+def poisson_newton(x: np.ndarray, y: np.ndarray, wt: np.ndarray, features: tuple[str, ...],
+                   reg_param: float, max_iter: int) -> Fit:
+    """The numpy half of ``fit_poisson_checked``: weighted rows ``x``, counts ``y``."""
+    if not np.isfinite(x).all() or not np.isfinite(y).all():
+        raise ValueError("Poisson fit: features and counts must be finite")
+    total = float(wt @ y)
+    if total <= 0:  # nothing was asked for: no rate to fit
+        return Fit(LinearModel(features, (0.0,) * len(features), 0.0, "log"), False, 0, features)
+    mean = (wt @ x) / wt.sum() if len(x) else np.zeros(x.shape[1])
+    std = np.sqrt(np.maximum((wt @ (x - mean) ** 2) / wt.sum(), 0.0)) if len(x) else np.zeros(x.shape[1])
+    live = std > 1e-9 * np.maximum(1.0, np.abs(mean))
+    z = np.column_stack([np.ones(len(x)), (x[:, live] - mean[live]) / std[live]])
+    penalty = np.full(z.shape[1], reg_param)
+    penalty[0] = 0.0
+
+    def objective(b: np.ndarray) -> float:
+        eta = np.minimum(z @ b, 50.0)  # exp(50) requests: far beyond any real count, still finite
+        return float(wt @ (np.exp(eta) - y * eta)) / total + 0.5 * float(penalty @ b**2)
+
+    b = np.zeros(z.shape[1])
+    b[0] = math.log(total / wt.sum())
+    value, converged, it = objective(b), False, 0
+    for it in range(1, max_iter + 1):
+        mu = np.exp(np.minimum(z @ b, 50.0))
+        grad = z.T @ (wt * (mu - y)) / total + penalty * b
+        if np.abs(grad).max() < 1e-8:
+            converged, it = True, it - 1
+            break
+        hess = (z * (wt * mu)[:, None]).T @ z / total + np.diag(penalty) + 1e-12 * np.eye(len(b))
+        step = np.linalg.solve(hess, grad)
+        t = 1.0
+        while t > 1e-6:  # halve the step until the objective goes down
+            new = b - t * step
+            new_value = objective(new)
+            if new_value <= value:
+                break
+            t /= 2
+        else:
+            break  # no step helps: stuck, not converged
+        b, value = new, new_value
+    weights = np.zeros(len(features))
+    weights[live] = b[1:] / std[live]
+    intercept = b[0] - float(weights[live] @ mean[live])
+    if not (np.isfinite(weights).all() and math.isfinite(intercept)):
+        raise ValueError("Poisson fit diverged to non-finite weights")
+    model = LinearModel(features, tuple(rounded(w) for w in weights), rounded(intercept), "log")
+    return Fit(model, converged, it, tuple(f for f, keep in zip(features, live) if not keep))
 
 
 def in_hash_sample(keys: Sequence[str], seed: int, rate: float) -> str:

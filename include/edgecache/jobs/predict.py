@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,19 @@ from edgecache.demand import (
 )
 from edgecache.catalog import read_spark
 from edgecache.features import FEATURE_TABLES, title_features
+from edgecache.gate import (
+    GATE_K,
+    LIST_MODELS,
+    PREFETCH_MODELS,
+    Verdict,
+    choose,
+    degenerate,
+    first_requests,
+    list_hit_rates,
+    popular_lists,
+    prefetch_hit_ratios,
+    requests_by_title,
+)
 from edgecache.federated.config import FedConfig
 from edgecache.federated.model import from_vector, to_vector
 from edgecache.federated.training import apply_by_edge, train_federated, train_local
@@ -51,7 +65,7 @@ from edgecache.jobs.common import (
 )
 from edgecache.layout import Layout, read_json, write_json_atomic
 from edgecache.predict import edge_demand, predict_users, rank_candidates, top_lists
-from edgecache.scorer import LinearModel, apply, auc, fit_logistic, fit_poisson, negative_sample
+from edgecache.scorer import Fit, LinearModel, apply, auc, fit_logistic, fit_poisson_checked, negative_sample
 from edgecache.settings import Settings
 
 MODELS = ("learned", "simple")
@@ -106,11 +120,28 @@ def read_features(spark: SparkSession, layout: Layout, date: str) -> tuple[dict[
     return {n: spark.read.parquet(str(layout.features(date, n))) for n in FEATURE_TABLES}, read_json(manifest)
 
 
-def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame,
-          args: argparse.Namespace) -> tuple[LinearModel, dict[str, LinearModel], LinearModel, dict]:
+@dataclass
+class Trained:
+    """The night's fits and what the gate scores them on: yesterday's (sampled) features,
+    their titles, today's requests, the scored candidate and demand rows."""
+
+    scorer: LinearModel
+    per_edge: dict[str, LinearModel]
+    demand: Fit
+    stats: dict[str, Any]
+    feats: dict[str, DataFrame]
+    window_days: int
+    titles: DataFrame
+    labels: DataFrame
+    scored: DataFrame  # yesterday's candidate rows with the scorer's ``p``
+    demand_rows: DataFrame  # yesterday's demand rows with today's counts as ``label``
+    scorer_spread: float | None
+    demand_spread: float | None
+
+
+def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, args: argparse.Namespace) -> Trained:
     """Fit the scorer (federated, central or per edge, as ``args.training`` says) and the
-    demand model on D-1's features against D's requests. Returns the scorer, per-edge
-    scorers (local training or fine-tuning; empty otherwise), the demand model and a report."""
+    demand model on D-1's features against D's requests."""
     previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
     feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
     feats, rate = sample_users(feats, MAX_TRAINING_USERS)
@@ -129,22 +160,78 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame,
         # an edge with no rows of its own has nothing to learn from: it gets the mean model
         scorer = _mean_model(list(per_edge.values()))
     scored = materialize(apply_by_edge(rows, per_edge, scorer, "p"))
-    counts = scored.agg(F.count("*").alias("rows"), F.sum("label").alias("positives")).first()
+    counts = scored.agg(F.count("*").alias("rows"), F.sum("label").alias("positives"),
+                        F.stddev_pop("p").alias("spread")).first()
     expected_viewers = viewers(scored, rate=rate)
     demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers), labels))
-    demand_model = fit_poisson(demand_train, DEMAND_FEATURES)
+    demand_fit = fit_poisson_checked(demand_train, DEMAND_FEATURES)
+    demand_stats = demand_train.selectExpr("count(*) AS n",
+                                           f"stddev_pop({demand_fit.model.linear_sql()}) AS spread").first()
     stats = {
         "trained_on": {"features": previous, "labels": date},
         "training": args.training,
         "viewers_sampled_rate": rate,
         "scorer_rows": counts["rows"],
-        "scorer_positives": int(counts["positives"]),
+        "scorer_positives": int(counts["positives"] or 0),
         # on the training sample: the full day's rows would cost a sort of all of them
         "scorer_auc_training_day": auc(apply_by_edge(sample, per_edge, scorer, "p"), "p"),
-        "demand_rows": demand_train.count(),
+        "demand_rows": demand_stats["n"],
+        "demand_fit": {"converged": demand_fit.converged, "iterations": demand_fit.iterations,
+                       "dropped_features": list(demand_fit.dropped)},
         "federated": federated,
     }
-    return scorer, per_edge, demand_model, stats
+    return Trained(scorer, per_edge, demand_fit, stats, feats, manifest["window_days"], titles, labels, scored,
+                   demand_train, counts["spread"], demand_stats["spread"])
+
+
+def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity: int) -> dict[str, Verdict]:
+    """Score every candidate on day D from the window ending D-1 (see ``edgecache.gate``)."""
+    spark = catalog.sparkSession
+    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    asked = materialize(requests_by_title(t.labels))
+    pop = t.feats["popularity"]
+    learned = t.demand_rows.selectExpr("'learned' AS model", "edge_id", "content_id",
+                                       f"{t.demand.model.sql()} AS score", "size_bytes")
+    scored = learned.unionByName(
+        baseline_demand("simple", pop, t.titles, t.window_days).selectExpr(
+            "'simple' AS model", "edge_id", "content_id", "score", "size_bytes")
+    ).unionByName(
+        baseline_demand("recency", pop, t.titles, t.window_days).selectExpr(
+            "'recency' AS model", "edge_id", "content_id", "score", "size_bytes"))
+    yesterday = layout.predictions(previous, "prefetch")
+    members = {"yesterday": spark.read.parquet(str(yesterday))} if yesterday.exists() else {}
+    figures = prefetch_hit_ratios(scored, asked, capacity, members)
+    rejected = {}
+    why = degenerate(t.demand.model, t.demand_spread, t.demand.converged)
+    if why:
+        rejected["learned"] = why
+    sets = choose("object_hit_ratio", figures, rejected, PREFETCH_MODELS)
+
+    firsts = first_requests(t.labels).join(t.feats["users"].select("user_id"), "user_id", "left_semi")
+    lists = top_lists(rank_candidates(t.scored), GATE_K).selectExpr("'learned' AS model", "user_id", "ranked")
+    lists = lists.unionByName(
+        predict_users(t.feats["users"], t.feats["transitions"], pop, catalog, GATE_K)
+        .selectExpr("'simple' AS model", "user_id", "ranked")
+    ).unionByName(popular_lists(t.feats["users"], pop, GATE_K).selectExpr("'edge_popular' AS model", "user_id", "ranked"))
+    rates = list_hit_rates(lists, firsts, GATE_K)
+    rejected = {}
+    why = degenerate(t.scorer, t.scorer_spread, None)
+    if why:
+        rejected["learned"] = why
+    viewer_lists = choose(f"hit@{GATE_K}", rates, rejected, LIST_MODELS)
+    return {"prefetch": sets, "lists": viewer_lists}
+
+
+def baseline_demand(name: str, popularity: DataFrame, titles: DataFrame, window_days: int) -> DataFrame:
+    """A baseline's expected requests per edge and title (``rank_demand``'s columns):
+    ``simple``, the window's mean per day; ``recency``, requests weighted by recency
+    (``requests_decayed``: each day's requests count e^(-age / 2 days))."""
+    if name == "simple":
+        return edge_demand(popularity, titles, window_days)
+    if name == "recency":
+        return rank_demand(popularity.join(titles.select("content_id", "size_bytes"), "content_id")
+                           .selectExpr("edge_id", "content_id", "requests_decayed AS score", "size_bytes"))
+    raise ValueError(f"no baseline demand called {name!r}")
 
 
 def _mean_model(models: list[LinearModel]) -> LinearModel:
@@ -167,26 +254,44 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     if model == "learned" and not trainable:
         model = "simple"  # nothing to learn from yet: say so in the report
     stats: dict[str, Any] = {}
+    gate: dict[str, Any] = {"skipped": "the simple model was asked for"}
+    deployed = {"prefetch": "simple", "lists": "simple"}
+    models: dict[str, Any] = {}
+    capacity = int(args.cache_gb * 1e9)
     if model == "learned":
-        scorer, per_edge, demand_model, stats = train(spark, layout, date, catalog, args)
+        t = train(spark, layout, date, catalog, args)
+        stats = t.stats
+        verdicts = run_gate(layout, date, catalog, t, capacity)
+        gate = {k: v.to_dict() for k, v in verdicts.items()}
+        deployed = {k: v.chosen for k, v in verdicts.items()}
+        models = {"scorer": t.scorer.to_dict(), "demand": t.demand.model.to_dict(),
+                  "scorer_per_edge": {e: m.to_dict() for e, m in sorted(t.per_edge.items())}}
+    elif args.model == "learned":
+        gate = {"skipped": "no labelled day yet: the simple model is deployed"}
+
+    scored = None
+    if "learned" in deployed.values():
         # Ranked in the same pass that builds the candidates, while they are still
         # partitioned by viewer; only what the top lists and demand read is kept.
         scored = materialize(rank_candidates(apply_by_edge(candidate_rows(feats, titles, manifest["window_days"]),
-                                                           per_edge, scorer, "p"))
+                                                           t.per_edge, t.scorer, "p"))
                              .select("user_id", "edge_id", "content_id", "p", "r", "source"))
+    if deployed["lists"] == "learned":
         users = top_lists(scored, args.top_k)
-        demand = rank_demand(apply(demand_rows(feats["popularity"], titles, viewers(scored)), demand_model, "score"))
-        models = {"scorer": scorer.to_dict(), "demand": demand_model.to_dict(),
-                  "scorer_per_edge": {e: m.to_dict() for e, m in sorted(per_edge.items())}}
+    elif deployed["lists"] == "edge_popular":
+        users = popular_lists(feats["users"], feats["popularity"], args.top_k)
     else:
         users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
-        demand = edge_demand(feats["popularity"], titles, manifest["window_days"])
-        models = {}
+    if deployed["prefetch"] == "learned":
+        demand = rank_demand(apply(demand_rows(feats["popularity"], titles, viewers(scored)), t.demand.model, "score"))
+    elif deployed["prefetch"] == "yesterday":
+        demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
+    else:
+        demand = baseline_demand(deployed["prefetch"], feats["popularity"], titles, manifest["window_days"])
 
     users.write.mode("overwrite").parquet(str(layout.predictions(date, "users")))
     demand.write.mode("overwrite").parquet(str(layout.predictions(date, "edge_demand")))
     demand = spark.read.parquet(str(layout.predictions(date, "edge_demand")))
-    capacity = int(args.cache_gb * 1e9)
     prefetch(demand, capacity).write.mode("overwrite").parquet(str(layout.predictions(date, "prefetch")))
 
     written = spark.read.parquet(str(layout.predictions(date, "users")))
@@ -204,6 +309,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         "date": date,
         "model": model,
         "model_requested": args.model,
+        "deployed": deployed,
+        "gate": gate,
         "models": models,
         "training": stats,
         "predictions": sum(by_source.values()),
