@@ -27,8 +27,9 @@ The nightly pipeline of the edge predictive cache, for one logical day D:
    LFU, S3-FIFO, SIEVE, Belady) at 1-20 % of the catalog, and the caches as deployed;
    hit-ratio report, plot and replayable traces under `evaluation/date=D/`.
 
-Trigger it with *Trigger DAG w/ config* to change the dataset size, the seed, top-k or the
-cache size, or the model. Outputs land under `$EDGECACHE_DATA_DIR` (default `data/`).
+Trigger it with *Trigger DAG w/ config* to change the dataset size, the seed, the workload
+model (`catalog` or the shot noise model `snm`) and its shapes, top-k or the cache size, or
+the model. Outputs land under `$EDGECACHE_DATA_DIR` (default `data/`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import Asset, Param, dag, task
 
 from edgecache.federated.config import FedConfig
-from edgecache.settings import WORKLOAD_HELP, Settings, WorkloadParams
+from edgecache.settings import WORKLOAD_CHOICES, WORKLOAD_HELP, Settings, WorkloadParams
 
 SETTINGS = Settings.from_env()  # environment only: no connection or network look-up here
 FED = FedConfig()
@@ -64,6 +65,14 @@ EVALUATION = Asset(name="edgecache_evaluation", uri=f"file://{DATA_DIR}/evaluati
 # Session defaults (time zone, shuffle partitions) come from edgecache.spark.get_spark;
 # the Spark connection or these settings override them.
 SPARK_CONF = {"spark.ui.enabled": "false"}
+
+
+def workload_param(name: str, kind: object) -> Param:
+    """A workload knob as a DAG param: a name from a fixed list, an integer or a number."""
+    default = getattr(WORKLOAD, name)
+    if name in WORKLOAD_CHOICES:
+        return Param(default, type="string", enum=list(WORKLOAD_CHOICES[name]), description=WORKLOAD_HELP[name])
+    return Param(default, type="integer" if kind in (int, "int") else "number", description=WORKLOAD_HELP[name])
 
 
 def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) -> SparkSubmitOperator:
@@ -102,11 +111,7 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
         "catalog_path": Param(SETTINGS.catalog_path or None, type=["null", "string"],
                               description="with source=ingest: your catalog, CSV or Parquet (empty: keep or infer)"),
         # Every workload knob (see edgecache.settings.WorkloadParams), then the model's.
-        **{
-            f.name: Param(getattr(WORKLOAD, f.name), type="integer" if f.type in (int, "int") else "number",
-                          description=WORKLOAD_HELP[f.name])
-            for f in fields(WorkloadParams)
-        },
+        **{f.name: workload_param(f.name, f.type) for f in fields(WorkloadParams)},
         "top_k": Param(SETTINGS.top_k, type="integer", minimum=1, description="titles predicted per viewer"),
         "cache_gb": Param(SETTINGS.cache_gb, type="number", exclusiveMinimum=0,
                           description="prefetch capacity of each edge cache, in GB"),

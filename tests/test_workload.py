@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import lru_cache
 
 import numpy as np
@@ -13,8 +13,8 @@ import pytest
 from edgecache.schema import DEVICES, LOG_FIELDS, is_valid_id
 from edgecache.settings import WorkloadParams
 from edgecache.workload import (
-    CHUNK_USERS, GENRES, _follow_draws, _followed_series, build_workload, chunk_users, day_index, generate_chunk,
-    n_chunks,
+    CHUNK_USERS, GENRES, _follow_draws, _followed_series, _pick, build_workload, chunk_users, day_index,
+    generate_chunk, n_chunks,
 )
 
 DATE = "2025-04-12"
@@ -199,3 +199,213 @@ def test_series_progress_carries_over_to_the_next_day():
     assert checked > 500
     # Not all: a second, unrelated session of the same series can run past the resume point.
     assert resumed > 0.9 * checked
+
+
+# --- the new knobs and the shot noise model ---------------------------------------------------
+
+SNM = replace(PARAMS, workload="snm", titles=4000, series_share=0.1)
+
+
+def test_new_knobs_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("EDGECACHE_WORKLOAD", "snm")
+    monkeypatch.setenv("EDGECACHE_SERIES_SHARE", "0")
+    monkeypatch.setenv("EDGECACHE_RELEASES_PER_DAY", "3")
+    monkeypatch.setenv("EDGECACHE_SNM_SHAPE", "uniform")
+    params = WorkloadParams.from_env()
+    assert (params.workload, params.series_share, params.releases_per_day, params.snm_shape) == ("snm", 0.0, 3,
+                                                                                                  "uniform")
+
+
+def test_generate_takes_every_knob_as_a_flag():
+    from edgecache.jobs.generate import build_parser, params_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["--date", DATE, "--workload", "snm", "--series-share", "0", "--releases-per-day", "2",
+                              "--snm-lifetime-days", "3.5", "--snm-shape", "uniform", "--regional-skew", "0"])
+    assert params_from_args(args) == WorkloadParams(workload="snm", series_share=0.0, releases_per_day=2,
+                                                    snm_lifetime_days=3.5, snm_shape="uniform", regional_skew=0.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--date", DATE, "--workload", "zipf"])
+
+
+@pytest.mark.parametrize("bad", [dict(workload="zipf"), dict(snm_shape="square"), dict(series_share=1.5),
+                                 dict(regional_skew=-1.0), dict(releases_per_day=-1), dict(snm_lifetime_days=0.0),
+                                 dict(releases_per_day=5)])  # 5 a day for a year needs 1,825 items
+def test_invalid_new_knobs_are_rejected(bad):
+    with pytest.raises(ValueError):
+        build_workload(replace(PARAMS, **bad))
+
+
+@pytest.mark.parametrize("workload", ["catalog", "snm"])
+def test_movies_only(workload):
+    params = replace(PARAMS, workload=workload, series_share=0.0, users=2000, events=5000)
+    wl = build_workload(params)
+    assert (wl.catalog["kind"] == "movie").all() and wl.catalog["series_id"].isna().all()
+    assert len(wl.catalog) == params.titles
+    assert day(params)["series_id"].isna().all() and len(day(params)) > 0.9 * params.events
+
+
+def test_series_share_sets_the_share_of_series():
+    wl = build_workload(replace(PARAMS, series_share=0.8, titles=20000, users=500, events=500))
+    assert (wl.item_len > 1).mean() == pytest.approx(0.8, abs=0.05)
+
+
+def test_no_regional_taste_gives_every_edge_the_same_taste():
+    wl = build_workload(replace(PARAMS, regional_skew=0.0))
+    assert (wl.edge_genre_taste == 1).all()
+    none = _genre_shares(day(replace(PARAMS, regional_skew=0.0)))
+    spread = lambda t: float((t.max() - t.min()).mean())  # noqa: E731
+    assert spread(none) < 0.5 * spread(_genre_shares(day(PARAMS)))
+    # The shot noise model: every shot has the edges' activity shares as its mix.
+    snm = build_workload(replace(SNM, regional_skew=0.0, users=2000, events=2000))
+    assert np.allclose(snm.item_edge_mix, snm.edge_activity.sum(axis=1)[None, :])
+
+
+@pytest.mark.parametrize("workload", ["catalog", "snm"])
+def test_high_churn_releases_that_many_items_every_day(workload):
+    params = replace(PARAMS, workload=workload, series_share=0.0, titles=3000, releases_per_day=4, users=3000,
+                     events=8000)
+    wl = build_workload(params)
+    released = pd.to_datetime(wl.catalog["release_date"])
+    per_day = released[released >= pd.Timestamp("2025-01-01")].dt.date.value_counts()
+    assert len(per_day) == 365 and (per_day == 4).all()
+    # The day's releases are watched on their release day.
+    views = day(params)
+    assert views.loc[views["release_date"] == DATE, "content_id"].nunique() >= 3
+
+
+@pytest.mark.parametrize("workload", ["catalog", "snm"])
+def test_a_single_edge(workload):
+    params = replace(PARAMS, workload=workload, edges=1, users=2000, events=5000)
+    wl = build_workload(params)
+    assert wl.edge_ids == ["edge-01"] and (wl.users["edge_id"] == "edge-01").all()
+    df = day(params)
+    assert set(df["edge_id"]) == {"edge-01"} and abs(len(df) - params.events) < 0.1 * params.events
+
+
+@pytest.mark.parametrize("workload", ["catalog", "snm"])
+def test_an_edge_of_under_50_viewers(workload):
+    # A large size ratio leaves the smallest edge a few viewers (documented in the README).
+    params = replace(PARAMS, workload=workload, users=10000, edge_size_ratio=500.0)
+    sizes = build_workload(params).users.groupby("edge_id").size()
+    assert len(sizes) == params.edges and 0 < sizes.min() < 50
+    assert sizes.idxmin() in set(day(params)["edge_id"])  # and they watch
+
+
+# The shot noise model.
+
+def test_snm_same_seed_and_date_give_the_same_lines():
+    small = replace(SNM, users=500, events=3000)
+    assert lines(small) == lines(small)
+    assert lines(small, "2025-04-13") != lines(small)
+    assert lines(replace(small, seed=8)) != lines(small)
+
+
+def test_snm_records_follow_the_contract():
+    from edgecache.validate import check_line
+
+    df = day(SNM)
+    assert list(df.columns[: len(LOG_FIELDS)]) == list(LOG_FIELDS)
+    assert df["title"].notna().all()
+    for col in ("user_id", "content_id", "edge_id"):
+        assert df[col].map(is_valid_id).all()
+    assert (df["duration"] >= 0).all() and (df["duration"] <= df["runtime_min"]).all()
+    assert df["timestamp"].str.startswith(DATE + " ").all()
+    assert (pd.to_datetime(df["release_date"]) <= pd.Timestamp(DATE)).all()
+    assert abs(len(df) - SNM.events) < 0.1 * SNM.events
+    # Series are watched episode after episode, as in the catalog model.
+    assert _continuation_rate(df) == pytest.approx(SNM.binge_prob, abs=0.1)
+    # The validator accepts every line but the corrupted ones, which are exactly the lines
+    # bad_rate changes.
+    small = replace(SNM, users=1000, events=5000)
+    clean, dirty = lines(small), lines(replace(small, bad_rate=0.05))
+    assert all(check_line(v.encode(), DATE)[0] is None for v in clean)
+    changed = [d for c, d in zip(clean, dirty) if c != d]
+    assert len(clean) == len(dirty) and 0.03 * len(clean) < len(changed) < 0.07 * len(clean)
+    assert sum(check_line(v.encode(), DATE)[0] is not None for v in dirty) == len(changed)
+
+
+def _item_views(params: WorkloadParams, dates: list[str]):
+    """The workload, and per date each view's item and that item's age in days."""
+    wl = build_workload(params)
+    item_of_title = np.repeat(np.arange(len(wl.item_len)), wl.item_len)
+    out = {}
+    for date in dates:
+        title = day(params, date)["content_id"].str[1:].astype(int).to_numpy() - 1
+        item = item_of_title[title]
+        out[date] = (item, day_index(date) - wl.item_release[item])
+    return wl, out
+
+
+def test_snm_uniform_bursts_stay_within_their_lifetime():
+    params = replace(SNM, snm_shape="uniform", snm_lifetime_days=5.0)
+    wl, views = _item_views(params, ["2025-04-12", "2025-04-20"])
+    for item, age in views.values():
+        assert (age >= 0).all() and (age <= wl.item_lifetime[item]).all()
+
+
+def test_snm_requests_concentrate_after_a_title_starts():
+    wl, views = _item_views(SNM, ["2025-04-12", "2025-04-20"])
+    for item, age in views.values():
+        # An exponential pulse puts 95 % of a shot's requests within 3 lifetimes of its start.
+        assert np.mean(age <= 3 * wl.item_lifetime[item]) > 0.85
+        # Half of a day's requests are for titles out for less than three weeks (of a year's arrivals).
+        assert np.median(age) < 21
+
+
+def _top(params: WorkloadParams, date: str, k: int = 20) -> set[str]:
+    return set(day(params, date)["content_id"].value_counts().index[:k])
+
+
+def test_snm_top_titles_change_far_more_than_the_catalog_models():
+    def overlap(params: WorkloadParams) -> float:
+        a, b = _top(params, "2025-04-12"), _top(params, "2025-04-19")
+        return len(a & b) / len(a | b)
+
+    catalog, snm = overlap(replace(SNM, workload="catalog")), overlap(SNM)
+    assert catalog > 0.5 and snm < 0.5 * catalog
+
+
+def test_snm_edges_see_different_mixes():
+    wl = build_workload(SNM)
+    share = wl.edge_activity.sum(axis=1)
+    # Each shot has its own edge mix around the edges' activity shares.
+    assert np.allclose(wl.item_edge_mix.sum(axis=1), 1)
+    assert np.median(np.abs(wl.item_edge_mix / share - 1)) > 0.2
+    df = day(SNM)
+    top = df["content_id"].value_counts().index[:10]
+    by_edge = df[df["content_id"].isin(top)].groupby(["content_id", "edge_id"]).size().unstack(fill_value=0)
+    by_edge = by_edge.div(by_edge.sum(axis=1), axis=0)
+    assert float(by_edge.std(axis=0).mean()) > 0.01  # the top titles' edge shares differ between titles
+
+
+def test_picks_stay_in_their_row_with_many_items_and_small_int_rows():
+    # Viewer arrays are int16: row * columns must not wrap around (it once sent half of a
+    # 60,000-title catalog's views to its last title).
+    cdf = np.tile(np.linspace(0.5, 1.0, 5000), (64, 1))
+    rows = np.arange(64, dtype=np.int16)
+    assert (_pick(cdf, rows, np.full(64, 0.25)) == 0).all()
+
+
+def test_the_generate_job_writes_snm_logs_that_validate(tmp_path, spark):
+    """Spark end to end: the job's files hold exactly the numpy lines, and only the injected
+    bad lines are quarantined."""
+    from edgecache.jobs import features, generate
+    from edgecache.layout import Layout
+    from edgecache.validate import check_line
+
+    params = WorkloadParams(workload="snm", users=300, edges=3, titles=400, events=2000, series_share=0.1,
+                            bad_rate=0.02)
+    argv = [arg for k, v in asdict(params).items() for arg in (f"--{k.replace('_', '-')}", str(v))]
+    assert generate.main(["--date", DATE, "--data-dir", str(tmp_path), "--history-days", "1", *argv]) == 0
+    layout = Layout(tmp_path)
+    written = [line for p in layout.logs(DATE).rglob("part-*") for line in p.read_text().splitlines()]
+    expected = lines(params)
+    assert sorted(written) == sorted(expected)
+    outcome = features.validate_day(spark, layout, DATE)
+    injected = sum(check_line(v.encode(), DATE)[0] is not None for v in expected)
+    assert injected > 0 and outcome["duplicate"] == 0
+    assert sum(outcome.values()) - outcome["accepted"] == injected
+    catalog = pd.read_parquet(layout.catalog)
+    assert len(catalog) == params.titles and set(pd.read_parquet(layout.reference / "users.parquet")["edge_id"]) == {
+        "edge-01", "edge-02", "edge-03"}

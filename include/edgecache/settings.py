@@ -36,6 +36,11 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _env_str(name: str, default: str) -> str:
+    raw = os.environ.get(name)
+    return default if raw is None or raw.strip() == "" else raw.strip()
+
+
 @dataclass(frozen=True)
 class WorkloadParams:
     """Knobs of the synthetic streaming workload (see edgecache.workload for the model).
@@ -43,6 +48,7 @@ class WorkloadParams:
     Each knob can also be set by the environment variable ``EDGECACHE_<NAME>``.
     """
 
+    workload: str = "catalog"  # the model: catalog (Zipf catalog, launches) or snm (shot noise, edgecache.snm)
     users: int = 10000
     edges: int = 8
     titles: int = 1000
@@ -58,31 +64,49 @@ class WorkloadParams:
     launch_boost: float = 20.0  # extra weight of a title on its release day
     launch_decay_days: float = 7.0  # e-folding time of the launch burst
     bad_rate: float = 0.001  # share of malformed lines, to exercise the quarantine
+    # Shapes that break assumptions, for either model.
+    series_share: float = 0.3  # share of catalog items that are series (0: movies only)
+    releases_per_day: int = 0  # new items released every day of 2025 (0: the model's own schedule)
+    # The shot noise model only.
+    snm_lifetime_days: float = 10.0  # mean lifetime of a title's burst of requests
+    snm_shape: str = "exp"  # how a burst fades: exp (exponential decay) or uniform (flat, then gone)
 
     @classmethod
     def from_env(cls) -> WorkloadParams:
         values = {}
         for f in fields(cls):
             default = getattr(cls, f.name)
-            reader = _env_int if isinstance(default, int) else _env_float
+            reader = _env_str if isinstance(default, str) else _env_int if isinstance(default, int) else _env_float
             values[f.name] = reader(f"EDGECACHE_{f.name.upper()}", default)
         return cls(**values)
 
 
+# The knobs that take one of a few names: argparse choices and the DAG params' enums.
+WORKLOAD_CHOICES = {"workload": ("catalog", "snm"), "snm_shape": ("exp", "uniform")}
+
+
 # What each workload knob means: --help of the generate job, DAG params, README.
 WORKLOAD_HELP = {
+    "workload": "workload model: catalog (Zipf catalog with launches) or snm (shot noise model: "
+                "titles arrive every day and burst, then fade)",
     "users": "viewers", "edges": "edge sites", "titles": "catalog size (movies and episodes)",
     "events": "expected views in the day", "seed": "random seed",
     "alpha": "Zipf exponent of title popularity (video: 0.6-1.2)",
     "edge_size_ratio": "viewers at the largest edge / at the smallest",
-    "regional_skew": "spread of genre tastes between edges (Dirichlet concentration; lower = more regional)",
+    "regional_skew": "spread of genre tastes between edges (Dirichlet concentration; lower = more regional; "
+                     "0 = none, every edge has the same taste)",
     "binge_prob": "chance a series session goes on to the next episode",
-    "follow_prob": "chance a viewer resumes their followed series on a day",
+    "follow_prob": "chance a viewer resumes their followed series on a day (catalog model)",
     "abandon_prob": "chance a view stops early (short duration)",
     "peak_hour": "hour of the evening peak of session starts (0-23)",
-    "launch_boost": "extra weight of a title on its release day",
-    "launch_decay_days": "e-folding time of a release's launch burst, in days",
+    "launch_boost": "extra weight of a title on its release day (catalog model)",
+    "launch_decay_days": "e-folding time of a release's launch burst, in days (catalog model)",
     "bad_rate": "share of malformed lines, to exercise the quarantine",
+    "series_share": "share of catalog items that are series rather than movies (0: movies only)",
+    "releases_per_day": "new movies or series released on every day of 2025 (the catalog must hold 365 x "
+                        "this items; 0: the model's own schedule)",
+    "snm_lifetime_days": "snm: mean lifetime of a title's burst of requests, in days",
+    "snm_shape": "snm: shape of a burst: exp (exponential decay) or uniform (flat over its lifetime)",
 }
 
 

@@ -18,6 +18,13 @@ What the model captures (every knob is a field of ``WorkloadParams``):
   viewer follows one series at a time and picks it up where yesterday stopped
   (``follow_prob`` of sessions), so tomorrow is partly, not wholly, predictable;
 - abandoned views: ``abandon_prob`` of views stop early, with a short duration.
+
+This is the ``catalog`` model. The ``snm`` model (``edgecache.snm``, the shot noise model)
+shares the catalog, the viewers and everything from sessions to lines, but draws which
+title a session picks from bursts of requests that start at each title's release and fade.
+Shapes that break assumptions work with either: ``series_share`` 0 (movies only),
+``regional_skew`` 0 (every edge has the same taste), ``releases_per_day`` (high churn),
+``edges`` 1, and a large ``edge_size_ratio`` (a smallest edge of a few viewers).
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ import pyarrow.compute as pc
 from faker import Faker
 
 from edgecache.schema import DEVICES
-from edgecache.settings import WorkloadParams
+from edgecache.settings import WORKLOAD_CHOICES, WorkloadParams
 
 CHUNK_USERS = 4096  # most viewers per chunk; fixed so output never depends on partitioning
 EPOCH = dt.date(2025, 1, 1)
 CALIBRATION_DAY = "2025-06-01"
+SNM_CALIBRATION_DAYS = ("2025-03-01", "2025-06-01", "2025-09-01", "2025-12-01")
 FOLLOW_BLOCK_DAYS = 28  # a viewer follows one series per block, then moves on
+RELEASE_YEAR_DAYS = 365  # releases_per_day releases items on each day of the year from EPOCH
 GENRES = ("Drama", "Comedy", "Action", "Documentary", "Kids", "Thriller", "Sci-Fi", "Romance")
 DEVICE_MIX = (0.40, 0.30, 0.10, 0.15, 0.05)  # TV, Mobile, Tablet, Laptop, Desktop
 # Streaming bitrate per device in bytes per second: a title's size depends on the device.
@@ -78,6 +87,9 @@ class Workload:
     title_runtime: np.ndarray  # runtime in minutes of each title
     users_by_edge: np.ndarray  # viewer indices grouped by edge (ascending within an edge)
     chunk_bounds: np.ndarray  # chunk c holds users_by_edge[chunk_bounds[c]:chunk_bounds[c + 1]]
+    item_lifetime: np.ndarray | None = None  # snm: lifetime of each item's burst, in days
+    item_edge_mix: np.ndarray | None = None  # snm: [item, edge] share of an item's requests per edge
+    edge_activity: np.ndarray | None = None  # snm: [edge, genre] share of the viewers' activity
 
 
 def user_ids(index: np.ndarray) -> pa.Array:
@@ -114,15 +126,23 @@ def build_workload(params: WorkloadParams) -> Workload:
             raise ValueError(f"{name} must be a probability (binge_prob below 1), got {getattr(p, name)}")
     if not 0 <= p.peak_hour <= 23:
         raise ValueError(f"peak_hour must be 0-23, got {p.peak_hour}")
+    for name, choices in WORKLOAD_CHOICES.items():
+        if getattr(p, name) not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(p, name)!r}")
+    if not 0 <= p.series_share <= 1:
+        raise ValueError(f"series_share must be a share (0-1), got {p.series_share}")
+    if p.regional_skew < 0 or p.releases_per_day < 0 or p.snm_lifetime_days <= 0:
+        raise ValueError("regional_skew and releases_per_day must not be negative, snm_lifetime_days must be "
+                         f"positive: {p}")
     rng = np.random.default_rng([p.seed, 0])
     fake = Faker()
     fake.seed_instance(p.seed)
 
-    # Items: about 70 % movies, the rest series of 1-3 seasons of 6-10 episodes.
+    # Items: movies, and series_share series of 1-3 seasons of 6-10 episodes.
     shapes: list[tuple[int, int]] = []  # (titles, episodes per season)
     remaining = p.titles
     while remaining > 0:
-        if rng.random() < 0.7:
+        if rng.random() < 1 - p.series_share:
             shape = (1, 1)
         else:
             per_season = int(rng.integers(6, 11))
@@ -134,10 +154,18 @@ def build_workload(params: WorkloadParams) -> Workload:
     item_first = np.concatenate([[0], np.cumsum(item_len)[:-1]]).astype(np.int64)
     item_genre = rng.integers(len(GENRES), size=n_items)
     # Release days: most of the catalog is old; a tenth comes out in the year after EPOCH.
-    item_release = np.where(
-        rng.random(n_items) < 0.1, rng.integers(0, 365, size=n_items), -rng.integers(30, 5 * 365, size=n_items)
-    )
+    # (Drawn even when a shape or the snm model replaces them, so the later draws stay put.)
+    is_new = rng.random(n_items) < 0.1
+    new_day = rng.integers(0, RELEASE_YEAR_DAYS, size=n_items)
+    old_day = -rng.integers(30, 5 * 365, size=n_items)
+    item_release = np.where(is_new, new_day, old_day)
     item_weight = (rng.permutation(n_items) + 1.0) ** -p.alpha
+    if p.workload == "snm":
+        from edgecache import snm  # snm builds on this module
+
+        item_release = snm.shot_starts(p, n_items)
+    elif p.releases_per_day > 0:
+        item_release = daily_releases(old_day, p.releases_per_day)
 
     rows = []
     for item, (length, per_season) in enumerate(shapes):
@@ -164,7 +192,10 @@ def build_workload(params: WorkloadParams) -> Workload:
     catalog["episode"] = catalog["episode"].astype("Int64")
 
     # Regions: each edge likes some genres more; lower regional_skew, stronger preferences.
-    edge_genre_taste = rng.dirichlet(np.full(len(GENRES), p.regional_skew), size=p.edges) * len(GENRES)
+    # regional_skew 0 means none: every edge has the same taste (still drawn, to keep the draws after it).
+    edge_genre_taste = rng.dirichlet(np.full(len(GENRES), p.regional_skew or 1.0), size=p.edges) * len(GENRES)
+    if p.regional_skew == 0:
+        edge_genre_taste = np.ones_like(edge_genre_taste)
     user_edge = rng.choice(p.edges, size=p.users, p=edge_weights(p.edges, p.edge_size_ratio)).astype(np.int16)
     taste = edge_genre_taste[user_edge]
     user_genre = (taste.cumsum(axis=1) / taste.sum(axis=1, keepdims=True) > rng.random((p.users, 1))).argmax(axis=1)
@@ -192,25 +223,49 @@ def build_workload(params: WorkloadParams) -> Workload:
                   edge_genre_taste, user_edge, user_genre, user_device, user_activity, sessions,
                   pa.array(catalog["content_id"], pa.string()), catalog["runtime_min"].to_numpy(),
                   *chunk_plan(user_edge, p.edges))
+    if p.workload == "snm":
+        wl = snm.with_shots(wl)
     return calibrate(wl)
+
+
+def daily_releases(back_catalog: np.ndarray, per_day: int) -> np.ndarray:
+    """Release days with ``per_day`` items out on each day of the year from EPOCH (the newest
+    items, in id order); the other items keep their ``back_catalog`` days (all before EPOCH)."""
+    new = per_day * RELEASE_YEAR_DAYS
+    if new > len(back_catalog):
+        raise ValueError(f"releases_per_day {per_day} needs {new} catalog items (movies or series) for a year of "
+                         f"releases, but the catalog has {len(back_catalog)}: raise titles or lower series_share")
+    release = back_catalog.copy()
+    release[len(release) - new:] = np.arange(new) // per_day
+    return release
 
 
 def calibrate(wl: Workload, rounds: int = 3, pilots: int = 4) -> Workload:
     """Scale the session rate so a day has about ``events`` views.
 
     The estimate above misses views lost to the day's end and the exact mix of session
-    lengths, so pilot chunks (spread over the edges) on a fixed reference day measure the
-    actual rate and correct it. The reference day is fixed so every day of one workload
-    shares the same rate.
+    lengths, so pilot chunks (spread over the edges) on fixed reference days measure the
+    actual rate and correct it. The reference days are fixed so every day of one workload
+    shares the same rate. The snm model's mix changes from day to day, so it takes the
+    rate over a day in each quarter.
     """
     n = n_chunks(wl)
     chunks = sorted({int(c) for c in np.linspace(0, n - 1, min(pilots, n))})
-    users = sum(len(chunk_users(wl, c)) for c in chunks)
-    want = wl.params.events * users / wl.params.users
+    if wl.params.workload == "snm":
+        from edgecache.snm import expected_share
+
+        # The pilots' share of a day follows their edges' shares of that day's requests.
+        days = SNM_CALIBRATION_DAYS
+        pilot_users = np.concatenate([chunk_users(wl, c) for c in chunks])
+        want = wl.params.events * sum(expected_share(wl, pilot_users, d) for d in days)
+    else:
+        days = (CALIBRATION_DAY,)
+        users = sum(len(chunk_users(wl, c)) for c in chunks)
+        want = wl.params.events * users / wl.params.users
     if want < 1:
         return wl
     for _ in range(rounds):
-        got = sum(generate_chunk(wl, CALIBRATION_DAY, c).num_rows for c in chunks)
+        got = sum(generate_chunk(wl, d, c).num_rows for d in days for c in chunks)
         if got == 0:
             break
         wl = replace(wl, sessions_per_activity=wl.sessions_per_activity * want / got)
@@ -224,7 +279,8 @@ def for_workers(wl: Workload) -> Workload:
 
 def manifest(params: WorkloadParams) -> dict:
     """What identifies a workload's catalog and viewers (the day's knobs excluded)."""
-    keys = ("seed", "users", "edges", "titles", "alpha", "edge_size_ratio", "regional_skew")
+    keys = ("workload", "seed", "users", "edges", "titles", "alpha", "edge_size_ratio", "regional_skew",
+            "series_share", "releases_per_day")
     return {k: v for k, v in asdict(params).items() if k in keys}
 
 
@@ -266,6 +322,7 @@ def item_probs(wl: Workload, day: int) -> np.ndarray:
 
 def _pick(cdf: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Inverse-CDF draw of one column per row of ``cdf`` (rows are CDFs ending at 1)."""
+    rows = rows.astype(np.int64)  # row * columns overflows the small ints viewer arrays use
     offset = rows.astype(np.float64)
     flat = (cdf + np.arange(cdf.shape[0])[:, None]).ravel()
     idx = np.searchsorted(flat, offset + u * (1 - 1e-12), side="right")
@@ -313,6 +370,10 @@ def _followed_series(wl: Workload, users: np.ndarray, day: int) -> tuple[np.ndar
 def generate_chunk(wl: Workload, date: str, chunk: int) -> pa.RecordBatch:
     """One chunk of viewers' views on ``date`` as log lines, with sort keys (see LOG_SCHEMA)."""
     p = wl.params
+    if p.workload == "snm":
+        from edgecache.snm import generate_snm_chunk
+
+        return generate_snm_chunk(wl, date, chunk)
     day = day_index(date)
     users = chunk_users(wl, chunk)
     rng = np.random.default_rng([p.seed, 3, dt.date.fromisoformat(date).toordinal(), chunk])
@@ -329,21 +390,45 @@ def generate_chunk(wl: Workload, date: str, chunk: int) -> pa.RecordBatch:
     local = np.repeat(np.arange(len(users)), n_sess)  # each session's viewer, as a position in the chunk
     first_of_user = np.r_[True, s_user[1:] != s_user[:-1]] if n else np.zeros(0, bool)
     follow = first_of_user & happens[local]
-    edge = wl.user_edge[s_user]
-    # Other sessions: the viewer's favourite genre half the time, else the edge's taste.
-    genre_only = rng.random(n) < 0.5
-    pick_edge = _pick(np.cumsum(probs, axis=1), edge, rng.random(n))
-    in_genre = wl.item_genre[None, :] == np.arange(len(GENRES))[:, None]  # [genre, item]
-    gp = probs[:, None, :] * in_genre[None, :, :]  # [edge, genre, item]
-    gp_sum = gp.sum(axis=2, keepdims=True)
-    gp = np.where(gp_sum > 0, gp / np.where(gp_sum > 0, gp_sum, 1), probs[:, None, :])
-    gcdf = np.cumsum(gp, axis=2).reshape(-1, gp.shape[2])
-    pick_genre = _pick(gcdf, edge * len(GENRES) + wl.user_genre[s_user], rng.random(n))
-    item = np.where(follow, followed[local], np.where(genre_only, pick_genre, pick_edge))
+    item = np.where(follow, followed[local], session_items(wl, probs, s_user, rng))
     first_ep = np.where(follow, resume[local], 0)
     wanted = np.where(follow, follow_len[local], rng.geometric(1 - p.binge_prob, size=n))
     length = np.where(wl.item_len[item] == 1, 1, np.minimum(wanted, wl.item_len[item] - first_ep))
+    return session_views(wl, date, users, s_user, local, item, first_ep, length, rng)
 
+
+def session_items(wl: Workload, probs: np.ndarray, s_user: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The item each session picks: from the viewer's favourite genre half the time, else from
+    their edge's whole mix (``probs``: [edge, item] rows summing to 1)."""
+    n = len(s_user)
+    edge = wl.user_edge[s_user]
+    genre_only = rng.random(n) < 0.5
+    pick_edge = _pick(np.cumsum(probs, axis=1), edge, rng.random(n))
+    gp = genre_probs(wl, probs)
+    gcdf = np.cumsum(gp, axis=2).reshape(-1, gp.shape[2])
+    pick_genre = _pick(gcdf, edge * len(GENRES) + wl.user_genre[s_user], rng.random(n))
+    return np.where(genre_only, pick_genre, pick_edge)
+
+
+def genre_probs(wl: Workload, probs: np.ndarray) -> np.ndarray:
+    """[edge, genre, item]: ``probs`` within each genre (the whole row where a genre has nothing)."""
+    in_genre = wl.item_genre[None, :] == np.arange(len(GENRES))[:, None]  # [genre, item]
+    gp = probs[:, None, :] * in_genre[None, :, :]
+    gp_sum = gp.sum(axis=2, keepdims=True)
+    return np.where(gp_sum > 0, gp / np.where(gp_sum > 0, gp_sum, 1), probs[:, None, :])
+
+
+def session_views(wl: Workload, date: str, users: np.ndarray, s_user: np.ndarray, local: np.ndarray,
+                  item: np.ndarray, first_ep: np.ndarray, length: np.ndarray,
+                  rng: np.random.Generator) -> pa.RecordBatch:
+    """Sessions (viewer, item, first episode offset, titles) as a chunk's log lines.
+
+    ``s_user`` lists each session's viewer, grouped by viewer; ``local`` is that viewer's
+    position in ``users``, the chunk. Views run back to back within a session; a viewer's
+    sessions start on the diurnal curve, never overlap and end by midnight.
+    """
+    p = wl.params
+    n = len(s_user)
     # Views: expand sessions into consecutive titles.
     v_sess = np.repeat(np.arange(n), length)
     v_pos = np.arange(len(v_sess)) - np.repeat(np.cumsum(length) - length, length)

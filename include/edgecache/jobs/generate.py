@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from edgecache.jobs.common import base_parser, positive_int, run_job
 from edgecache.jobs.features import window_dates
 from edgecache.layout import Layout, read_json, write_json_atomic
-from edgecache.settings import WORKLOAD_HELP, Settings, WorkloadParams
+from edgecache.settings import WORKLOAD_CHOICES, WORKLOAD_HELP, Settings, WorkloadParams
 from edgecache.workload import LOG_DDL, Workload, build_workload, for_workers, generate_chunk, manifest, n_chunks
 
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(WorkloadParams):
         default = getattr(d, f.name)
         p.add_argument(
-            f"--{f.name.replace('_', '-')}", type=type(default), default=default,
+            f"--{f.name.replace('_', '-')}", type=type(default), default=default, choices=WORKLOAD_CHOICES.get(f.name),
             help=f"{WORKLOAD_HELP[f.name]} (default {default}; env EDGECACHE_{f.name.upper()})",
         )
     return p
