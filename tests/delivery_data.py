@@ -60,10 +60,11 @@ class SeededDay:
     ranking: Ranking  # the demand ranking, with scores and next episodes
 
 
-def seeded_day(root: Path, seed: int = 3, n: int = 3000) -> SeededDay:
+def seeded_day(root: Path, seed: int = 3, n: int = 3000, shuffled: bool = False) -> SeededDay:
     """A Zipf day at edge E1 over 60 titles (six series of six episodes, then movies) of
-    50-300 bytes, a prediction with noise and gaps, and a cache of 1,500 bytes; its files are
-    written under ``root`` for the warm."""
+    50-300 bytes, a prediction with noise and gaps (``shuffled``: the same scores given to
+    random titles, a useless prediction), and a cache of 1,500 bytes; its files are written
+    under ``root`` for the warm."""
     rng = np.random.default_rng(seed)
     n_titles, capacity = 60, 1500
     ids = [f"C{i:05d}" for i in range(1, n_titles + 1)]
@@ -74,6 +75,8 @@ def seeded_day(root: Path, seed: int = 3, n: int = 3000) -> SeededDay:
     popularity = rng.permutation(n_titles) + 1.0
     expected = (popularity ** -0.9) * 400  # expected requests of a title
     predicted = np.where(rng.random(n_titles) < 0.8, expected * rng.lognormal(0, 0.5, n_titles), 0.0)
+    if shuffled:  # its own stream: the requests stay those of the unshuffled day
+        predicted = predicted[np.random.default_rng(seed + 1).permutation(n_titles)]
     order = np.lexsort((np.arange(n_titles), -predicted))
     order = order[predicted[order] > 0]
     cat = Catalog.from_frame(catalog)

@@ -13,7 +13,7 @@ from edgecache.delivery import Delivery, DeliveryError
 from edgecache.delivery.core import ActiveUsers, parse_time
 from edgecache.delivery.metrics import DeliveryMetrics
 from edgecache.keys import edge_cache_key, edge_meta_key, edge_sizes_key, user_key, user_topk_key
-from edgecache.policies import ADMISSION_EPS, ADMISSION_TAU, hit_ratios
+from edgecache.policies import ADMISSION_EPS, ADMISSION_TAU, RANKINGS, Trace, hit_ratios
 from tests.delivery_data import DATE, T0, TTL, seeded_day
 
 
@@ -103,13 +103,26 @@ def test_request_times_parse_like_the_logs():
     assert parse_time(None, now=lambda: 42.0) == 42.0
 
 
-def test_delivery_matches_the_evaluation_kernel(tmp_path, redis_client):
+@pytest.mark.parametrize(("shuffled", "leader"), [(False, "pred"), (True, "slow")])
+def test_delivery_matches_the_evaluation_kernel(tmp_path, redis_client, shuffled, leader):
     """The Lua script and the evaluation's predictive+admission kernel, request by request:
-    the same hits on a seeded day with series, sizes and a cache far smaller than the catalog."""
-    day = seeded_day(tmp_path)
+    the same hits on a seeded day with series, sizes and a cache far smaller than the catalog,
+    under a prediction worth following and under a useless one (which the request counts
+    take the lead from)."""
+    day = seeded_day(tmp_path, shuffled=shuffled)
     warm(redis_client, tmp_path, DATE, TTL)
     d = Delivery(redis_client, ["E1"], day.capacity, TTL, metrics=DeliveryMetrics(CollectorRegistry()))
-    hits = sum(d.deliver("E1", user, title, ts).hit for user, title, ts in day.requests)
+    hits = [d.deliver("E1", user, title, ts).hit for user, title, ts in day.requests]
     reference = hit_ratios("predictive+admission", day.trace, day.capacity, day.ranking)
     assert 0.2 < reference.object_hit_ratio < 0.9  # a cache that has to choose
-    assert hits == reference.hits
+    assert sum(hits) == reference.hits
+    t = day.trace
+    for n in (1, 10, 100, 700, 2000):  # and on every prefix tried, so no two errors cancel out
+        prefix = Trace(t.obj_id[:n], t.size[:n], t.timestamp[:n])
+        assert sum(hits[:n]) == hit_ratios("predictive+admission", prefix, day.capacity, day.ranking).hits, n
+    meta = {k.decode(): v.decode() for k, v in redis_client.hgetall(edge_meta_key("E1")).items()}
+    scores = {r: float(meta[f"score:{r}"]) for r in RANKINGS}
+    assert max(scores, key=scores.get) == leader, scores
+    assert int(meta["clock"]) == int(day.trace.size.sum())
+    for key in redis_client.scan_iter("edge:*"):
+        assert 0 < redis_client.ttl(key) <= TTL, key  # keys the script created expire too

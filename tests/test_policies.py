@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from edgecache.policies import (
     ADMISSION_BOOST,
     ADMISSION_TAU,
+    LEAD_ORDER,
     ORACLE_DTYPE,
     POLICIES,
     Hits,
@@ -22,6 +26,8 @@ from edgecache.policies import (
     hit_ratios_many,
     next_access,
     oracle_ranking,
+    plan,
+    run_step,
     s3fifo_small_ratio,
     static_hits,
 )
@@ -171,28 +177,65 @@ def timed(letters: str, seconds: list[int], sizes: dict[str, int] | None = None)
     return Trace(t.obj_id, t.size, np.array(seconds, dtype=np.int64))
 
 
-def admission(trace: Trace, capacity: int, ranking: Ranking) -> Hits:
-    return hit_ratios("predictive+admission", trace, capacity, ranking)
+PRED, SLOW = ("pred",), ("slow",)  # one ranking decides every request
+
+
+def admission(trace: Trace, capacity: int, ranking: Ranking, lead: tuple[str, ...] = LEAD_ORDER) -> Hits:
+    """predictive+admission; ``lead`` names the rankings that may lead."""
+    with tempfile.TemporaryDirectory() as tmp:
+        step = plan("predictive+admission", trace.with_file(Path(tmp) / "t.oracleGeneral"), capacity, ranking)
+        return run_step(replace(step, lead=lead))
 
 
 def test_admission_admits_a_higher_score_and_refuses_a_lower_one():
-    # Warm: A (5) and B (1). C (3) beats B and takes its place; B (1) then loses to C and A.
-    got = admission(trace_of("CBAC").in_titles(), 2, scored("ABC", [5, 1, 3]))
+    # pred's rule. Warm: A (5) and B (1). C (3) beats B and takes its place; B (1) then loses
+    # to C and A.
+    got = admission(trace_of("CBAC").in_titles(), 2, scored("ABC", [5, 1, 3]), PRED)
     assert got == Hits(4, 2, 4, 2)  # A and the second C
-    # an unpredicted title (score 0) never displaces a predicted one
-    assert admission(trace_of("DDDA").in_titles(), 1, scored("A", [0.5])).hits == 1
+    # under pred, an unpredicted title (score 0) never displaces a predicted one
+    assert admission(trace_of("DDDA").in_titles(), 1, scored("A", [0.5]), PRED).hits == 1
+
+
+def test_admission_default_leads_with_the_slow_ranking_until_the_prediction_scores():
+    # No ranking has scored yet at D's first request, so slow leads: D (asked for once)
+    # outranks A, prefetched and never asked for. D then hits twice and A misses.
+    assert admission(trace_of("DDDA").in_titles(), 1, scored("A", [0.5])).hits == 2
+    # the same with the whole policy as the evaluation runs it
+    assert hit_ratios("predictive+admission", trace_of("DDDA").in_titles(), 1, scored("A", [0.5])).hits == 2
+
+
+def test_admission_good_predictions_lead_and_refuse_one_off_titles():
+    # Warm: A (5), B (4). A and B are each among pred's top two when asked for, so pred
+    # leads; C (unpredicted) is refused every time. A and B hit throughout.
+    t = trace_of("ABCABCAB").in_titles()
+    ranked = scored("AB", [5, 4])
+    assert admission(t, 2, ranked).hits == 6
+    # slow alone admits C on its first request (its count beats the unasked B) and then
+    # keeps swapping: fewer hits
+    assert admission(t, 2, ranked, SLOW).hits < 6
+
+
+def test_admission_useless_predictions_lose_the_lead():
+    # Warm: A (5), B (4), never asked for. C and D alternate: pred never has them in its
+    # top two and scores nothing, slow knows them after one request each. The unasked
+    # prefetched titles go first (B, the less predicted, then A): every request after the
+    # first two hits.
+    t = trace_of("CDCDCDCD").in_titles()
+    ranked = scored("AB", [5, 4])
+    assert admission(t, 2, ranked).hits == 6
+    assert admission(t, 2, ranked, PRED).hits == 0  # pred alone refuses C and D for ever
 
 
 def test_admission_values_decay_with_time_since_the_last_request():
-    # One title: A (5) was last asked for at 0; B (2) at 1 h is still below A's decayed
+    # pred's rule. One title: A (5) was last asked for at 0; B (2) at 1 h is still below A's decayed
     # value (2 > 5 e^-0.25 is false), at 5 h above it (5 e^-1.25 = 1.43 < 2), so B gets in;
     # then A at 5 h (5 > 2) takes the place back. Only the first A hits.
     hour = 3600
     assert ADMISSION_TAU == 4 * hour
     t = timed("ABBA", [0, hour, 5 * hour, 5 * hour + 1])
-    assert admission(t.in_titles(), 1, scored("AB", [5, 2])).hits == 1
+    assert admission(t.in_titles(), 1, scored("AB", [5, 2]), PRED).hits == 1
     # without the wait, A stays: A, then B refused twice, then A
-    assert admission(timed("ABBA", [0, 1, 2, 3]).in_titles(), 1, scored("AB", [5, 2])).hits == 2
+    assert admission(timed("ABBA", [0, 1, 2, 3]).in_titles(), 1, scored("AB", [5, 2]), PRED).hits == 2
 
 
 def test_admission_in_bytes_evicts_lowest_first_until_it_fits():
@@ -209,29 +252,29 @@ def test_admission_in_bytes_evicts_lowest_first_until_it_fits():
 
 
 def test_admission_boosts_the_next_episode():
-    # A -> B. Warm: C (30), D (5). A (unpredicted) is refused, but its next episode B gets
+    # pred's rule. A -> B. Warm: C (30), D (5). A (unpredicted) is refused, but its next episode B gets
     # 0 + BOOST = 8 > 5 and replaces D: B and C hit.
     assert ADMISSION_BOOST == 8.0
     links = {"A": "B"}
-    assert admission(trace_of("ABC").in_titles(), 2, scored("CD", [30, 5], sequels=links)).hits == 2
+    assert admission(trace_of("ABC").in_titles(), 2, scored("CD", [30, 5], sequels=links), PRED).hits == 2
     # Once asked for, B drops to its score (0): D (5) misses once and takes its place back.
-    got = hit_ratios("predictive+admission", trace_of("ABDDC").in_titles(), 2, scored("CD", [30, 5], sequels=links))
+    got = admission(trace_of("ABDDC").in_titles(), 2, scored("CD", [30, 5], sequels=links), PRED)
     assert got.hits == 3  # B, the second D, C
     # a boost below the lowest cached value (25) is refused: only C hits
-    assert admission(trace_of("ABC").in_titles(), 2, scored("CD", [30, 25], sequels=links)).hits == 1
+    assert admission(trace_of("ABC").in_titles(), 2, scored("CD", [30, 25], sequels=links), PRED).hits == 1
     # a boost raises a cached next episode: B (5) is kept over E (6) that would have replaced it
     ranked = scored("CBE", [30, 5, 6], sequels=links)
-    assert admission(trace_of("AEB").in_titles(), 2, ranked).hits == 1  # E refused (6 < 13), B hits
-    assert admission(trace_of("EB").in_titles(), 2, ranked).hits == 0  # E replaces B, then B misses
+    assert admission(trace_of("AEB").in_titles(), 2, ranked, PRED).hits == 1  # E refused (6 < 13), B hits
+    assert admission(trace_of("EB").in_titles(), 2, ranked, PRED).hits == 0  # E replaces B, then B misses
 
 
 def test_admission_ties_evict_the_lower_id_first():
-    # Equal scores, all at t = 0: a title displaces an equal one only if it has the higher id.
+    # pred's rule. Equal scores, all at t = 0: a title displaces an equal one only if it has the higher id.
     same = [0, 0, 0]
     # B (2) meets A (2) and C (2): A, the lower id, is evicted; A then loses to B; C hits.
-    assert admission(timed("BAC", same).in_titles(), 2, scored("ACB", [2, 2, 2])).hits == 1
+    assert admission(timed("BAC", same).in_titles(), 2, scored("ACB", [2, 2, 2]), PRED).hits == 1
     # A (2) meets B and C: B has the higher id, so A is refused; B and C hit.
-    assert admission(timed("ABC", same).in_titles(), 2, scored("BCA", [2, 2, 2])).hits == 2
+    assert admission(timed("ABC", same).in_titles(), 2, scored("BCA", [2, 2, 2]), PRED).hits == 2
 
 
 def test_warm_up_requests_are_not_counted():
@@ -340,3 +383,103 @@ def test_empty_trace_and_missing_ranking():
     assert hit_ratios("LRU", empty, 5) == Hits(0, 0, 0, 0)
     with pytest.raises(ValueError, match="needs a ranking"):
         hit_ratios("predictive", zipf_trace(1), 5)
+
+
+# --- predictive+admission against the classic policies ----------------------------------
+
+CLASSICS = ("LRU", "LFU", "S3-FIFO", "SIEVE")
+DAY = 1744502400  # 2025-04-13 00:00 UTC
+
+
+def catalog_sizes(titles: int, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(rng.lognormal(np.log(60), 0.5, titles), 20, 160).astype(np.int64)  # minutes
+
+
+def irm_day(seed: int, titles: int = 1000, n: int = 10000) -> tuple[Trace, np.ndarray, np.ndarray]:
+    """Independent requests from a Zipf popularity (no temporal locality): the trace, each
+    title's size and the day before's request counts (the same popularity)."""
+    rng = np.random.default_rng(seed)
+    size = catalog_sizes(titles, rng)
+    p = (np.arange(1, titles + 1) ** -0.8)[rng.permutation(titles)]
+    p /= p.sum()
+    today = rng.choice(titles, size=n, p=p)
+    yesterday = np.bincount(rng.choice(titles, size=n, p=p), minlength=titles).astype(np.float64)
+    ids = (today + 1).astype(np.uint64)
+    return Trace(ids, size[today], DAY + np.sort(rng.integers(0, 86400, n))), size, yesterday
+
+
+def shot_noise_day(seed: int, titles: int = 2000, n: int = 10000) -> tuple[Trace, np.ndarray, np.ndarray]:
+    """Titles born over three days, each one's demand decaying over hours from its birth:
+    yesterday's counts say little about today."""
+    rng = np.random.default_rng(seed)
+    size = catalog_sizes(titles, rng)
+    birth = rng.uniform(-2 * 86400, 86400, titles)
+    life = np.clip(rng.lognormal(np.log(8 * 3600), 1.0, titles), 1800, 5 * 86400)
+    volume = rng.pareto(1.2, titles) + 1
+    counts = []
+    for lo in (-86400.0, 0.0):  # yesterday, today
+        a, b = np.clip(lo - birth, 0, None), np.clip(lo + 86400 - birth, 0, None)
+        mass = volume * (np.exp(-a / life) - np.exp(-b / life))
+        counts.append(rng.poisson(mass / mass.sum() * n))
+    ids = np.repeat(np.arange(titles), counts[1])
+    a, b = np.clip(-birth[ids], 0, None), np.clip(86400 - birth[ids], 0, None)
+    ea, eb = np.exp(-a / life[ids]), np.exp(-b / life[ids])
+    secs = np.clip(birth[ids] - life[ids] * np.log(ea - rng.random(len(ids)) * (ea - eb)), 0, 86399)
+    order = np.argsort(secs, kind="stable")
+    ids = ids[order]
+    trace = Trace((ids + 1).astype(np.uint64), size[ids], DAY + secs[order].astype(np.int64))
+    return trace, size, counts[0].astype(np.float64)
+
+
+def prediction(kind: str, size: np.ndarray, yesterday: np.ndarray, seed: int) -> Ranking:
+    """A ranking over the catalog (ids 1..n): yesterday's counts, or a useless one."""
+    rng = np.random.default_rng(seed)
+    n = len(size)
+    total = float(yesterday.sum())
+    if kind == "yesterday":
+        pos = np.lexsort((np.arange(n), -yesterday))
+        pos, score = pos[yesterday[pos] > 0], yesterday[pos[yesterday[pos] > 0]]
+    elif kind == "random":
+        pos, score = rng.permutation(n), np.sort(rng.exponential(total / n, n))[::-1]
+    elif kind == "reversed":  # the rarest first, with the top title's score
+        pos, score = np.lexsort((np.arange(n), yesterday)), np.sort(yesterday)[::-1]
+    elif kind == "idorder":  # a degenerate model: the catalog in id order, confident scores
+        pos, score = np.arange(n), np.sort(yesterday)[::-1]
+    else:  # constant
+        pos, score = rng.permutation(n), np.full(n, total / n)
+    return Ranking((pos + 1).astype(np.uint64), size[pos], np.asarray(score, dtype=np.float64))
+
+
+def margins_over_classics(trace: Trace, size: np.ndarray, ranking: Ranking, tmp_path: Path) -> list[float]:
+    """predictive+admission's object hit ratio minus the best classic's, at 1, 2, 5, 10 and
+    20 % of the catalog in titles and in bytes."""
+    written = trace.with_file(tmp_path / "t.oracleGeneral")
+    jobs = []
+    for t, total in ((written.in_titles(), len(size)), (written, int(size.sum()))):
+        for pct in (1, 2, 5, 10, 20):
+            cap = max(1, total * pct // 100)
+            jobs += [Job(name, t, cap, ranking, int(size.max())) for name in CLASSICS + ("predictive+admission",)]
+    hits = hit_ratios_many(jobs)
+    out = []
+    for i in range(0, len(hits), len(CLASSICS) + 1):
+        *classic, ours = hits[i:i + len(CLASSICS) + 1]
+        out.append(ours.object_hit_ratio - max(h.object_hit_ratio for h in classic if h is not None))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["random", "reversed", "idorder", "constant"])
+@pytest.mark.parametrize("seed", [1, 5])
+@pytest.mark.parametrize("day", [irm_day, shot_noise_day])
+def test_admission_with_useless_predictions_is_as_good_as_the_best_classic(day, seed, kind, tmp_path):
+    # IRM favours LFU, shot noise S3-FIFO and (in large caches) LRU: useless predictions
+    # leave predictive+admission to its request counts, which must match the best of them
+    trace, size, yesterday = day(seed)
+    margins = margins_over_classics(trace, size, prediction(kind, size, yesterday, seed), tmp_path)
+    assert min(margins) >= -0.005, margins
+
+
+@pytest.mark.parametrize("seed", [1, 6])
+def test_admission_with_good_predictions_beats_every_classic(seed, tmp_path):
+    trace, size, yesterday = irm_day(seed)
+    margins = margins_over_classics(trace, size, prediction("yesterday", size, yesterday, seed), tmp_path)
+    assert min(margins) > 0.01, margins

@@ -2,7 +2,9 @@
 
 Besides each viewer's predictions it writes what the delivery path needs (see
 ``edgecache.keys``): the catalog's sizes and next episodes, and per edge the cache loaded
-with its prefetch set, the expected demand and the transitions between titles.
+with its prefetch set, the expected demand, the pred ranking valued from it (the counting
+rankings start empty, and value a prefetched title below every requested one until it is
+asked for) and the transitions between titles.
 
 Every write is a whole value (a SET, or an edge's keys replaced inside MULTI/EXEC), so a
 reader never sees half of one; the same predictions always give the same keys and values,
@@ -43,12 +45,13 @@ from edgecache.keys import (
     edge_cache_key,
     edge_meta_key,
     edge_prior_key,
+    edge_rank_key,
     edge_sizes_key,
     edge_transitions_key,
     user_key,
 )
 from edgecache.layout import Layout, write_json_atomic
-from edgecache.policies import ADMISSION_EPS
+from edgecache.policies import ADMISSION_COUNTS, ADMISSION_EPS, ADMISSION_UNASKED, RANKINGS
 from edgecache.redis_conn import is_cluster
 from edgecache.redis_server import redis_cli_binary
 from edgecache.schema import ID_RE
@@ -261,23 +264,37 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int) -> Wa
         pf, dm, fo = (g.get(edge_id, empty) for g in (prefetch_g, demand_g, followers_g))
         keys = [edge_cache_key(edge_id), edge_sizes_key(edge_id), edge_prior_key(edge_id),
                 edge_transitions_key(edge_id), edge_meta_key(edge_id)]
+        # the rankings' keys (yesterday's request counts must not carry over): the cache under
+        # each counting ranking, then every ranking's titles, pred's first
+        counting = [edge_cache_key(edge_id, name) for name, _ in ADMISSION_COUNTS]
+        ranked = counting + [edge_rank_key(edge_id, r) for r in RANKINGS]
         # One transaction per edge: readers see the old state or the new one, never a mix.
         pipe = client.pipeline(transaction=True)
-        pipe.delete(*keys)
+        pipe.delete(*keys, *ranked)
+        values = dict(zip(dm["content_id"], admission_values(dm["score"])))
         if len(pf):
-            pipe.zadd(keys[0], dict(zip(pf["content_id"], admission_values(pf["score"]))))
+            cached = dict(zip(pf["content_id"], admission_values(pf["score"])))
+            pipe.zadd(keys[0], cached)
             pipe.hset(keys[1], mapping=dict(zip(pf["content_id"], pf["size_bytes"].astype(int).tolist())))
+            # the counting rankings: below every requested title, the least predicted lowest
+            unasked = {c: v - ADMISSION_UNASKED for c, v in cached.items()}
+            for key in counting:
+                pipe.zadd(key, unasked)
+            values = {**cached, **values}
         if len(dm):
             pipe.zadd(keys[2], dict(zip(dm["content_id"], dm["score"].astype(float).tolist())))
+        if values:
+            pipe.zadd(ranked[len(counting)], values)
         if len(fo):
             pipe.hset(keys[3], mapping=dict(zip(fo["from_content_id"], fo["to"])))
         pipe.hset(keys[4], mapping={"date": date, "titles": len(pf), "used": int(pf["size_bytes"].sum()),
                                     "t0": t0})
-        for key in keys:
+        for key in keys + ranked:
             pipe.expire(key, ttl_seconds)
         pipe.execute()
         titles += len(pf)
-        edge_keys += 1 + 2 * bool(len(pf)) + bool(len(dm)) + bool(len(fo))  # empty keys do not exist
+        # empty keys do not exist
+        edge_keys += 1 + (2 + len(counting)) * bool(len(pf)) + bool(len(dm)) + bool(values) + bool(len(fo))
 
     result = WarmResult(
         users=users,

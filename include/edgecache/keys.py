@@ -1,21 +1,26 @@
 """The Redis key scheme.
 
-| key                      | type   | holds                                                   |
-| ------------------------ | ------ | ------------------------------------------------------- |
-| ``user:<user_id>``       | string | the viewer's top predicted content id (the seed's key)  |
-| ``user:<user_id>:topk``  | string | JSON list of the viewer's ranked content ids            |
-| ``edge:{<edge>}:cache``  | zset   | the titles the edge cache holds, score = their value    |
-| ``edge:{<edge>}:sizes``  | hash   | content id -> bytes, for the titles the cache holds      |
-| ``edge:{<edge>}:meta``   | hash   | date, t0, titles and bytes used of the edge cache       |
-| ``edge:{<edge>}:prior``  | zset   | content id -> expected requests tomorrow (edge demand)  |
-| ``edge:{<edge>}:trans``  | hash   | content id -> JSON list of the titles watched next      |
-| ``edgecache:catalog``    | hash   | content id -> "<bytes> <next episode id or ->"          |
-| ``edgecache:last_warm``  | hash   | date and counts of the last completed warm              |
+| key                          | type   | holds                                                            |
+| ---------------------------- | ------ | ---------------------------------------------------------------- |
+| ``user:<user_id>``           | string | the viewer's top predicted content id (the seed's key)           |
+| ``user:<user_id>:topk``      | string | JSON list of the viewer's ranked content ids                     |
+| ``edge:{<edge>}:cache``      | zset   | the titles the edge cache holds, score = their pred value        |
+| ``edge:{<edge>}:cache:<r>``  | zset   | the same titles, score = their value under counting ranking r    |
+| ``edge:{<edge>}:rank:<r>``   | zset   | every title ranking r (pred or a counting one) knows, its value  |
+| ``edge:{<edge>}:sizes``      | hash   | content id -> bytes, for the titles the cache holds              |
+| ``edge:{<edge>}:meta``       | hash   | date, t0, titles and bytes used; request clock, rankings' scores |
+| ``edge:{<edge>}:prior``      | zset   | content id -> expected requests tomorrow (edge demand)           |
+| ``edge:{<edge>}:trans``      | hash   | content id -> JSON list of the titles watched next               |
+| ``edgecache:catalog``        | hash   | content id -> "<bytes> <next episode id or ->"                   |
+| ``edgecache:last_warm``      | hash   | date and counts of the last completed warm                       |
 
-The nightly warm loads each edge cache with its prefetch set; during the day the delivery
-path (``edgecache.delivery``) admits and evicts titles. A cached title's score is its
-admission value, ``ln(expected requests + eps) + (t - t0) / tau`` (see
-``edgecache.policies``): the lowest is evicted first.
+The nightly warm loads each edge cache with its prefetch set and the pred ranking with the
+predicted titles; during the day the delivery path (``edgecache.delivery``) admits and
+evicts titles. Rankings value every title (see ``edgecache.policies``): pred,
+``ln(expected requests + eps) + (t - t0) / tau``, and the counting rankings (slow, medium,
+fast, recent), request counts that decay at four speeds. The ranking that has lately had
+the requested titles nearest its top leads, and under it the lowest cached title is
+evicted first.
 
 The braces are Redis Cluster hash tags: every key of one edge lands in the same slot, so an
 edge's cache can be replaced in one MULTI/EXEC transaction. Every key expires (the TTL is a
@@ -49,8 +54,20 @@ def _edge_key(edge_id: str, part: str) -> str:
     return f"edge:{{{_checked('edge', edge_id)}}}:{part}"
 
 
-def edge_cache_key(edge_id: str) -> str:
-    return _edge_key(edge_id, "cache")
+def _ranking(name: str) -> str:
+    if not isinstance(name, str) or not name.isascii() or not name.isalpha() or not name.islower():
+        raise ValueError(f"invalid ranking name {name!r}: lower-case letters only")
+    return name
+
+
+def edge_cache_key(edge_id: str, ranking: str = "pred") -> str:
+    """The cached titles, valued by ``ranking`` (the plain cache key holds the pred values)."""
+    return _edge_key(edge_id, "cache" if _ranking(ranking) == "pred" else f"cache:{ranking}")
+
+
+def edge_rank_key(edge_id: str, ranking: str) -> str:
+    """Every title ``ranking`` (``edgecache.policies.RANKINGS``) knows, with its value."""
+    return _edge_key(edge_id, f"rank:{_ranking(ranking)}")
 
 
 def edge_meta_key(edge_id: str) -> str:

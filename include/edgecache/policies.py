@@ -5,7 +5,8 @@ A trace is one cache's requests in order. Capacity and sizes share one unit: tit
 look-ups in numpy; the classic policies run in libCacheSim, on the trace written once
 in its ``oracleGeneral`` binary layout, the only layout whose reader carries the next
 access that Belady needs (its CSV reader drops it silently). ``predictive+admission``
-is our own, one request at a time in a numba kernel (see ``admission_replay``).
+is our own, one request at a time in a numba kernel (see ``_admission_replay`` and the
+comment above ``ADMISSION_TAU``).
 
     hits = hit_ratios("LRU", trace, capacity=20)
     hits.object_hit_ratio, hits.byte_hit_ratio
@@ -224,11 +225,12 @@ POLICIES: dict[str, Policy] = {
         Policy("predictive", "static", online=False, needs_ranking=True,
                doc="the predicted prefetch set, held all day, no admission"),
         Policy("predictive+admission", "numba", online=False, needs_ranking=True, warm=True, doc=(
-            "starts with the prefetch set; every cached title has a value, its predicted requests "
-            "(score) decaying by e every ADMISSION_TAU seconds since it was last requested; a "
-            "request resets the title's value to its score and a request for episode k adds "
-            "ADMISSION_BOOST to episode k+1's; a title not cached gets in only if its value beats "
-            "every title it would evict, lowest first (ties: lower id evicted first)")),
+            "starts with the prefetch set; five rankings of the titles (the prediction decaying "
+            "since each title's last request, and request counts decaying at four speeds, the "
+            "fastest the last request only) each score a point when a request is among their "
+            "top as many titles as the cache holds; the leading ranking admits a missed title "
+            "(and a requested episode's next episode) only if it outranks every title it would "
+            "evict, lowest first")),
         Policy("LRU", "libcachesim", online=True, lcs_class="LRU", doc="least recently used, from empty"),
         Policy("LFU", "libcachesim", online=True, lcs_class="LFU", doc="least frequently used, from empty"),
         Policy("S3-FIFO", "libcachesim", online=True, lcs_class="S3FIFO",
@@ -301,21 +303,43 @@ def run_replay(job: Replay) -> Hits:
 
 # --- predictive admission ---------------------------------------------------------------
 #
-# Per edge: one sorted set of cached titles with a key each, the predicted scores and the
-# catalog (sizes, next episodes). A key
+# Five rankings of the titles, each a sorted set of values that compare across titles
+# without ever being rewritten (a value that decays is stored as its logarithm plus the
+# decay time elapsed so far, so an untouched title falls behind as the others move on):
 #
-#   key(v, t) = ln(v + ADMISSION_EPS) + (t - t0) / ADMISSION_TAU
+#   pred    ln(prior + ADMISSION_EPS) + (t - t0) / ADMISSION_TAU: the night's prediction (the
+#           title's predicted requests, 0 if unpredicted), decaying by e every ADMISSION_TAU
+#           seconds since the title was last requested (t0: midnight UTC of the day);
+#   slow, medium, fast
+#           ln of the title's requests, decaying by e every m capacities of requested size
+#           (m = 80, 20, 5: ADMISSION_COUNTS). With the request clock c (the size of all
+#           requests so far, this one included), a request of weight w sets
+#           v <- lae(v, ln(w) + c / (m * capacity)), lae(a, b) = ln(e^a + e^b);
+#   recent  the limit of no memory, the last request only: v <- max(v, ln(w) + c / capacity).
 #
-# is ln of a value v that decays by e every ADMISSION_TAU seconds, shifted so that keys set
-# at different times compare without ever being rewritten (t0: midnight UTC of the day).
-# Warm-up: the ranking's top that fits, each title keyed key(score, t0).
-# On a request for title x at time t (prior(y): y's predicted score, 0 if unpredicted):
-#   1. x cached: hit, key[x] = key(prior(x), t). Not cached: miss, admit(x, key(prior(x), t)).
-#   2. x has a next episode z: c = key(prior(z) + ADMISSION_BOOST, t);
-#      z cached: key[z] = max(key[z], c); not cached: admit(z, c).
-# admit(y, c): refused if y is larger than the cache. Otherwise take cached titles in
-# increasing (key, id) order until y fits; each must be strictly below (c, y). If one is
-# not, refuse and keep them all; else evict them and cache y with key c.
+# A request weighs 1. The counting rankings know only titles requested today, pred every
+# predicted title from the start. Warm-up: the ranking's top that fits is cached, valued
+# ln(score + eps) in pred and ADMISSION_UNASKED below that in the counting rankings' cached
+# titles (below every title requested today, the least predicted lowest), so that with
+# useless predictions a prefetched title nobody asks for is the first to go.
+#
+# Each ranking earns a score: before a request for x, a ranking scores 1 if x is among its
+# top n titles (n: the titles the cache holds; ties: the higher id ranks higher), and every
+# score decays by ADMISSION_MEMORY per request. The leader, the highest score (ties: in
+# LEAD_ORDER, slow first), decides the request. Good predictions make pred the leader and
+# the cache keeps what they promised; useless ones lose to a frequency ranking (slow,
+# medium: LFU-like) or a recency one (fast, recent: LRU-like), whichever the day rewards.
+#
+# On a request for title x at time t (L: the leader; titles compare under L by (value, id);
+# u = (t - t0) / ADMISSION_TAU):
+#   1. x's values: pred = ln(prior(x) + eps) + u, the counting rankings add a request of
+#      weight 1. x cached: hit. Not cached: miss, admit(x).
+#   2. x has a next episode z: pred(z) = max(pred(z), ln(prior(z) + ADMISSION_BOOST + eps)
+#      + u); the counting rankings add a request of weight ADMISSION_SEQUEL (the odds it
+#      follows soon). z not cached: admit(z).
+# admit(y): refused if y is larger than the cache. Otherwise take cached titles in
+# increasing order under L until y fits; each must be strictly below y under L. If one is
+# not, refuse and keep them all; else evict them and cache y.
 
 ADMISSION_TAU = 4 * 3600.0  # seconds; a binge's next episode is asked for within the hour, a stale boost fades in hours
 # In score units: the predicted requests of the title on the day. A binge's next episode
@@ -323,6 +347,25 @@ ADMISSION_TAU = 4 * 3600.0  # seconds; a binge's next episode is asked for withi
 # title expected 8 times a day gets in 1.5 hours; 5 to 10 passed on every size and mode.
 ADMISSION_BOOST = 8.0
 ADMISSION_EPS = 1e-3  # keeps ln finite for unpredicted titles (score 0)
+# The counting rankings: name and memory m in capacities of requested size (0: the last
+# request only). Measured with bench/admission.py (the generator, IRM, shot noise, spikes,
+# tiny caches, a tiny edge) and on small IRM and shot-noise days of eight seeds each: with
+# these four every trace stayed within 0.005 of the best classic policy at every size in
+# titles and in bytes. With slow, fast and recent only, shot noise lost up to 0.016; with
+# medium, fast and recent, small byte caches under IRM lost 0.007 to LFU; with medium and
+# fast, the largest caches under shot noise lost to LRU.
+ADMISSION_COUNTS = (("slow", 80.0), ("medium", 20.0), ("fast", 5.0), ("recent", 0.0))
+RANKINGS = ("pred", *(name for name, _ in ADMISSION_COUNTS))
+LEAD_ORDER = ("slow", "pred", "medium", "fast", "recent")  # who leads on equal scores
+ADMISSION_SEQUEL = 0.6  # a next episode counts as this much of a request (the binge odds)
+# Scores forget about 1/500 per request: a change of regime within the day (a bad
+# prediction found out, a burst of new titles) changes the leader within a few hundred
+# requests (0.995 to 0.999 measured alike).
+ADMISSION_MEMORY = 0.998
+# A prefetched title nobody has asked for yet is valued ln(score + eps) - ADMISSION_UNASKED
+# by the counting rankings: below every title requested today (those values are above -1),
+# and e^-100 of a request once it is asked for.
+ADMISSION_UNASKED = 100.0
 SECONDS_PER_DAY = 86400
 
 
@@ -337,11 +380,15 @@ class AdmissionReplay:
     requests: int
     bytes: int
     warm: np.ndarray  # object ids cached at the start
-    prior_id: np.ndarray  # objects with a predicted score
+    prior_id: np.ndarray  # the ranked objects (pred knows them from the start)
     prior: np.ndarray  # their scores
     sequels: Sequels | None
     tau: float = ADMISSION_TAU
     boost: float = ADMISSION_BOOST
+    counts: tuple[tuple[str, float], ...] = ADMISSION_COUNTS
+    sequel: float = ADMISSION_SEQUEL
+    memory: float = ADMISSION_MEMORY
+    lead: tuple[str, ...] = LEAD_ORDER  # the rankings that may lead, first the one that leads on ties
 
 
 def _dense(ids: np.ndarray, parts: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], int]:
@@ -374,98 +421,190 @@ def run_admission(job: AdmissionReplay) -> Hits:
         size_of[req] = rec["size"]
     prior = np.zeros(n, dtype=np.float64)
     prior[prior_id] = job.prior
+    ranked = np.zeros(n, dtype=np.bool_)
+    ranked[prior_id] = True
     nxt = np.full(n, -1, dtype=np.int64)
     nxt[link_from] = link_to
     ts = rec["timestamp"].astype(np.float64)
     t0 = float(int(ts[0]) // SECONDS_PER_DAY * SECONDS_PER_DAY) if len(ts) else 0.0
-    hits, size_hit = admission_kernel()(req, ts, size_of, prior, nxt, warm, job.capacity, job.tau, job.boost,
-                                        ADMISSION_EPS, t0)
+    names = ["pred", *(name for name, _ in job.counts)]
+    hits, size_hit = admission_kernel()(
+        req, ts, size_of, prior, ranked, nxt, warm, job.capacity, t0, job.tau, job.boost, ADMISSION_EPS,
+        np.array([m for _, m in job.counts], dtype=np.float64), job.sequel, job.memory, ADMISSION_UNASKED,
+        np.array([names.index(name) for name in job.lead], dtype=np.int64))
     return Hits(job.requests, int(hits), job.bytes, int(size_hit))
 
 
-def _admission_replay(req, ts, size_of, prior, nxt, warm, capacity, tau, boost, eps, t0):  # noqa: ANN001, ANN202
+def _admission_replay(req, ts, size_of, prior, ranked, nxt, warm, capacity, t0, tau, boost, eps,  # noqa: ANN001, ANN202, C901
+                      counts, sequel, memory, unasked, lead_order):
     """The per-request loop (numba-compiled by ``admission_kernel``): hits and size hit.
 
-    A binary heap of (key, id) with lazy deletion stands in for the sorted set: an entry
-    is live while its title is cached with that key.
+    Binary heaps with lazy deletion stand in for the sorted sets (an entry is live while
+    it holds the title's current value): per ranking, the cached titles (lowest first, for
+    evictions), and the titles it knows split into its top n (lowest first) and the rest
+    (highest first), which answers "is x among the top n" as Redis's ZREVRANK does.
+    Values only ever grow, so the split moves a title at a time.
     """
     n = len(prior)
-    key = np.zeros(n, dtype=np.float64)
+    k = len(counts) + 1  # rankings: 0 pred, then the counting ones
+    value = np.full((k, n), -np.inf)
+    known = np.zeros((k, n), dtype=np.bool_)  # in the ranking's sorted set of every title
+    intop = np.zeros((k, n), dtype=np.bool_)
     cached = np.zeros(n, dtype=np.bool_)
-    heap = [(0.0, np.int64(0))]
-    heap.pop()
+    entry = (0.0, np.int64(0))
+    top = [[entry] for _ in range(k)]  # (value, id), lowest first
+    rest = [[entry] for _ in range(k)]  # (-value, -id), highest first
+    low = [[entry] for _ in range(k)]  # cached titles, (value, id), lowest first
+    for e in range(k):
+        top[e].pop()
+        rest[e].pop()
+        low[e].pop()
+    for i in range(n):
+        if ranked[i]:
+            value[0, i] = np.log(prior[i] + eps)
+            known[0, i] = True
+            rest[0].append((-value[0, i], -np.int64(i)))
     used, count = 0, 0
     for w in warm:
         if not cached[w] and used + size_of[w] <= capacity:
-            key[w] = np.log(prior[w] + eps)
+            if not known[0, w]:
+                value[0, w] = np.log(prior[w] + eps)
+                known[0, w] = True
+                rest[0].append((-value[0, w], -w))
+            for e in range(1, k):
+                value[e, w] = value[0, w] - unasked
             cached[w] = True
             used += size_of[w]
             count += 1
-            heapq.heappush(heap, (key[w], w))
+            for e in range(k):
+                low[e].append((value[e, w], w))
+    for e in range(k):
+        heapq.heapify(rest[e])
+        heapq.heapify(low[e])
+    ntop = np.zeros(k, dtype=np.int64)
+    score = np.zeros(k)
+    clock_at = np.zeros(k)
+    new = np.zeros(k)
     victims = np.empty(max(n, 1), dtype=np.int64)
-    hits, size_hit = 0, 0
+    hits, size_hit, clock = 0, 0, 0
     for r in range(len(req)):
         x = req[r]
-        t = (ts[r] - t0) / tau
+        # every ranking's top holds as many titles as the cache: move titles across the split
+        for e in range(k):
+            tp, rs = top[e], rest[e]
+            while True:
+                while len(tp) and not (intop[e, tp[0][1]] and value[e, tp[0][1]] == tp[0][0]):
+                    heapq.heappop(tp)
+                while len(rs) and (intop[e, -rs[0][1]] or value[e, -rs[0][1]] != -rs[0][0]):
+                    heapq.heappop(rs)
+                if ntop[e] > count:
+                    v, i = heapq.heappop(tp)
+                    intop[e, i] = False
+                    ntop[e] -= 1
+                    heapq.heappush(rs, (-v, -i))
+                elif ntop[e] < count and len(rs):
+                    v, i = heapq.heappop(rs)
+                    intop[e, -i] = True
+                    ntop[e] += 1
+                    heapq.heappush(tp, (-v, -i))
+                elif len(tp) and len(rs) and (-rs[0][0] > tp[0][0] or (-rs[0][0] == tp[0][0] and -rs[0][1] > tp[0][1])):
+                    v, i = heapq.heappop(rs)
+                    v2, i2 = heapq.heappop(tp)
+                    intop[e, -i] = True
+                    intop[e, i2] = False
+                    heapq.heappush(tp, (-v, -i))
+                    heapq.heappush(rs, (-v2, -i2))
+                else:
+                    break
+        for e in range(k):
+            score[e] = score[e] * memory + (1.0 if intop[e, x] else 0.0)
+        lead = lead_order[0]
+        for j in range(1, len(lead_order)):
+            if score[lead_order[j]] > score[lead]:
+                lead = lead_order[j]
+        clock += size_of[x]
+        u = (ts[r] - t0) / tau
+        for e in range(1, k):
+            clock_at[e] = clock / (counts[e - 1] * capacity) if counts[e - 1] > 0 else clock / capacity
         for step in range(2):
             if step == 0:
                 y = x
-                c = np.log(prior[y] + eps) + t
-                if cached[y]:
-                    hits += 1
-                    size_hit += size_of[y]
-                    key[y] = c
-                    heapq.heappush(heap, (c, y))
-                    continue
+                new[0] = np.log(prior[y] + eps) + u
+                add = 0.0
             else:
                 y = nxt[x]
                 if y < 0:
                     break
-                c = np.log(prior[y] + boost + eps) + t
-                if cached[y]:
-                    if c > key[y]:
-                        key[y] = c
-                        heapq.heappush(heap, (c, y))
-                    continue
+                new[0] = max(value[0, y], np.log(prior[y] + boost + eps) + u)
+                add = np.log(sequel)
+            for e in range(1, k):  # as the Lua script computes them, so both round alike
+                a, b = value[e, y], add + clock_at[e]
+                if counts[e - 1] == 0 or a == -np.inf:
+                    new[e] = max(a, b)
+                elif a >= b:
+                    new[e] = a + np.log(1.0 + np.exp(b - a))
+                else:
+                    new[e] = b + np.log(1.0 + np.exp(a - b))
+            for e in range(k):
+                if new[e] != value[e, y] or not known[e, y]:
+                    value[e, y] = new[e]
+                    known[e, y] = True
+                    if intop[e, y]:
+                        heapq.heappush(top[e], (new[e], y))
+                    else:
+                        heapq.heappush(rest[e], (-new[e], -y))
+                    if cached[y]:
+                        heapq.heappush(low[e], (new[e], y))
+            if cached[y]:
+                if step == 0:
+                    hits += 1
+                    size_hit += size_of[y]
+                continue
             s = size_of[y]
             if s > capacity:
                 continue
+            c, lo = value[lead, y], low[lead]
             free, nv, ok = capacity - used, 0, True
             while free < s:
-                while len(heap) and not (cached[heap[0][1]] and key[heap[0][1]] == heap[0][0]):
-                    heapq.heappop(heap)
-                if len(heap) == 0:
+                while len(lo) and not (cached[lo[0][1]] and value[lead, lo[0][1]] == lo[0][0]):
+                    heapq.heappop(lo)
+                if len(lo) == 0 or not (lo[0][0] < c or (lo[0][0] == c and lo[0][1] < y)):
                     ok = False
                     break
-                low_key, low = heap[0]
-                if low_key < c or (low_key == c and low < y):
-                    heapq.heappop(heap)
-                    cached[low] = False  # tentatively: a duplicate heap entry must not count twice
-                    victims[nv] = low
-                    nv += 1
-                    free += size_of[low]
-                else:
-                    ok = False
-                    break
+                v = heapq.heappop(lo)[1]
+                cached[v] = False  # tentatively: a duplicate heap entry must not count twice
+                victims[nv] = v
+                nv += 1
+                free += size_of[v]
             if not ok:
                 for j in range(nv):
                     cached[victims[j]] = True
-                    heapq.heappush(heap, (key[victims[j]], victims[j]))
+                    heapq.heappush(lo, (value[lead, victims[j]], victims[j]))
                 continue
             for j in range(nv):
                 used -= size_of[victims[j]]
-            count -= nv
+            count += 1 - nv
             cached[y] = True
-            key[y] = c
             used += s
-            count += 1
-            heapq.heappush(heap, (c, y))
-        if len(heap) > 4 * count + 1024:  # drop dead entries now and then
-            heap.clear()
-            for i in range(n):
-                if cached[i]:
-                    heap.append((key[i], np.int64(i)))
-            heapq.heapify(heap)
+            for e in range(k):
+                heapq.heappush(low[e], (value[e, y], y))
+        for e in range(k):  # drop dead entries now and then
+            if len(low[e]) > 4 * count + 1024:
+                low[e].clear()
+                for i in range(n):
+                    if cached[i]:
+                        low[e].append((value[e, i], np.int64(i)))
+                heapq.heapify(low[e])
+            if len(top[e]) + len(rest[e]) > 4 * n + 1024:
+                top[e].clear()
+                rest[e].clear()
+                for i in range(n):
+                    if intop[e, i]:
+                        top[e].append((value[e, i], np.int64(i)))
+                    elif known[e, i]:
+                        rest[e].append((-value[e, i], -np.int64(i)))
+                heapq.heapify(top[e])
+                heapq.heapify(rest[e])
     return hits, size_hit
 
 

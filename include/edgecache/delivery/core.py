@@ -1,10 +1,13 @@
 """The delivery decision: ``Delivery.deliver(edge, user, title)``.
 
-Hit: the edge cache holds the title; it is served from the edge and its value refreshed.
-Miss: it is served from the origin, offered to the edge cache (admitted if its value beats
-the titles it would evict, under the cache's byte capacity) and the viewer's fresh
-prediction is written back to ``user:<id>`` and ``user:<id>:topk``. Either way the
-title's next episode gets a boost and may be admitted ahead of the request for it.
+Hit: the edge cache holds the title; it is served from the edge and its values refreshed.
+Miss: it is served from the origin, offered to the edge cache (admitted if it outranks the
+titles it would evict under the leading ranking, within the cache's byte capacity) and the
+viewer's fresh prediction is written back to ``user:<id>`` and ``user:<id>:topk``. Either
+way the title's next episode gets a boost and may be admitted ahead of the request for it.
+The leading ranking is the one (the night's prediction, or request counts decaying at four
+speeds) that has lately had the requested titles nearest its top, so a useless prediction
+is found out within a few hundred requests.
 
 This is the evaluation's ``predictive+admission`` policy (``edgecache.policies``, whose
 comment gives the algorithm) run against Redis: one Lua script per request does the look-up,
@@ -43,11 +46,21 @@ from edgecache.keys import (
     edge_cache_key,
     edge_meta_key,
     edge_prior_key,
+    edge_rank_key,
     edge_sizes_key,
     user_key,
     user_topk_key,
 )
-from edgecache.policies import ADMISSION_BOOST, ADMISSION_EPS, ADMISSION_TAU
+from edgecache.policies import (
+    ADMISSION_BOOST,
+    ADMISSION_COUNTS,
+    ADMISSION_EPS,
+    ADMISSION_MEMORY,
+    ADMISSION_SEQUEL,
+    ADMISSION_TAU,
+    LEAD_ORDER,
+    RANKINGS,
+)
 from edgecache.redis_conn import Client, connect, is_cluster
 from edgecache.schema import is_valid_id
 
@@ -56,82 +69,159 @@ ACTIVE_WINDOW = 300.0  # seconds: a viewer is active for five minutes after a re
 # time, so a far-future time would pin a title in the cache for good.
 MIN_TIME, MAX_TIME = 946684800.0, 4102444800.0
 
-# KEYS: cache zset, prior zset, sizes hash, meta hash, user key, user top-k key
+# KEYS: cache zset (pred values), prior zset, sizes hash, meta hash, the cache under each
+#       counting ranking, the ranks of pred and of each counting ranking; then the user key
+#       and user top-k key (not on a cluster)
 # ARGV: title, size, next episode ("" for none), its size, request time (s), capacity (bytes),
-#       tau, boost, eps, ttl, the viewer's fresh top title, their top-k as JSON ("" for none)
+#       tau, boost, eps, ttl, the viewer's fresh top title, their top-k as JSON ("" for none),
+#       sequel, score memory, who leads on ties (1-based ranking numbers, pred 1, joined by
+#       spaces), then name and memory of each counting ranking
 # Returns {hit, admitted, next episode admitted, titles evicted}.
 DELIVER_LUA = """
 local cache, prior, sizes, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local x, sx, z, sz = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local ts, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
 local tau, boost, eps = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local sequel, memory = tonumber(ARGV[13]), tonumber(ARGV[14])
+local k = (#ARGV - 15) / 2 + 1
+local names, mem, caches, ranks, order = {'pred'}, {}, {cache}, {}, {}
+for e = 2, k do
+  names[e], mem[e] = ARGV[12 + 2 * e], tonumber(ARGV[13 + 2 * e])
+  caches[e] = KEYS[3 + e]
+end
+for e = 1, k do ranks[e] = KEYS[3 + k + e] end
+for e in string.gmatch(ARGV[15], '%d+') do order[#order + 1] = tonumber(e) end
+local fields = {'t0', 'used', 'clock'}
+for e = 1, k do fields[3 + e] = 'score:' .. names[e] end
+local m = redis.call('HMGET', meta, unpack(fields))
+local n = redis.call('ZCARD', cache)
+-- each ranking scores a point if x is among its top n titles (before x moves them)
+local score = {}
+for e = 1, k do
+  local r = redis.call('ZREVRANK', ranks[e], x)
+  score[e] = tonumber(m[3 + e] or '0') * memory + ((r and r < n) and 1 or 0)
+end
+local lead = order[1]
+for j = 2, #order do
+  if score[order[j]] > score[lead] then lead = order[j] end
+end
+local clock0 = tonumber(m[3] or '0')
+local clock = clock0 + sx
+local t = (ts - tonumber(m[1] or '0')) / tau
+local at = {}
+for e = 2, k do
+  if mem[e] > 0 then at[e] = clock / (mem[e] * cap) else at[e] = clock / cap end
+end
 local zz = z ~= '' and z or x
-local m = redis.call('HMGET', meta, 't0', 'used')
 local held = redis.call('ZMSCORE', cache, x, zz)
 local pri = redis.call('ZMSCORE', prior, x, zz)
-local t = (ts - tonumber(m[1] or '0')) / tau
+local old = {}
+for e = 1, k do old[e] = redis.call('ZMSCORE', ranks[e], x, zz) end
+local function fmt(v) return string.format('%.17g', v) end
 local used0 = tonumber(m[2] or '0')
 local used, evicted, gone = used0, 0, {}
 local hit, admitted, boosted = 0, 0, 0
--- step 1: the title asked for; step 2: its next episode, boosted. Loops, not functions:
--- a closure per call costs more than the look-ups here.
+-- new values of x and z, and the cached titles whose values the caches under the rankings
+-- that do not lead still have to take (written once at the end: only the leader's order
+-- matters within this request)
+local vals, stale = {}, {}
+-- step 1: the title asked for; step 2: its next episode, boosted
 for step = 1, 2 do
-  local y, sy, c, offer
+  local y, sy, j, add, v
   if step == 1 then
-    y, sy = x, sx
-    c = math.log(tonumber(pri[1] or '0') + eps) + t
-    if held[1] then
-      hit = 1
-      redis.call('ZADD', cache, string.format('%.17g', c), y)
-    end
-    offer = not held[1]
+    y, sy, j, add = x, sx, 1, 0
+    v = {math.log(tonumber(pri[1] or '0') + eps) + t}
   else
     if z == '' then break end
-    y, sy = z, sz
-    c = math.log(tonumber(pri[2] or '0') + boost + eps) + t
-    local kz = (not gone[z]) and held[2]
-    if kz then
-      if c > tonumber(kz) then redis.call('ZADD', cache, string.format('%.17g', c), y) end
-    end
-    offer = not kz
+    y, sy, j, add = z, sz, 2, math.log(sequel)
+    v = {math.log(tonumber(pri[2] or '0') + boost + eps) + t}
+    local p0 = old[1][2] and tonumber(old[1][2])
+    if p0 and p0 > v[1] then v[1] = p0 end
   end
-  -- admit y if every title it would evict, lowest first, is worth strictly less than (c, y)
-  if offer and sy > 0 and sy <= cap then
+  -- the counting rankings add a request: ln(e^a + e^b), or the later of a and b (recent)
+  for e = 2, k do
+    local a, b = old[e][j] and tonumber(old[e][j]), add + at[e]
+    if not a or (mem[e] == 0 and a < b) then v[e] = b
+    elseif mem[e] == 0 then v[e] = a
+    elseif a >= b then v[e] = a + math.log(1 + math.exp(b - a))
+    else v[e] = b + math.log(1 + math.exp(a - b)) end
+  end
+  vals[j] = v
+  local inside = held[j] and not gone[y]
+  if inside then
+    if step == 1 then hit = 1 end
+    redis.call('ZADD', caches[lead], fmt(v[lead]), y)
+    stale[y] = v
+  elseif sy > 0 and sy <= cap then
+    -- admit y if every title it would evict, lowest first under the leader, is below it
+    local c, lowest = v[lead], caches[lead]
     local free, victims, start, ok = cap - used, {}, 0, true
     while ok and free < sy do
-      local low = redis.call('ZRANGE', cache, start, start + 7, 'WITHSCORES')
+      local low = redis.call('ZRANGE', lowest, start, start + 7, 'WITHSCORES')
       if #low == 0 then ok = false break end
       local ids = {}
-      for j = 1, #low, 2 do ids[#ids + 1] = low[j] end
+      for i = 1, #low, 2 do ids[#ids + 1] = low[i] end
       local szs = redis.call('HMGET', sizes, unpack(ids))
-      for j = 1, #ids do
+      for i = 1, #ids do
         if free >= sy then break end
-        local lk = tonumber(low[2 * j])
-        if not (lk < c or (lk == c and ids[j] < y)) then ok = false break end
-        victims[#victims + 1] = ids[j]
-        free = free + tonumber(szs[j] or '0')
+        local lk = tonumber(low[2 * i])
+        if not (lk < c or (lk == c and ids[i] < y)) then ok = false break end
+        victims[#victims + 1] = ids[i]
+        free = free + tonumber(szs[i] or '0')
       end
       start = start + #ids
     end
     if ok then
+      -- added before the victims go, so no key is ever emptied (and loses its TTL)
+      for e = 1, k do redis.call('ZADD', caches[e], fmt(v[e]), y) end
+      redis.call('HSET', sizes, y, sy)
       if #victims > 0 then
-        redis.call('ZREM', cache, unpack(victims))
+        for e = 1, k do redis.call('ZREM', caches[e], unpack(victims)) end
         redis.call('HDEL', sizes, unpack(victims))
-        for _, v in ipairs(victims) do gone[v] = true end
+        for _, w in ipairs(victims) do gone[w], stale[w] = true, nil end
       end
       evicted = evicted + #victims
-      redis.call('ZADD', cache, string.format('%.17g', c), y)
-      redis.call('HSET', sizes, y, sy)
       used = cap - free + sy
       if step == 1 then admitted = 1 else boosted = 1 end
     end
   end
   if step == 1 and hit == 0 and ARGV[12] ~= '' then
-    redis.call('SET', KEYS[5], ARGV[11], 'EX', ARGV[10])
-    redis.call('SET', KEYS[6], ARGV[12], 'EX', ARGV[10])
+    redis.call('SET', KEYS[4 + 2 * k], ARGV[11], 'EX', ARGV[10])
+    redis.call('SET', KEYS[5 + 2 * k], ARGV[12], 'EX', ARGV[10])
   end
 end
-if used ~= used0 then redis.call('HSET', meta, 'used', string.format('%d', used)) end
+for e = 1, k do
+  local args = {}
+  for j, v in pairs(vals) do
+    args[#args + 1] = fmt(v[e])
+    args[#args + 1] = j == 1 and x or z
+  end
+  redis.call('ZADD', ranks[e], unpack(args))
+  if e ~= lead then
+    args = {}
+    for w, v in pairs(stale) do
+      args[#args + 1] = fmt(v[e])
+      args[#args + 1] = w
+    end
+    if #args > 0 then redis.call('ZADD', caches[e], unpack(args)) end
+  end
+end
+local out = {'used', string.format('%d', used), 'clock', string.format('%d', clock)}
+for e = 1, k do
+  out[#out + 1] = 'score:' .. names[e]
+  out[#out + 1] = fmt(score[e])
+end
+redis.call('HSET', meta, unpack(out))
+-- keys this script may have created (the first request after a warm, or an empty cache)
+-- expire with the warm's
+if clock0 == 0 or n == 0 then
+  local ttl = redis.call('PTTL', meta)
+  if ttl > 0 then
+    for i = 1, 3 + 2 * k do
+      if i ~= 2 and i ~= 4 and redis.call('PTTL', KEYS[i]) == -1 then redis.call('PEXPIRE', KEYS[i], ttl) end
+    end
+  end
+end
 return {hit, admitted, boosted, evicted}
 """
 
@@ -259,9 +349,14 @@ class Delivery:
         self.clock = clock
         self._sha = sha1(DELIVER_LUA.encode()).hexdigest()  # EVALSHA; loaded on the first NOSCRIPT
         self.edge_metrics = {e: EdgeMetrics.of(self.metrics, e) for e in self.edges}
-        # the script's edge keys, in its KEYS order: cache, prior, sizes, meta
-        self.edge_keys = {e: (edge_cache_key(e), edge_prior_key(e), edge_sizes_key(e), edge_meta_key(e))
+        # the script's edge keys, in its KEYS order
+        self.edge_keys = {e: (edge_cache_key(e), edge_prior_key(e), edge_sizes_key(e), edge_meta_key(e),
+                              *(edge_cache_key(e, name) for name, _ in ADMISSION_COUNTS),
+                              *(edge_rank_key(e, r) for r in RANKINGS))
                           for e in self.edges}
+        # the script's ARGV from sequel on: the rankings are the evaluation's
+        self._rankings = (ADMISSION_SEQUEL, ADMISSION_MEMORY, " ".join(str(RANKINGS.index(r) + 1) for r in LEAD_ORDER),
+                          *(v for name, m in ADMISSION_COUNTS for v in (name, m)))
         self.states = {e: EdgeState(e) for e in self.edges}
         self.active = {e: ActiveUsers() for e in self.edges}
         self._lock = threading.Lock()  # the service runs decisions on one thread, tests on several
@@ -368,7 +463,8 @@ class Delivery:
                     len(edge_keys) + len(user_keys), *edge_keys, *user_keys,
                     content_id, size or 0, title.next_id if nxt else "", nxt.size if nxt else 0, repr(float(at)),
                     self.capacity, ADMISSION_TAU, ADMISSION_BOOST, ADMISSION_EPS, self.ttl,
-                    prediction[0] if prediction and not self.cluster else "", "" if self.cluster else ranked)
+                    prediction[0] if prediction and not self.cluster else "", "" if self.cluster else ranked,
+                    *self._rankings)
                 if self.cluster and not hit and prediction:
                     pipe = self.client.pipeline(transaction=False)
                     pipe.set(user, prediction[0], ex=self.ttl)
