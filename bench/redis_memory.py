@@ -44,6 +44,7 @@ import random
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,14 @@ from edgecache.keys import (
     edge_cache_key,
     edge_meta_key,
     edge_prior_key,
+    edge_rank_key,
     edge_sizes_key,
     edge_transitions_key,
     user_key,
     user_topk_key,
 )
 from edgecache.layout import Layout, write_json_atomic
+from edgecache.policies import ADMISSION_COUNTS
 from edgecache.redis_server import EmbeddedRedis, free_port
 from edgecache.settings import DEFAULT_DATE, Settings, WorkloadParams
 from edgecache.workload import build_workload, edge_ids, user_ids
@@ -297,12 +300,17 @@ def main(argv: list[str] | None = None) -> int:
             client.slowlog_reset()
             edge_run, _ = warm_phase(client, root, ttl)  # memory, without the slowlog's entries
             kinds = {"cache": edge_cache_key, "sizes": edge_sizes_key, "prior": edge_prior_key,
-                     "trans": edge_transitions_key, "meta": edge_meta_key}
+                     "trans": edge_transitions_key, "meta": edge_meta_key,
+                     # the admission's rankings as the warm leaves them (the counting rankings'
+                     # own sorted sets fill during the day, a zset entry per title requested)
+                     **{f"cache:{name}": partial(edge_cache_key, ranking=name) for name, _ in ADMISSION_COUNTS},
+                     "rank:pred": partial(edge_rank_key, ranking="pred")}
             per_kind: dict[str, dict] = {}
             for kind, key_of in kinds.items():
                 keys = [key_of(e) for e in edges]
                 usage = memory_usage(client, keys)
-                lengths = [(client.zcard(k) if kind in ("cache", "prior") else client.hlen(k)) for k in keys]
+                lengths = [(client.zcard(k) if kind.startswith(("cache", "prior", "rank")) else client.hlen(k))
+                           for k in keys]
                 per_kind[kind] = {"bytes_per_edge": sum(usage) / len(keys),
                                   "entries_per_edge": sum(lengths) / len(keys),
                                   "bytes_per_entry": sum(usage) / max(sum(lengths), 1),
