@@ -18,10 +18,11 @@ qualities:
   random order, every score equal).
 
 Families: the project's generator (``edgecache.workload``) at alpha 0.7, 0.9 and 1.1,
-with per-edge traces; and shapes built here that break its assumptions: IRM Zipf with no
-temporal locality, shot noise (titles that arrive, peak and die within hours or days),
-one-day spikes over an IRM base, a very small catalog (1 % is two titles), and a single
-tiny edge of a few hundred requests.
+with per-edge traces; shapes built here that break its assumptions: IRM Zipf with no
+temporal locality, shot noise (titles that arrive, peak and die within hours or days) and
+one-day spikes over an IRM base; and the generator's own shapes: a very small catalog (1 %
+is two titles), a single tiny edge of a few hundred requests, movies only, high churn, and
+its shot noise model (``edgecache.snm``) with exponential and with short flat bursts.
 
 Each row is one family, mode and prediction; a cell gives the new policy's hit ratio minus
 the best classic's at that size, and the old policy's in brackets (object hit ratio; with
@@ -77,7 +78,7 @@ def counts_of(catalog: Catalog, ids: np.ndarray) -> np.ndarray:
     return np.bincount(np.searchsorted(catalog.obj_id, ids), minlength=catalog.titles).astype(np.float64)
 
 
-def generator_family(alpha: float, quick: bool, **knobs: int) -> Family:
+def generator_family(alpha: float, quick: bool, **knobs: float | str) -> Family:
     """Two days of the project's generator; the second is replayed, the first predicts it."""
     from edgecache.settings import WorkloadParams
     from edgecache.workload import build_workload, generate_chunk, n_chunks
@@ -100,7 +101,7 @@ def generator_family(alpha: float, quick: bool, **knobs: int) -> Family:
     before, today = days
     yesterday = {e: counts_of(catalog, before[e].obj_id) if e in before else np.zeros(catalog.titles)
                  for e in today}
-    label = "gen" + "".join(f"-{k}{v}" for k, v in knobs.items())
+    label = "gen" + "".join(f" {k}={v}" for k, v in knobs.items())
     return Family(f"{label} a={alpha}", catalog, today, yesterday)
 
 
@@ -279,6 +280,11 @@ def families(quick: bool, seed: int) -> list[Callable[[], Family]]:
         lambda: spikes_family(seed),
         lambda: generator_family(0.9, quick, titles=200, users=3000, events=8000),  # 1 % is two titles
         lambda: generator_family(0.9, quick, edges=1, users=150, events=400),  # one tiny edge
+        lambda: generator_family(0.9, quick, series_share=0.0),  # movies only: no next episodes
+        lambda: generator_family(0.9, quick, releases_per_day=2, titles=5000),  # high churn
+        # the project's other model: popularity made of bursts (edgecache.snm)
+        lambda: generator_family(0.9, quick, workload="snm"),
+        lambda: generator_family(0.9, quick, workload="snm", snm_shape="uniform", snm_lifetime_days=3.0),
     ]
 
 
