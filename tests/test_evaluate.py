@@ -387,3 +387,26 @@ def test_job_fails_loudly_without_predictions(tmp_path, capsys):
     assert job.main(["--date", DATE, "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "edge_demand is missing" in err and "\n" not in err
+
+
+def test_the_recency_popularity_prefetch_is_a_static_set_of_the_most_recent_requests():
+    """Two edges, titles of one size: at a cache of one title the set is each edge's title
+    with the most decayed requests (not the most requests), held all day."""
+    catalog = pd.DataFrame({"content_id": ["C1", "C2", "C3"], "kind": ["movie"] * 3, "series_id": [None] * 3,
+                            "episode": [None] * 3, "size_bytes": [100, 100, 100]})
+    events = pd.DataFrame({
+        "user_id": ["u1", "u2", "u3", "u4", "u5", "u6"], "edge_id": ["e1", "e1", "e1", "e2", "e2", "e2"],
+        "content_id": ["C1", "C2", "C2", "C3", "C3", "C1"],
+        "ts": [1744502400 + 3600 * i for i in range(6)]})
+    popularity = pd.DataFrame({"edge_id": ["e1", "e1", "e2", "e2"], "content_id": ["C1", "C2", "C1", "C3"],
+                               "requests": [9, 2, 5, 1], "rank": [1, 2, 1, 2],
+                               "requests_decayed": [0.5, 1.9, 3.0, 0.9]})
+    demand = pd.DataFrame({"edge_id": ["e1"], "content_id": ["C1"], "score": [1.0], "rank": [1], "size_bytes": [100]})
+    users = pd.DataFrame({"user_id": ["u1"], "edge_id": ["e1"], "ranked": [["C1"]]})
+    report, _ = evaluate(events, catalog, demand, users, sizes_pct=(34,), popularity=popularity)
+    got = report["results"]["titles"]["popularity"]["34"]
+    # one title per edge: e1 holds C2 (2 of its 3 requests), e2 holds C1 (1 of 3)
+    assert report["capacities"]["titles"]["34"] == 1
+    assert (got["hits"], got["requests"]) == (3, 6)
+    assert got["per_edge"]["e1"]["hits"] == 2 and got["per_edge"]["e2"]["hits"] == 1
+    assert "popularity" in report["policies"] and "| popularity |" in to_markdown(report)

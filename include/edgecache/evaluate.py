@@ -349,6 +349,36 @@ def replay(
     }
 
 
+POPULARITY_PREFETCH = "popularity"
+POPULARITY_DOC = ("recency-weighted edge popularity of the feature window (each day's requests weighted "
+                  "e^(-age / 2 days)), held all day: the set a nightly prefetch must beat")
+
+
+def popularity_rankings(popularity: pd.DataFrame, catalog: Catalog) -> dict[str, Ranking]:
+    """Per edge, titles by recency-weighted requests (``requests_decayed``), most first."""
+    frame = popularity.sort_values(["edge_id", "requests_decayed", "content_id"], ascending=[True, False, True])
+    frame = frame.assign(rank=frame.groupby("edge_id").cumcount() + 1, score=frame["requests_decayed"])
+    return edge_rankings(frame[["edge_id", "content_id", "score", "rank"]], catalog)
+
+
+def static_baseline(traces: dict[str, Trace], rankings: dict[str, Ranking], catalog: Catalog,
+                    sizes_pct: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """A static set per edge (the top of ``rankings`` that fits), held all day: results[mode][pct]."""
+    caps = capacities(catalog, sizes_pct)
+    empty = np.array([], dtype=np.uint64)
+    out: dict[str, dict[str, Any]] = {}
+    for mode in MODES:
+        out[mode] = {}
+        for pct, cap in caps[mode].items():
+            by_edge = {}
+            for edge, trace in traces.items():
+                t = trace.in_titles() if mode == "titles" else trace
+                r = rankings.get(edge)
+                by_edge[edge] = static_hits(t, r.top(cap, t.unit_size).obj_id if r is not None else empty)
+            out[mode][str(pct)] = _entry(by_edge, mode)
+    return out
+
+
 def deployed(
     traces: dict[str, Trace],
     rankings: dict[str, Ranking],
@@ -398,7 +428,8 @@ def evaluate(
 
     With ``popularity`` (day D's feature window: edge_id, content_id, requests, rank) and an
     edge_id column in ``predictions``, the per-user figures are also given for the
-    edge-popularity baseline. With ``prefetch`` and ``cache_bytes`` (the night's prefetch
+    edge-popularity baseline; with its ``requests_decayed`` too, the results have the
+    recency-weighted popularity prefetch (``popularity``). With ``prefetch`` and ``cache_bytes`` (the night's prefetch
     sets and their cache size) the report has the ``deployed`` caches too.
     """
     clock = time.perf_counter()
@@ -411,6 +442,14 @@ def evaluate(
     replayed = replay(traces, rankings, catalog, sizes_pct, workers, workdir=workdir)
     if prefetch is not None and cache_bytes:
         replayed["deployed"] = deployed(traces, rankings, prefetch, catalog, cache_bytes, workdir)
+    if popularity is not None and "requests_decayed" in popularity:
+        base = static_baseline(traces, popularity_rankings(popularity, catalog), catalog, sizes_pct)
+        for mode in MODES:
+            oracle = replayed["results"][mode].get("oracle", {})
+            for pct, e in base[mode].items():
+                o = oracle.get(pct)
+                e["share_of_oracle"] = e[HEADLINE[mode]] / o[HEADLINE[mode]] if o and o[HEADLINE[mode]] else None
+            replayed["results"][mode][POPULARITY_PREFETCH] = base[mode]
     seconds["replay"], clock = time.perf_counter() - clock, time.perf_counter()
     users = user_metrics(requests, predictions)
     if "edge_id" in predictions:
@@ -431,7 +470,9 @@ def evaluate(
         },
         "edges_without_prediction": sorted(set(traces) - set(rankings)),
         "sizes_pct": list(sizes_pct),
-        "policies": {n: POLICIES[n].doc for n in POLICIES},
+        "policies": {**{n: POLICIES[n].doc for n in POLICIES},
+                     **({POPULARITY_PREFETCH: POPULARITY_DOC} if POPULARITY_PREFETCH in replayed["results"]["titles"]
+                        else {})},
         **replayed,
         "users": users,
         **({"users_baseline": baseline, f"users_hit@{max(TOP_K)}_vs_baseline": hit_ratio_vs(users, baseline)}

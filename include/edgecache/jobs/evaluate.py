@@ -155,7 +155,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     demand = pq.read_table(demand_path).to_pandas()
     users = pq.read_table(users_path, columns=["user_id", "edge_id", "ranked"]).to_pandas()
     popularity_path = layout.features(date, "popularity")
-    popularity = (pq.read_table(popularity_path, columns=["edge_id", "content_id", "requests", "rank"]).to_pandas()
+    popularity = (pq.read_table(popularity_path, columns=["edge_id", "content_id", "requests", "rank",
+                                                                "requests_decayed"]).to_pandas()
                   if popularity_path.exists() else None)
 
     prefetch_path, summary_path = layout.predictions(date, "prefetch"), layout.predictions(date, "summary.json")
