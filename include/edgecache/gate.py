@@ -37,7 +37,8 @@ MIN_SCORE_SPREAD = 1e-6  # below this standard deviation of the linear predictor
 def degenerate(model: LinearModel, spread: float | None, converged: bool | None) -> str | None:
     """Why a fitted model must not compete, or None when it may.
 
-    ``spread``: the standard deviation of its linear predictor over the rows it scored;
+    ``spread``: the standard deviation of its scores (linear predictor or probability) over
+    the rows it scored;
     ``converged``: whether the optimiser converged (None where it has no such notion)."""
     values = (*model.weights, model.intercept)
     if not all(math.isfinite(v) for v in values):

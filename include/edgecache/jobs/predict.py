@@ -192,20 +192,15 @@ def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity
     pop = t.feats["popularity"]
     learned = t.demand_rows.selectExpr("'learned' AS model", "edge_id", "content_id",
                                        f"{t.demand.model.sql()} AS score", "size_bytes")
-    scored = learned.unionByName(
-        baseline_demand("simple", pop, t.titles, t.window_days).selectExpr(
-            "'simple' AS model", "edge_id", "content_id", "score", "size_bytes")
-    ).unionByName(
-        baseline_demand("recency", pop, t.titles, t.window_days).selectExpr(
-            "'recency' AS model", "edge_id", "content_id", "score", "size_bytes"))
+    scored = learned
+    for name in ("simple", "recency"):
+        scored = scored.unionByName(baseline_demand(name, pop, t.titles, t.window_days).selectExpr(
+            f"'{name}' AS model", "edge_id", "content_id", "score", "size_bytes"))
     yesterday = layout.predictions(previous, "prefetch")
     members = {"yesterday": spark.read.parquet(str(yesterday))} if yesterday.exists() else {}
     figures = prefetch_hit_ratios(scored, asked, capacity, members)
-    rejected = {}
     why = degenerate(t.demand.model, t.demand_spread, t.demand.converged)
-    if why:
-        rejected["learned"] = why
-    sets = choose("object_hit_ratio", figures, rejected, PREFETCH_MODELS)
+    sets = choose("object_hit_ratio", figures, {"learned": why} if why else {}, PREFETCH_MODELS)
 
     firsts = first_requests(t.labels).join(t.feats["users"].select("user_id"), "user_id", "left_semi")
     lists = top_lists(rank_candidates(t.scored), GATE_K).selectExpr("'learned' AS model", "user_id", "ranked")
@@ -214,11 +209,8 @@ def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity
         .selectExpr("'simple' AS model", "user_id", "ranked")
     ).unionByName(popular_lists(t.feats["users"], pop, GATE_K).selectExpr("'edge_popular' AS model", "user_id", "ranked"))
     rates = list_hit_rates(lists, firsts, GATE_K)
-    rejected = {}
     why = degenerate(t.scorer, t.scorer_spread, None)
-    if why:
-        rejected["learned"] = why
-    viewer_lists = choose(f"hit@{GATE_K}", rates, rejected, LIST_MODELS)
+    viewer_lists = choose(f"hit@{GATE_K}", rates, {"learned": why} if why else {}, LIST_MODELS)
     return {"prefetch": sets, "lists": viewer_lists}
 
 
