@@ -12,7 +12,9 @@ run them:
       there from the night before); ``spark_predict`` trains the scorer and the demand
       model on D-1 against D and predicts D+1.
 Reports wall time and peak memory of each, and their ratios to a bare spark-submit
-measured in the same run. Aim: nightly features + prediction for 10 million events in
+measured in the same run. The model gate's cost: ``spark_predict`` runs a second time on
+the same data with ``--gate false``, and the ratio of the two wall times is reported
+(with the gate's own seconds from the predict summary). Aim: nightly features + prediction for 10 million events in
 under 3 minutes. With ``--merge`` the sizes measured now replace the same sizes in
 ``bench/results/engine.json`` and the others stay; each row keeps its own reference and date.
 """
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             pred = measure(spark_submit(args, "predict.py", *common))
             reports = {s: json.loads((data / "reports" / f"date={DATE}" / f"{s}.json").read_text())
                        for s in ("features", "predict")}
+            ungated = measure(spark_submit(args, "predict.py", *common, "--gate", "false"))
             events = sum(json.loads((data / "reports" / f"date={DATE}" / "generate.json").read_text())
                          ["lines_per_edge"].values())
         finally:
@@ -86,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             "features_peak_gib": round(feat.peak_rss_bytes / gib, 2), "predict_peak_gib": round(pred.peak_rss_bytes / gib, 2),
             "candidate_rows_trained": reports["predict"]["training"].get("scorer_rows"),
             "model": reports["predict"]["model"],
+            "deployed": reports["predict"].get("deployed"),
+            "predict_without_gate_seconds": round(ungated.seconds, 1),
+            "gate_added": round(pred.seconds / ungated.seconds - 1, 3),
+            "gate_seconds_in_job": reports["predict"].get("seconds", {}).get("gate"),
             "reference_seconds": round(ref.seconds, 1),
             "measured_on": dt.date.today().isoformat(),
         }
@@ -94,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
               f"nightly: features {feat.seconds:6.1f} s "
               f"({feat.seconds / ref.seconds:.1f} x ref, peak {row['features_peak_gib']} GiB), "
               f"predict {pred.seconds:6.1f} s ({pred.seconds / ref.seconds:.1f} x ref, peak {row['predict_peak_gib']} GiB), "
-              f"total {row['total_seconds']} s", flush=True)
+              f"total {row['total_seconds']} s; the gate adds {row['gate_added']:+.1%} to predict "
+              f"({ungated.seconds:.1f} s without it)", flush=True)
     out = HERE / "results" / "engine.json"
     out.parent.mkdir(exist_ok=True)
     if args.merge and out.exists():

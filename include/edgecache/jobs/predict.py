@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training", choices=TRAININGS, default=d.training,
                    help="how the learned scorer is trained: federated across edges, central (all rows pooled) "
                         f"or local (each edge alone) (default {d.training})")
+    p.add_argument("--gate", type=boolean, default=True,
+                   help="score the learned model against the baselines on the last labelled day and deploy the "
+                        "best (true/false; false deploys the learned model unchecked, default true)")
     p.add_argument("--fl-rounds", type=positive_int, default=f.rounds, help=f"federated rounds (default {f.rounds})")
     p.add_argument("--fl-fraction", type=positive_float, default=f.fraction,
                    help=f"share of the edges each round (default {f.fraction})")
@@ -250,12 +254,20 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     deployed = {"prefetch": "simple", "lists": "simple"}
     models: dict[str, Any] = {}
     capacity = int(args.cache_gb * 1e9)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
     if model == "learned":
         t = train(spark, layout, date, catalog, args)
         stats = t.stats
-        verdicts = run_gate(layout, date, catalog, t, capacity)
-        gate = {k: v.to_dict() for k, v in verdicts.items()}
-        deployed = {k: v.chosen for k, v in verdicts.items()}
+        seconds["train"], clock = time.perf_counter() - clock, time.perf_counter()
+        if args.gate:
+            verdicts = run_gate(layout, date, catalog, t, capacity)
+            gate = {k: v.to_dict() for k, v in verdicts.items()}
+            deployed = {k: v.chosen for k, v in verdicts.items()}
+            seconds["gate"], clock = time.perf_counter() - clock, time.perf_counter()
+        else:
+            gate = {"skipped": "--gate false: the learned model is deployed unchecked"}
+            deployed = {"prefetch": "learned", "lists": "learned"}
         models = {"scorer": t.scorer.to_dict(), "demand": t.demand.model.to_dict(),
                   "scorer_per_edge": {e: m.to_dict() for e, m in sorted(t.per_edge.items())}}
     elif args.model == "learned":
@@ -295,6 +307,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     # Without yesterday's set (the first night) every title of the new set must be loaded.
     before = spark.read.parquet(str(yesterday)) if yesterday.exists() else pf.limit(0)
     fill = {r["edge_id"]: r.asDict() for r in fill_traffic(pf, before).collect()}
+    seconds["predict_and_write"] = time.perf_counter() - clock
     for v in fill.values():
         v.pop("edge_id")
     summary = {
@@ -314,6 +327,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         "fill_from_empty": not yesterday.exists(),
         "top_k": args.top_k,
         "cache_bytes": capacity,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
     write_json_atomic(layout.predictions(date, "summary.json"), summary)
     return {**summary, "output": str(layout.predictions(date, ""))}
