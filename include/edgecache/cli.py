@@ -157,14 +157,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "serve":
         return _serve(args)
     elif args.command == "replay":
-        from edgecache.delivery.replay import iter_lines, replay
+        from edgecache.delivery.replay import main as replay_main
         from edgecache.layout import Layout
 
-        summary = replay(args.service, Layout(Path(args.data_dir).resolve()).logs(args.date), args.rate,
-                         args.duration, max_requests=args.max_requests,
-                         connections_per_edge=args.connections_per_edge)
-        print(json.dumps(summary, indent=2) if args.json else "\n".join(iter_lines(summary)))
-        return 0 if summary["sent"] and not summary["errors"] else 1
+        return replay_main(args.service, Layout(Path(args.data_dir).resolve()).logs(args.date), args.rate,
+                           args.duration, max_requests=args.max_requests,
+                           connections_per_edge=args.connections_per_edge, as_json=args.json)
     elif args.command == "statsd-bridge":
         from edgecache.statsd_bridge import serve
 
