@@ -1,9 +1,12 @@
 """The Docker Compose stack: the Compose spec, the invariants a reviewer would check by hand,
-the image build file and the Prometheus configuration it mounts.
+the image build file, the Prometheus configuration it mounts, and how secrets reach the
+containers.
 
 No Docker engine is needed: ``docker-compose config`` validates against the Compose spec
 offline, and ``promtool`` checks the Prometheus configuration. Both tools are required, not
 optional: a missing one fails the test (Debian: ``apt-get install docker-compose prometheus``).
+The placeholder check (``docker/check-secrets.sh``) and the Airflow init script run for real
+under ``sh`` and ``bash``, with a stand-in ``airflow`` that records what it was given.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import copy
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +31,28 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 PROMETHEUS_CONFIG = ROOT / "monitoring" / "prometheus" / "prometheus-compose.yml"
+CHECK_SCRIPT = ROOT / "docker" / "check-secrets.sh"
 
 # The secrets .env must provide; compose refuses to start without any of them.
 REQUIRED_SECRETS = (
     "POSTGRES_PASSWORD",
     "REDIS_PASSWORD",
-    "AIRFLOW_ADMIN_PASSWORD",
-    "GRAFANA_ADMIN_PASSWORD",
     "AIRFLOW__CORE__FERNET_KEY",
     "AIRFLOW__API_AUTH__JWT_SECRET",
     "AIRFLOW__API__SECRET_KEY",
 )
+# Compose secrets (files under ./secrets/, at /run/secrets/<name> in the container) -> the
+# variable naming the file, per service that reads it.
+FILE_SECRETS = {
+    "airflow_admin_password": {"airflow-init": "AIRFLOW_ADMIN_PASSWORD_FILE"},
+    "grafana_admin_password": {"grafana": "GF_SECURITY_ADMIN_PASSWORD__FILE"},
+    "edgecache_api_token": {"edge-service": "EDGECACHE_API_TOKEN_FILE"},
+}
+# The placeholder check as the containers see it, and the mount that puts it there.
+CHECK_IN_CONTAINER = "/opt/edgecache/check-secrets.sh"
+CHECK_MOUNT = f"./docker/check-secrets.sh:{CHECK_IN_CONTAINER}:ro"
+# Secret file variables: NAME_FILE (ours, Postgres) or NAME__FILE (Grafana).
+FILE_VAR = re.compile(r"^(?P<base>[A-Za-z_][A-Za-z0-9_]*?)_{1,2}FILE$")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|KEY|TOKEN|AUTH$")
 # ${NAME:?message}: the only acceptable form for a secret.
 REQUIRED_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}")
@@ -45,6 +61,16 @@ ANY_REF = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}")
 URL_PASSWORD = re.compile(r"://[^/@\s:]*:([^@\s]*)@")
 JSON_PASSWORD = re.compile(r'"password"\s*:\s*"([^"]*)"')
 CLI_PASSWORD = re.compile(r"--(?:requirepass|password|pass)[=\s]+(\S+)")
+# A flag that takes a secret as its value, whatever the value is: never on a command line.
+SECRET_FLAG = re.compile(r"^--?(?:password|passwd|pass|requirepass|token|secret|api-key)(?:=|$)", re.IGNORECASE)
+# ${VAR} is filled in by compose, so it lands in the process's arguments; $${VAR} and $$VAR
+# are left to the shell in the container.
+COMPOSE_REF = re.compile(r"(?<!\$)\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+RUNTIME_REF = re.compile(r"\$\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+SHELLS = {"sh", "bash", "ash", "dash"}
+# Shell builtins: their arguments never reach a process's argument list.
+BUILTINS = {"printf", "echo", "export", "read", "test", "[", "umask", "set"}
+CONTROL = {";", "&&", "||", "|", "&", "(", ")"}
 
 # Redis database 1 with the password from .env; database 0 is the edge caches'.
 CELERY_BROKER = re.compile(r"redis://:\$\{REDIS_PASSWORD:\?[^}]+\}@redis:6379/1")
@@ -124,6 +150,142 @@ def published_ports(service: dict[str, Any]) -> list[tuple[str | None, str | Non
     return out
 
 
+def is_secret_var(name: str) -> bool:
+    """A variable whose value is a secret (not the path of a secret file)."""
+    upper = name.upper()
+    return bool(SECRET_NAME.search(upper)) and not FILE_VAR.match(upper)
+
+
+def _argv(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else shlex.split(str(value))
+
+
+def shell_commands(script: str) -> Iterator[tuple[list[str], str | None]]:
+    """Each simple command of a shell script, as its words, with the operator after it."""
+    for line in script.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words: list[str] = []
+        for token in lexer:
+            if token in CONTROL:
+                if words:
+                    yield words, token
+                words = []
+            else:
+                words.append(token)
+        if words:
+            yield words, None
+
+
+def program_and_args(words: list[str]) -> tuple[str, list[str]]:
+    """The program a simple command runs (after VAR=value prefixes and exec) and its arguments;
+    redirections are dropped."""
+    i = 0
+    while i < len(words) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[i]):
+        i += 1
+    rest = words[i:]
+    if rest[:1] == ["exec"]:
+        rest = rest[1:]
+    args: list[str] = []
+    skip = False
+    for word in rest[1:]:
+        if skip:
+            skip = False
+        elif word in (">", ">>", "<", "2>", "2>&1"):
+            skip = word != "2>&1"
+        else:
+            args.append(word)
+    return (Path(rest[0]).name if rest else ""), args
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command a container runs."""
+
+    program: str
+    args: list[str]
+    in_shell: bool = False  # a command of a -c script: the shell expands $VAR in its arguments
+    then: str | None = None  # the operator after it in the script (&&, |, ...)
+    errexit: bool = False  # the script runs under -e
+
+
+def commands_of(svc: dict[str, Any]) -> Iterator[Command]:
+    """Every command a service runs: exec-form argv whole (entrypoint and command together,
+    and the health check), and each command of a shell's ``-c`` script."""
+    entry = _argv(svc.get("entrypoint"))
+    argvs = [entry + _argv(svc.get("command"))] if entry else [_argv(svc.get("command"))]
+    test = (svc.get("healthcheck") or {}).get("test")
+    if isinstance(test, list) and test[:1] == ["CMD-SHELL"]:
+        argvs.append(["sh", "-c", " ".join(test[1:])])
+    elif isinstance(test, list) and test[:1] == ["CMD"]:
+        argvs.append(test[1:])
+    elif isinstance(test, str):
+        argvs.append(["sh", "-c", test])
+    for argv in argvs:
+        if not argv:
+            continue
+        yield Command(Path(argv[0]).name, argv[1:])
+        for i, arg in enumerate(argv[:-1]):
+            # -c, alone or among other one-letter options (-ec)
+            if re.fullmatch(r"-[a-z]*c[a-z]*", arg) and any(Path(a).name in SHELLS for a in argv[:i]):
+                errexit = any(re.fullmatch(r"-[a-z]*e[a-z]*", a) for a in argv[:i + 1])
+                for words, op in shell_commands(argv[i + 1]):
+                    program, args = program_and_args(words)
+                    if program:
+                        yield Command(program, args, in_shell=True, then=op, errexit=errexit)
+
+
+def argument_problems(name: str, svc: dict[str, Any]) -> list[str]:
+    """Secrets that would sit in some process's argument list, where `ps` shows them."""
+    problems = []
+    for cmd in commands_of(svc):
+        for arg in cmd.args:
+            for var in COMPOSE_REF.findall(arg):
+                if is_secret_var(var):
+                    problems.append(f"{name}: compose puts ${{{var}}} on the command line of {cmd.program}")
+            if cmd.program in BUILTINS:
+                continue
+            if SECRET_FLAG.match(arg):
+                problems.append(f"{name}: {cmd.program} gets {arg.split('=')[0]} on its command line")
+            # outside a shell, $$VAR stays the literal text "$VAR"
+            for var in RUNTIME_REF.findall(arg) if cmd.in_shell else []:
+                if is_secret_var(var):
+                    problems.append(f"{name}: {cmd.program} gets ${var} on its command line")
+        if cmd.program == "airflow" and "users" in cmd.args and "-p" in cmd.args:
+            problems.append(f"{name}: airflow users gets -p on its command line")
+    return problems
+
+
+def secrets_held(svc: dict[str, Any]) -> set[str]:
+    """The secrets a service is given: NAME for $NAME from .env, or for $NAME_FILE / $NAME__FILE."""
+    held = set()
+    for key, value in env_of(svc).items():
+        if (m := FILE_VAR.match(key)) and value.startswith("/run/secrets/"):
+            held.add(m["base"])
+        elif is_secret_var(key) and REQUIRED_REF.fullmatch(value):
+            held.add(key)
+    return held
+
+
+def secrets_checked(svc: dict[str, Any]) -> set[str]:
+    """The names a service hands to the placeholder check before it goes on (exec-form, or a
+    script command followed by && or run under set -e)."""
+    checked: set[str] = set()
+    for cmd in commands_of(svc):
+        words = [cmd.program, *cmd.args]
+        for i, word in enumerate(words):
+            if word != CHECK_IN_CONTAINER:
+                continue
+            names = words[i + 1:]
+            execs_the_rest = "--" in names
+            names = names[:names.index("--")] if execs_the_rest else names
+            if execs_the_rest or (cmd.in_shell and (cmd.then == "&&" or cmd.errexit)):
+                checked.update(names)
+    return checked
+
+
 def image_problem(name: str, service: dict[str, Any]) -> str | None:
     image = service.get("image")
     if image is None:
@@ -175,9 +337,17 @@ def compose_violations(doc: dict[str, Any]) -> list[str]:
             if target not in WEB_UIS.get(name, set()):
                 problems.append(f"{name}: publishes {target}, which is not a web UI")
 
+        service_secrets = {s if isinstance(s, str) else s.get("source") for s in svc.get("secrets") or []}
+        for secret in service_secrets - set(doc.get("secrets") or {}):
+            problems.append(f"{name}: uses secret {secret}, which the file does not declare")
         for key, value in env_of(svc).items():
-            if SECRET_NAME.search(key) and not REQUIRED_REF.fullmatch(value):
+            if FILE_VAR.match(key) and SECRET_NAME.search(key):
+                secret = value.removeprefix("/run/secrets/")
+                if value == secret or secret not in service_secrets:
+                    problems.append(f"{name}: {key} is {value!r}, not one of its secrets under /run/secrets/")
+            elif SECRET_NAME.search(key) and not REQUIRED_REF.fullmatch(value):
                 problems.append(f"{name}: {key} is not a ${{...:?...}} reference")
+        problems.extend(argument_problems(name, svc))
         for text in strings_in([env_of(svc), svc.get("command"), svc.get("entrypoint"), svc.get("healthcheck")]):
             for pattern in (URL_PASSWORD, JSON_PASSWORD, CLI_PASSWORD):
                 for secret in pattern.findall(text):
@@ -186,17 +356,38 @@ def compose_violations(doc: dict[str, Any]) -> list[str]:
 
         for volume in svc.get("volumes") or []:
             spec = volume if isinstance(volume, str) else f"{volume.get('source')}:{volume.get('target')}"
-            if spec.startswith("./monitoring") and not (
+            if spec.startswith(("./monitoring", "./docker")) and not (
                 spec.endswith(":ro") or (isinstance(volume, dict) and volume.get("read_only"))
             ):
                 problems.append(f"{name}: {spec} should be mounted read-only")
+
+    # Compose secrets are files kept out of the repository, never values in the compose file.
+    for secret, spec in (doc.get("secrets") or {}).items():
+        if not isinstance(spec, dict) or set(spec) != {"file"} or not str(spec["file"]).startswith("./secrets/"):
+            problems.append(f"secret {secret}: must be a file under ./secrets/, got {spec!r}")
+    for secret, readers in FILE_SECRETS.items():
+        for service, var in readers.items():
+            if env_of(services.get(service, {})).get(var) != f"/run/secrets/{secret}":
+                problems.append(f"{service}: {var} is not /run/secrets/{secret}")
+
+    # Every secret a container holds passes the placeholder check before the container's
+    # program starts; the Airflow components wait for airflow-init, which checks theirs.
+    init_checked = secrets_checked(services.get("airflow-init", {}))
+    for name, svc in services.items():
+        checked = secrets_checked(svc)
+        if name.startswith("airflow-"):
+            checked |= init_checked
+        for secret in sorted(secrets_held(svc) - checked):
+            problems.append(f"{name}: starts without checking {secret} for a placeholder")
+        if secrets_checked(svc) and CHECK_MOUNT not in (svc.get("volumes") or []):
+            problems.append(f"{name}: runs the placeholder check but does not mount {CHECK_MOUNT}")
 
     grafana = env_of(services.get("grafana", {}))
     for key in ("GF_USERS_ALLOW_SIGN_UP", "GF_AUTH_ANONYMOUS_ENABLED"):
         if grafana.get(key, "").lower() != "false":
             problems.append(f"grafana: {key} must be false")
-    if not REQUIRED_REF.fullmatch(grafana.get("GF_SECURITY_ADMIN_PASSWORD", "")):
-        problems.append("grafana: GF_SECURITY_ADMIN_PASSWORD must come from .env")
+    if "GF_SECURITY_ADMIN_PASSWORD" in grafana:
+        problems.append("grafana: GF_SECURITY_ADMIN_PASSWORD must come from its secret file")
 
     airflow = {n: s for n, s in services.items() if n.startswith("airflow-")}
     if not airflow:
@@ -289,6 +480,15 @@ def test_expected_services_are_there() -> None:
     assert expected <= services, f"missing: {sorted(expected - services)}"
 
 
+# airflow-init's command before the admin password left its command line
+OLD_AIRFLOW_INIT = """sh /opt/edgecache/check-secrets.sh AIRFLOW_ADMIN_PASSWORD
+airflow db migrate
+airflow users create --role Admin \\
+  --username "$${AIRFLOW_ADMIN_USERNAME}" --password "$${AIRFLOW_ADMIN_PASSWORD}" \\
+  --email "$${AIRFLOW_ADMIN_EMAIL}" --firstname Airflow --lastname Admin
+"""
+
+
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def mutate(doc: dict[str, Any]) -> None:
         *parents, last = path.split("/")
@@ -326,6 +526,39 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     (_set("airflow-scheduler/depends_on", {"postgres": {"condition": "service_healthy"}}), "airflow-init"),
     (_set("statsd-exporter/volumes", ["./monitoring/statsd_mapping.yml:/etc/statsd/statsd_mapping.yml"]),
      "read-only"),
+    # secrets on command lines, however they get there
+    (_set("airflow-init/command", ["bash", "-euo", "pipefail", "-c", OLD_AIRFLOW_INIT]),
+     "airflow-init: airflow gets --password on its command line"),
+    (_set("airflow-init/command", ["bash", "-ec", "airflow users create -u admin -p \"$${admin_password}\""]),
+     "airflow-init: airflow gets $admin_password on its command line"),
+    (_set("redis/command", ["redis-server", "--requirepass", "${REDIS_PASSWORD:?set it}"]),
+     "redis: compose puts ${REDIS_PASSWORD} on the command line of redis-server"),
+    (_set("redis/healthcheck/test", ["CMD-SHELL", 'redis-cli -a "$$REDIS_PASSWORD" ping']),
+     "redis: redis-cli gets $REDIS_PASSWORD on its command line"),
+    (_set("edge-service/command", ["edgecache", "serve", "--token=$${EDGECACHE_API_TOKEN}"]),
+     "edge-service: dumb-init gets --token on its command line"),
+    # the placeholder check: present, before the program, and mounted
+    (_set("grafana/entrypoint", None), "grafana: starts without checking GF_SECURITY_ADMIN_PASSWORD"),
+    (_set("postgres/entrypoint", ["docker-entrypoint.sh"]), "postgres: starts without checking POSTGRES_PASSWORD"),
+    (_set("redis/command", ["sh", "-c", "sh /opt/edgecache/check-secrets.sh REDIS_PASSWORD; exec redis-server"]),
+     "redis: starts without checking REDIS_PASSWORD"),
+    (_set("airflow-init/command", ["bash", "-c", "airflow db migrate"]),
+     "airflow-scheduler: starts without checking AIRFLOW__CORE__FERNET_KEY"),
+    (_set("edge-service/volumes", ["edgecache-data:/opt/edgecache/data:ro"]),
+     "does not mount ./docker/check-secrets.sh"),
+    (_set("edge-service/volumes", ["./docker/check-secrets.sh:/opt/edgecache/check-secrets.sh"]), "read-only"),
+    # compose secrets: files under ./secrets/, mounted where the variables say
+    (_set("edge-service/secrets", None), "EDGECACHE_API_TOKEN_FILE is '/run/secrets/edgecache_api_token', not one of"),
+    (_set("edge-service/environment/EDGECACHE_API_TOKEN_FILE", None),
+     "edge-service: EDGECACHE_API_TOKEN_FILE is not /run/secrets/edgecache_api_token"),
+    (_set("edge-service/environment/EDGECACHE_API_TOKEN", "change-me-0123456789"), "EDGECACHE_API_TOKEN is not a"),
+    (_set("grafana/environment/GF_SECURITY_ADMIN_PASSWORD", "${GRAFANA_ADMIN_PASSWORD:?set it}"),
+     "GF_SECURITY_ADMIN_PASSWORD must come from its secret file"),
+    (_set("grafana/secrets", ["grafana_admin_password", "not_declared"]), "uses secret not_declared"),
+    (lambda doc: doc["secrets"].update(edgecache_api_token={"environment": "EDGECACHE_API_TOKEN"}),
+     "secret edgecache_api_token: must be a file under ./secrets/"),
+    (lambda doc: doc["secrets"].update(grafana_admin_password={"file": "./.env"}),
+     "secret grafana_admin_password: must be a file under ./secrets/"),
 ])
 def test_the_checker_catches_a_broken_copy(mutate: Callable[[dict[str, Any]], None], expected: str) -> None:
     doc = copy.deepcopy(load_compose())
@@ -389,3 +622,133 @@ def test_dockerfile_is_pinned_and_copies_existing_files() -> None:
 def test_dockerfile_check_catches_a_floating_base() -> None:
     text = re.sub(r"^FROM .*$", "FROM apache/airflow:latest", DOCKERFILE.read_text(), flags=re.MULTILINE)
     assert any("base image" in p for p in dockerfile_problems(text))
+
+
+# -- tests: the placeholder check, run for real --------------------------------------------
+
+def run_check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """docker/check-secrets.sh under the system's POSIX sh, with only ``env`` set."""
+    return subprocess.run(["sh", str(CHECK_SCRIPT), *args], env={"PATH": os.environ["PATH"], **env},
+                          capture_output=True, text=True, timeout=30)
+
+
+GOOD = "0f9c2d7e4b1a8c3f5e6d7a8b9c0d1e2f"
+
+
+@pytest.mark.parametrize("value", [
+    "change-me", "CHANGE-ME", "changeme", "change_me", "", "   ", "short-but-real",
+    "change-me-but-long-enough-0123", "replace-me-0123456789abcdef", "your-placeholder-goes-here",
+])
+def test_the_check_refuses_a_placeholder(value: str) -> None:
+    result = run_check({"SECRET_A": value, "SECRET_B": GOOD}, "SECRET_A", "SECRET_B", "--", "echo", "started")
+    assert result.returncode == 2
+    assert result.stdout == ""  # the container's program never ran
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: refusing to start"), result.stderr
+    assert "SECRET_A" in lines[0] and "SECRET_B" not in lines[0]
+    if value.strip():
+        assert value not in lines[0]  # names the variable, never shows the value
+
+
+def test_the_check_starts_the_program_with_real_secrets(tmp_path: Path) -> None:
+    secret_file = tmp_path / "token"
+    secret_file.write_text(GOOD + "\n")  # a trailing newline is not part of the secret
+    result = run_check({"SECRET_A": GOOD, "SECRET_B_FILE": str(secret_file), "SECRET_C__FILE": str(secret_file)},
+                       "SECRET_A", "SECRET_B", "SECRET_C", "--", "sh", "-c", "echo started with $0", "argv0")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "started with argv0\n", "")
+    assert run_check({"SECRET_A": GOOD}, "SECRET_A").returncode == 0  # no command: just the check
+
+
+def test_the_check_reads_secret_files_and_names_them(tmp_path: Path) -> None:
+    placeholder = tmp_path / "admin_password"
+    placeholder.write_text("change-me\n")
+    result = run_check({"SECRET_A_FILE": str(placeholder), "SECRET_B__FILE": str(tmp_path / "missing"),
+                        "SECRET_C": GOOD}, "SECRET_A", "SECRET_B", "SECRET_C", "--", "echo", "started")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"error: refusing to start with a missing or placeholder secret: SECRET_A (a placeholder in {placeholder}), "
+        f"SECRET_B (cannot read {tmp_path / 'missing'}); see .env.example"]
+
+
+def test_the_check_refuses_every_secret_of_the_example_env() -> None:
+    """A .env copied from the example and not edited starts nothing."""
+    values = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+                  if line.strip() and not line.startswith("#"))
+    result = run_check({k: values[k] for k in REQUIRED_SECRETS}, *REQUIRED_SECRETS)
+    assert result.returncode == 2
+    assert all(f"{k} (a placeholder in ${k})" in result.stderr for k in REQUIRED_SECRETS), result.stderr
+
+
+def test_the_check_evaluates_no_names_it_is_given(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    result = run_check({}, f"A;touch {marker}")
+    assert result.returncode == 2 and "is not a variable name" in result.stderr
+    assert not marker.exists()
+
+
+def test_every_checked_name_is_a_secret_the_service_holds() -> None:
+    """A typo in a name handed to the check would check an unset variable and refuse to start."""
+    for name, svc in load_compose()["services"].items():
+        assert secrets_checked(svc) <= secrets_held(svc), name
+
+
+# -- tests: airflow-init, run for real with a stand-in airflow -----------------------------
+
+STAND_IN_AIRFLOW = """#!/bin/bash
+# Records its arguments, what it reads on stdin and its parent's command line, as `ps` would show them.
+{
+  printf 'argv:'; printf ' %s' "$@"; printf '\\n'
+  printf 'parent:'; tr '\\0' ' ' < /proc/$PPID/cmdline; printf '\\n'
+  if [ "$1" = users ]; then printf 'stdin:'; tr '\\n' '|' ; printf '\\n'; fi
+} >> "$AIRFLOW_CALLS"
+"""
+
+
+def run_airflow_init(tmp_path: Path, admin_password: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """airflow-init's script as the container runs it: compose's $$ unescaped, the check at the
+    repository's path, and ``airflow`` a stand-in that records each call."""
+    command = load_compose()["services"]["airflow-init"]["command"]
+    assert command[:4] == ["bash", "-euo", "pipefail", "-c"]
+    script = command[4].replace("$$", "$").replace(CHECK_IN_CONTAINER, str(CHECK_SCRIPT))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "airflow").write_text(STAND_IN_AIRFLOW)
+    (bin_dir / "airflow").chmod(0o755)
+    (tmp_path / "airflow_admin_password").write_text(admin_password + "\n")
+    calls = tmp_path / "calls.txt"
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "AIRFLOW_CALLS": str(calls),
+        "AIRFLOW_ADMIN_USERNAME": "admin",
+        "AIRFLOW_ADMIN_EMAIL": "admin@example.com",
+        "AIRFLOW_ADMIN_PASSWORD_FILE": str(tmp_path / "airflow_admin_password"),
+        "AIRFLOW__CORE__FERNET_KEY": "8Xc0kXn2e6m0yTq3bK1QfVvQ4m9ZJgk7c5H2a1b3c4d=",
+        "AIRFLOW__API_AUTH__JWT_SECRET": GOOD,
+        "AIRFLOW__API__SECRET_KEY": GOOD[::-1],
+    }
+    result = subprocess.run([*command[:4], script], env=env, capture_output=True, text=True, timeout=60)
+    return result, calls.read_text() if calls.exists() else ""
+
+
+def test_airflow_init_gives_the_admin_password_on_stdin_only(tmp_path: Path) -> None:
+    password = "s3cret-admin-pw-" + GOOD
+    result, calls = run_airflow_init(tmp_path, password)
+    assert result.returncode == 0, result.stderr
+    argv = [line for line in calls.splitlines() if line.startswith("argv:")]
+    assert argv[0] == "argv: db migrate"
+    assert argv[1].startswith("argv: users create --role Admin --username admin --email admin@example.com")
+    assert argv[2] == "argv: users reset-password --username admin"
+    # twice on stdin (the password and its confirmation), for create and for reset
+    assert [line for line in calls.splitlines() if line.startswith("stdin:")] == [f"stdin:{password}|{password}|"] * 2
+    # neither airflow's arguments nor those of the shell that runs it hold the password
+    assert password not in "\n".join(line for line in calls.splitlines() if not line.startswith("stdin:"))
+    assert "--password" not in calls
+
+
+def test_airflow_init_refuses_a_placeholder_admin_password(tmp_path: Path) -> None:
+    result, calls = run_airflow_init(tmp_path, "change-me")
+    assert result.returncode == 2
+    assert calls == ""  # not even the migration ran
+    assert result.stderr.strip().splitlines() == [
+        f"error: refusing to start with a missing or placeholder secret: AIRFLOW_ADMIN_PASSWORD "
+        f"(a placeholder in {tmp_path / 'airflow_admin_password'}); see .env.example"]
