@@ -9,12 +9,14 @@ redis-server (a fresh embedded one on 127.0.0.1):
 
 - inproc: ``Delivery.decide`` on D+1's first ``--requests`` requests in time order, each
   paired with a plain redis-py ``GET`` round trip; p50 and p99 of both, and their ratios.
-- http: ``--services`` edge services (``edgecache serve``, the edges split between them by
-  volume), driven by the replay driver (open loop at ``--replay-rate`` requests/s for at most
-  ``--seconds``; a Python client, it takes its own share of the two cores) and by ``wrk``
-  for ``--seconds``: saturated (4 connections per service) and paced (12 connections per
-  service, each waiting after every answer so that together they offer about ``--rate``);
-  throughput and latency percentiles.
+- http: ``--services`` edge services (``edgecache serve --clock replay``, since the requests
+  carry the logs' times; the edges split between them by volume), driven by the replay
+  driver (open loop at ``--replay-rate`` requests/s for at most ``--seconds``; a Python
+  client, it takes its own share of the two cores) and by ``wrk`` for ``--seconds``:
+  saturated (4 connections per service) and paced (12 connections per service, each waiting
+  after every answer so that together they offer about ``--rate``); throughput and latency
+  percentiles. Every request carries the API token, as a client's would: the services and
+  the drivers share one made for the run.
 - warm: the warm's viewer writes for ``--users`` synthetic viewers (2 keys each) against
   ``redis-benchmark -c 1 -P 16 -t set`` on the same server.
 
@@ -28,6 +30,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -42,6 +45,7 @@ from prometheus_client import CollectorRegistry
 
 from edgecache.cache import warm, warm_users
 from edgecache.delivery import Delivery, delivery_client
+from edgecache.delivery.auth import auth_header
 from edgecache.delivery.metrics import DeliveryMetrics
 from edgecache.delivery.replay import read_logs, replay
 from edgecache.jobs.evaluate import next_day
@@ -98,11 +102,14 @@ def bench_inproc(url: str, data_dir: Path, date: str, n: int) -> dict:
     }
 
 
-def _start_service(url: str, edges: list[str], port: int) -> subprocess.Popen:
-    cmd = [str(Path(sys.executable).parent / "edgecache"), "serve", "--port", str(port), "--redis-url", url]
+def _start_service(url: str, edges: list[str], port: int, token: str) -> subprocess.Popen:
+    # the replay clock: the log's times are history, which the wall clock's window refuses
+    cmd = [str(Path(sys.executable).parent / "edgecache"), "serve", "--port", str(port), "--redis-url", url,
+           "--clock", "replay"]
     for e in edges:
         cmd += ["--edge", e]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, EDGECACHE_API_TOKEN=token))
     import urllib.request
 
     deadline = time.monotonic() + 30
@@ -120,6 +127,7 @@ def _start_service(url: str, edges: list[str], port: int) -> subprocess.Popen:
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "%s"
 local bodies = {}
 for line in io.lines("%s") do bodies[#bodies + 1] = line end
 local i = 0
@@ -133,7 +141,7 @@ end
 DELAY_LUA = "delay = function() return %d end"
 
 
-def _wrk_start(port: int, bodies: list[str], seconds: float, workdir: Path, connections: int = 4,
+def _wrk_start(port: int, bodies: list[str], seconds: float, workdir: Path, token: str, connections: int = 4,
                delay_ms: int = 0):  # noqa: ANN202
     """Start wrk against one service (closed loop; ``delay_ms`` after each response paces
     it); None without wrk."""
@@ -142,7 +150,8 @@ def _wrk_start(port: int, bodies: list[str], seconds: float, workdir: Path, conn
         return None, seconds, connections
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "bodies.txt").write_text("\n".join(bodies) + "\n")
-    (workdir / "post.lua").write_text(WRK_SCRIPT % (workdir / "bodies.txt", DELAY_LUA % delay_ms if delay_ms else ""))
+    (workdir / "post.lua").write_text(WRK_SCRIPT % (auth_header(token)["Authorization"], workdir / "bodies.txt",
+                                                    DELAY_LUA % delay_ms if delay_ms else ""))
     return subprocess.Popen([wrk, "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(workdir / "post.lua"),
                              f"http://127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True), seconds, connections
 
@@ -186,10 +195,12 @@ def bench_http(url: str, data_dir: Path, date: str, rate: float, replay_rate: fl
     requests, _ = read_logs(logs)
     groups = split_edges(requests, services)
     ports = [free_port() for _ in groups]
-    procs = [_start_service(url, g, port) for g, port in zip(groups, ports)]
+    token = secrets.token_urlsafe(32)  # this run's own: the bench never reads a configured one
+    procs = [_start_service(url, g, port, token) for g, port in zip(groups, ports)]
     try:
         open_loop = replay([f"http://127.0.0.1:{p}" for p in ports], logs, replay_rate, seconds,
-                           max_requests=int(replay_rate * seconds), progress=None, connections_per_edge=4)
+                           max_requests=int(replay_rate * seconds), progress=None, connections_per_edge=4,
+                           token=token)
         bodies = {port: [json.dumps({"edge_id": r.edge_id, "user_id": r.user_id, "content_id": r.content_id,
                                      "timestamp": r.timestamp}) for r in requests if r.edge_id in g]
                   for g, port in zip(groups, ports)}
@@ -200,7 +211,7 @@ def bench_http(url: str, data_dir: Path, date: str, rate: float, replay_rate: fl
         paced_delay = max(1, round(1000 * 12 * len(ports) / rate) - 2)
         for name, conns, delay in (("saturated", 4, 0), ("paced", 12, paced_delay)):
             warm(client, data_dir, date, TTL)
-            started = [_wrk_start(port, bodies[port], seconds, workdir / f"wrk-{name}-{port}", conns, delay)
+            started = [_wrk_start(port, bodies[port], seconds, workdir / f"wrk-{name}-{port}", token, conns, delay)
                        for port in ports]
             runs[name] = [_wrk_result(*w) for w in started]
     finally:
@@ -211,7 +222,7 @@ def bench_http(url: str, data_dir: Path, date: str, rate: float, replay_rate: fl
         "services": [{"port": p, "edges": g} for p, g in zip(ports, groups)],
         "open_loop": {"driver": "edgecache replay (aiohttp), 4 connections per edge", "rate": replay_rate,
                       **{k: open_loop[k] for k in ("sent", "seconds", "throughput_per_second", "latency_ms",
-                                                   "errors", "hit_ratio")}},
+                                                   "errors", "rejected_4xx", "hit_ratio")}},
     }
     for name, per_service in runs.items():
         if all(c is not None for c in per_service):

@@ -161,7 +161,7 @@ def test_replay_through_the_service_matches_the_evaluation(two_runs, redis_serve
     expected = report["deployed"]["policies"]["predictive+admission"]["object_hit_ratio"]
     port = free_port()
     cmd = [sys.executable, "-m", "edgecache.cli", "serve", "--port", str(port), "--redis-url", redis_server.url,
-           "--cache-gb", str(CONF["cache_gb"])]
+           "--cache-gb", str(CONF["cache_gb"]), "--clock", "replay"]
     for edge in sorted(report["edges"]):
         cmd += ["--edge", edge]
     with process(cmd, f"http://127.0.0.1:{port}/healthz"):

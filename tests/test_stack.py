@@ -234,11 +234,15 @@ def test_every_grafana_panel_shows_data(stack, triggered):
     assert set(summary["errors"]) <= {"422"}, summary["errors"]
     assert replay.returncode == (1 if summary["errors"] else 0), replay.stderr[-2000:]
     assert summary["sent"] > 1000 and summary["hits"] > 0
-    bad = urllib.request.Request(f"http://127.0.0.1:{p['EDGE']}/deliver", method="POST",
-                                 data=b'{"edge_id": "edge-01", "user_id": "U 1", "content_id": "C1"}',
-                                 headers={"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError):
-        urllib.request.urlopen(bad, timeout=5)
+    # `edgecache serve` made the stack's token in its local folder, where the replay found it
+    token = (stack["tmp"] / "local" / "api_token").read_text().strip()
+    for headers, status in (({}, 401), ({"Authorization": f"Bearer {token}"}, 422)):
+        bad = urllib.request.Request(f"http://127.0.0.1:{p['EDGE']}/deliver", method="POST",
+                                     data=b'{"edge_id": "edge-01", "user_id": "U 1", "content_id": "C1"}',
+                                     headers={"Content-Type": "application/json", **headers})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad, timeout=5)
+        assert refused.value.code == status
     time.sleep(5)  # a few more scrapes and rule evaluations
 
     prom = f"http://127.0.0.1:{p['PROMETHEUS']}"

@@ -94,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="simulated origin fetch on a miss (default: %(default)s)")
     sv.add_argument("--top-k", type=int, default=s.top_k, help="titles in a fresh prediction (default: %(default)s)")
     sv.add_argument("--ttl", type=int, default=s.ttl_seconds, help="seconds fresh predictions live (default: %(default)s)")
+    sv.add_argument("--clock", default=s.edge_clock,
+                    help="which request times are accepted: wall (live traffic: near this server's clock, "
+                         "see --max-age and --max-ahead) or replay (a day's logs: within a day of each edge's "
+                         "warm; for `edgecache replay`) (default: $EDGECACHE_CLOCK, else %(default)s)")
+    sv.add_argument("--max-age", type=float, default=3600.0,
+                    help="wall clock: seconds a request's time may lie in the past (default: %(default)g)")
+    sv.add_argument("--max-ahead", type=float, default=300.0,
+                    help="wall clock: seconds a request's time may lie in the future (default: %(default)g)")
+    sv.add_argument("--rate-limit", type=float, default=s.rate_limit,
+                    help="requests per second per client address, 0 for no limit "
+                         "(default: $EDGECACHE_RATE_LIMIT, else %(default)g)")
+    sv.add_argument("--rate-burst", type=float, default=s.rate_burst,
+                    help="requests a client may send at once above the rate; 0 means one second's worth "
+                         "(default: $EDGECACHE_RATE_BURST, else %(default)g)")
     sv.add_argument("--log-level", default="warning", help="uvicorn log level (default: %(default)s)")
 
     rp = sub.add_parser("replay", help="send a day's logs to edge services at a bounded rate")
@@ -199,9 +213,26 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from edgecache.delivery import Delivery, delivery_client
-    from edgecache.delivery.service import create_app
+    from edgecache.delivery.auth import TokenError, load_token
+    from edgecache.delivery.service import RateLimiter, TimeWindow, create_app
     from edgecache.redis_conn import redact
 
+    # Configuration errors are one line and exit 2, before anything starts; the token last,
+    # so that a bad flag does not leave a new token file behind.
+    try:
+        times = TimeWindow(args.clock, args.max_age, args.max_ahead)
+        limiter = None
+        if args.rate_limit < 0 or args.rate_burst < 0:
+            raise ValueError("--rate-limit and --rate-burst must not be negative")
+        if args.rate_limit > 0:
+            limiter = RateLimiter(args.rate_limit, args.rate_burst or max(1.0, args.rate_limit))
+        token = load_token(create=True)
+    except (TokenError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the local token file could not be created
+        print(f"error: cannot create the API token file: {exc}", file=sys.stderr)
+        return 2
     url = args.redis_url
     if url is None:
         from edgecache.redis_server import EmbeddedRedis
@@ -216,10 +247,12 @@ def _serve(args: argparse.Namespace) -> int:
             delivery.refresh(edge, force=True)
         except redis.RedisError as exc:  # start anyway: the service degrades and retries
             print(f"warning: could not read the warm state of {edge} from {redact(url)}: {exc}", file=sys.stderr)
+    limit = (f"{limiter.rate:g} requests/s per client, bursts of {limiter.burst:g}" if limiter
+             else "no rate limit")
     print(f"edge service for {', '.join(delivery.edges)} on http://{args.bind}:{args.port} "
-          f"(Redis {redact(url)}; docs at /docs)", flush=True)
-    uvicorn.run(create_app(delivery), host=args.bind, port=args.port, log_level=args.log_level,
-                access_log=False)
+          f"(Redis {redact(url)}; {times.describe()}; {limit}; docs at /docs)", flush=True)
+    uvicorn.run(create_app(delivery, token=token, times=times, limiter=limiter), host=args.bind, port=args.port,
+                log_level=args.log_level, access_log=False)
     return 0
 
 

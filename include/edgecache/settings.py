@@ -133,6 +133,9 @@ class Settings:
     training: str = "federated"  # how the learned scorer trains: federated, central or local
     ttl_seconds: int = 2 * 24 * 3600  # predictions outlive one missed nightly run, not two
     origin_latency_ms: float = 0.0  # simulated origin fetch on a delivery miss
+    edge_clock: str = "wall"  # request times an edge service accepts: wall (live) or replay (a day's logs)
+    rate_limit: float = 0.0  # edge service requests per second per client address; 0: no limit
+    rate_burst: float = 0.0  # requests at once above the rate; 0: one second's worth
     schedule: str | None = "@daily"  # the DAG's schedule; EDGECACHE_SCHEDULE=none: manual runs only
     source: str = "generate"  # where a night's logs come from: generate (synthetic) or ingest (your own)
     logs_path: str = ""  # with source=ingest: folder or glob of your logs ({date} stands for the day)
@@ -155,6 +158,9 @@ class Settings:
             training=os.environ.get("EDGECACHE_TRAINING") or d.training,
             ttl_seconds=_env_int("EDGECACHE_TTL_SECONDS", d.ttl_seconds),
             origin_latency_ms=_env_float("EDGECACHE_ORIGIN_LATENCY_MS", d.origin_latency_ms),
+            edge_clock=_env_str("EDGECACHE_CLOCK", d.edge_clock),
+            rate_limit=_env_float("EDGECACHE_RATE_LIMIT", d.rate_limit),
+            rate_burst=_env_float("EDGECACHE_RATE_BURST", d.rate_burst),
             schedule=_schedule(os.environ.get("EDGECACHE_SCHEDULE"), d.schedule),
             source=os.environ.get("EDGECACHE_SOURCE") or d.source,
             logs_path=os.environ.get("EDGECACHE_LOGS_PATH") or d.logs_path,

@@ -172,7 +172,9 @@ class Stack:
             groups = split_edges(edge_ids(WorkloadParams.from_env().edges), edge_services)
             for i, edges in enumerate(groups):
                 # The URL goes by the environment, not argv, where `ps` would show a password.
-                cmd = [str(bin_dir / "edgecache"), "serve", "--port", str(p.edge + i)]
+                # The replay clock: this stack's traffic is `edgecache replay` of a generated
+                # day, whose times the wall clock's window would refuse.
+                cmd = [str(bin_dir / "edgecache"), "serve", "--port", str(p.edge + i), "--clock", "replay"]
                 for e in edges:
                     cmd += ["--edge", e]
                 self.start(f"edge-service-{i + 1}", cmd, dict(env, REDIS_URL=redis_url))

@@ -7,28 +7,46 @@
     GET  /metrics              Prometheus
     GET  /                     which edges this service serves; OpenAPI docs at /docs
 
+``/deliver`` and ``/predictions`` need ``Authorization: Bearer <token>``
+(``edgecache.delivery.auth``); the probes, the metrics, the docs and ``/`` stay open.
 Every id is checked against the id contract before anything reaches Redis, so no request
-can name a key of its own making; bodies over ``MAX_BODY`` bytes are refused.
+can name a key of its own making; bodies over ``MAX_BODY`` bytes are refused, and a body
+that is not a valid request of any kind gets a 4xx, never a 500.
+
+A request's time is bounded (``TimeWindow``): a title's admission value grows with the
+time it was asked for, so a far-future time would keep it cached for good. An optional
+token bucket per client address (``RateLimiter``) answers 429 beyond its rate.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated, Literal
+import math
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import redis
-from fastapi import FastAPI
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, Security
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import JSONResponse, Response
 
+from edgecache.delivery.auth import authorized
 from edgecache.delivery.core import Delivery, DeliveryError, parse_time
 
 MAX_BODY = 4096  # bytes: a delivery request is well under 300
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 STATUS = {"bad_id": 422, "bad_time": 422, "unknown_edge": 404, "unknown_title": 404}
+DAY = 86400.0
+CLOCKS = ("wall", "replay")
+# Answered without a token (GET only). The probes and the metrics are not rate limited either:
+# a throttled readiness probe would take a healthy service out of rotation.
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+UNAUTHORIZED = "a valid 'Authorization: Bearer <token>' header is required"
 
 
 class DeliverRequest(BaseModel):
@@ -39,7 +57,8 @@ class DeliverRequest(BaseModel):
     edge_id: Id | None = Field(None, description="the edge asked; default: the service's only edge")
     timestamp: dt.datetime | float | None = Field(
         None, description="when the request happened (a log's 'YYYY-MM-DD HH:MM:SS', UTC, or Unix seconds); "
-                          "default now. Replays pass the log's time so values decay in the log's clock.")
+                          "default now. It must lie within the service's time window (see `edgecache serve "
+                          "--clock`); replays pass the log's time so values decay in the log's clock.")
 
 
 class DeliverResponse(BaseModel):
@@ -56,29 +75,157 @@ class DeliverResponse(BaseModel):
     prediction: list[str] | None = Field(description="the fresh ranked list written back on a miss")
 
 
-def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY) -> EdgeService:
+def problem(status: int, detail: Any, headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    """A JSON error reply. ASCII-escaped: a detail may quote a client's text, which can hold
+    lone surrogates that a UTF-8 encoder would choke on."""
+    return Response(json.dumps({"detail": detail, **extra}, ensure_ascii=True), status_code=status,
+                    headers=headers, media_type="application/json")
+
+
+def _when(at: float) -> str:
+    """A Unix time for a message: ISO UTC where it has one."""
+    try:
+        return dt.datetime.fromtimestamp(at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):  # nan, inf, or outside years 1-9999
+        return repr(at)
+
+
+class TimeWindow:
+    """Which request times an edge service accepts.
+
+    ``wall`` (the default, for live traffic): within ``max_age`` seconds before and
+    ``max_ahead`` seconds after the server's clock; no time means now.
+
+    ``replay`` (for sending a day's logs, whose times are history): within a day either side
+    of the edge's warm t0 (the start of the day the warm predicts), that is from the warm's
+    own day to the end of the predicted day; no time means the latest time accepted at that
+    edge. The bound follows the warm, not the requests, so no run of requests can move it.
+    """
+
+    def __init__(self, clock: str = "wall", max_age: float = 3600.0, max_ahead: float = 300.0,
+                 now: Callable[[], float] = time.time) -> None:
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+        if not (0 <= max_age < math.inf and 0 <= max_ahead < math.inf):
+            raise ValueError(f"max_age and max_ahead must be finite and not negative, got {max_age}, {max_ahead}")
+        self.clock = clock
+        self.max_age = max_age
+        self.max_ahead = max_ahead
+        self.now = now
+        self._latest: dict[str, float] = {}  # replay: the latest time accepted per edge
+        self._days: dict[str, float] = {}  # warm date -> its midnight (UTC)
+
+    def describe(self) -> str:
+        if self.clock == "wall":
+            return f"request times within {self.max_age:g} s before and {self.max_ahead:g} s after this server's clock"
+        return "replay clock: request times within a day either side of each edge's warm t0"
+
+    def _warm_day(self, delivery: Delivery, edge: str) -> float | None:
+        """Midnight UTC of the edge's warm date (t0 minus a day); None before any warm."""
+        date = delivery.states[edge].warm_date
+        if date is None:
+            # the service may have started before the first warm: look again (at most every
+            # refresh_seconds), since only the decision would otherwise re-read the state
+            try:
+                date = delivery.refresh(edge).warm_date
+            except redis.RedisError:
+                date = None
+        if date is None:
+            return None
+        if date not in self._days:
+            self._days[date] = dt.datetime.fromisoformat(date).replace(tzinfo=dt.timezone.utc).timestamp()
+        return self._days[date]
+
+    def resolve(self, delivery: Delivery, edge: str, value: dt.datetime | float | None) -> float:
+        """The request's time in Unix seconds, or DeliveryError("bad_time") outside the window."""
+        if edge not in delivery.states:  # the decision refuses the edge itself
+            return parse_time(value)
+        if self.clock == "wall":
+            now = self.now()
+            at = now if value is None else parse_time(value)
+            low, high = now - self.max_age, now + self.max_ahead
+            why = (f"more than {self.max_age:g} s before or {self.max_ahead:g} s after the server's clock "
+                   f"({_when(now)})")
+        else:
+            day = self._warm_day(delivery, edge)
+            if day is None:
+                delivery.metrics.rejected.labels(edge, "bad_time").inc()
+                raise DeliveryError("bad_time", f"edge {edge!r} has no warm yet: with --clock replay a request's "
+                                                "time is checked against the warm's day")
+            at = self._latest.get(edge, day + DAY) if value is None else parse_time(value)
+            low, high = day, day + 2 * DAY
+            why = f"outside {_when(low)} .. {_when(high)} (a day either side of the warm's t0 for {edge})"
+        if not low <= at < high:  # NaN fails too
+            delivery.metrics.rejected.labels(edge, "bad_time").inc()
+            raise DeliveryError("bad_time", f"request time {_when(at)} is {why}")
+        if self.clock == "replay" and at > self._latest.get(edge, -math.inf):
+            self._latest[edge] = at
+        return at
+
+
+class RateLimiter:
+    """A token bucket per client address: on average ``rate`` requests a second, in bursts
+    of up to ``burst``. Behind a proxy every client shares the proxy's address."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = 65536) -> None:
+        if not (0 < rate < math.inf and 1 <= burst < math.inf):
+            raise ValueError(f"rate must be positive and burst at least 1, got {rate}, {burst}")
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.max_clients = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when), least recent first
+
+    def take(self, client: str) -> float:
+        """Spend one token of ``client``'s: 0.0 if it had one, else the seconds until it will."""
+        now = self.clock()
+        tokens, last = self._buckets.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        wait = 0.0
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            wait = (1 - tokens) / self.rate
+        self._buckets[client] = (tokens, now)  # re-inserted last: the dict stays in order of use
+        if len(self._buckets) > self.max_clients:
+            # the least recently seen client's bucket has had the longest to refill: dropping
+            # it costs that client at most what it would have got back anyway
+            del self._buckets[next(iter(self._buckets))]
+        return wait
+
+
+def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY, *, token: str,
+               times: TimeWindow | None = None, limiter: RateLimiter | None = None) -> EdgeService:
+    """The service over ``delivery``: requests that need it must carry ``token``; request
+    times are bounded by ``times`` (default: the wall clock's window); ``limiter`` (default
+    none) throttles each client address."""
+    times = times or TimeWindow()
     app = FastAPI(
         title="edgecache edge service",
         summary="Serves titles from the edge cache in Redis, falls back to the origin on a miss.",
         version="1",
     )
+    # Declares the scheme in the OpenAPI document (the docs' Authorize button); the check
+    # itself is made in EdgeService, before any body is read.
+    bearer = Security(HTTPBearer(auto_error=False, description="the edge API token (see the README)"))
 
-    def refuse(exc: DeliveryError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "reason": exc.reason}, status_code=STATUS.get(exc.reason, 400))
+    def refuse(exc: DeliveryError) -> Response:
+        return problem(STATUS.get(exc.reason, 400), str(exc), reason=exc.reason)
 
     @app.get("/")
     def info() -> dict:
         return {"service": "edgecache edge service", "edges": delivery.edges,
                 "capacity_bytes": delivery.capacity, "origin_latency_seconds": delivery.origin_latency,
-                "docs": "/docs"}
+                "clock": times.clock, "docs": "/docs"}
 
     async def handle_deliver(req: DeliverRequest) -> Response:
         if req.edge_id is None and len(delivery.edges) > 1:
-            return JSONResponse({"detail": f"edge_id is required: this service serves {delivery.edges}"},
-                                status_code=422)
+            return problem(422, f"edge_id is required: this service serves {delivery.edges}")
         edge = req.edge_id or delivery.edges[0]
         try:
-            d = await delivery.deliver_async(edge, req.user_id, req.content_id, parse_time(req.timestamp))
+            at = times.resolve(delivery, edge, req.timestamp)
+            d = await delivery.deliver_async(edge, req.user_id, req.content_id, at)
         except DeliveryError as exc:
             return refuse(exc)
         # a plain Response: FastAPI would validate the model again on the way out
@@ -87,20 +234,23 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY) -> Ed
             "hit": d.hit, "degraded": d.degraded, "admitted": d.admitted, "next_admitted": d.next_admitted,
             "evicted": d.evicted, "size_bytes": d.size, "prediction": d.prediction}), media_type="application/json")
 
-    app.post("/deliver", response_model=DeliverResponse,
-             responses={404: {"description": "unknown edge or title"}, 413: {"description": "body too large"},
-                        422: {"description": "malformed id or body"}})(handle_deliver)
+    app.post("/deliver", response_model=DeliverResponse, dependencies=[bearer],
+             responses={401: {"description": "no valid bearer token"}, 404: {"description": "unknown edge or title"},
+                        413: {"description": "body too large"},
+                        422: {"description": "malformed id or body, or a time outside the window"},
+                        429: {"description": "over the client's rate limit (see Retry-After)"}})(handle_deliver)
 
-    @app.get("/predictions/{user_id}")
-    def prediction(user_id: str) -> JSONResponse:
+    @app.get("/predictions/{user_id}", dependencies=[bearer],
+             responses={401: {"description": "no valid bearer token"}})
+    def prediction(user_id: str) -> Response:
         try:
             ranked = delivery.prediction(user_id)
         except DeliveryError as exc:
             return refuse(exc)
         except redis.RedisError:
-            return JSONResponse({"detail": "Redis is unreachable"}, status_code=503)
+            return problem(503, "Redis is unreachable")
         if ranked is None:
-            return JSONResponse({"detail": f"no prediction for {user_id!r}"}, status_code=404)
+            return problem(404, f"no prediction for {user_id!r}")
         return JSONResponse({"user_id": user_id, "top": ranked[0] if ranked else None, "ranked": ranked})
 
     @app.get("/healthz")
@@ -118,44 +268,66 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY) -> Ed
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return EdgeService(app, handle_deliver)
+    return EdgeService(app, handle_deliver, token, limiter)
 
 
 class EdgeService:
-    """The app behind a thin ASGI layer: POST bodies over ``MAX_BODY`` bytes are refused
-    before they are read, and ``POST /deliver`` goes straight to its handler, validated by
-    the same model, past FastAPI's routing and request machinery, which costs more per
-    request than the decision itself. Everything else is the FastAPI app (docs included)."""
+    """The app behind a thin ASGI layer, which does in order, from the headers alone:
 
-    def __init__(self, app: FastAPI, handle_deliver) -> None:  # noqa: ANN001
+    1. the rate limit (every path but the probes and the metrics), 429 with Retry-After;
+    2. the token (every request but a GET of ``OPEN_PATHS``), 401;
+    3. POST bodies: a Content-Length is required and over ``MAX_BODY`` bytes is refused.
+
+    Then ``POST /deliver`` goes straight to its handler, validated by the same model, past
+    FastAPI's routing and request machinery, which costs more per request than the
+    decision itself. Everything else is the FastAPI app (docs included)."""
+
+    def __init__(self, app: FastAPI, handle_deliver, token: str,  # noqa: ANN001
+                 limiter: RateLimiter | None = None) -> None:
         self.app = app
         self.handle_deliver = handle_deliver
+        self.token = token
+        self.limiter = limiter
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001, ANN204
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        problem = None
+        if self.limiter is not None:
+            client = scope.get("client")
+            wait = self.limiter.take(client[0] if client else "")
+            if wait:
+                return await problem(429, f"over the rate limit of {self.limiter.rate:g} requests/s",
+                                     {"Retry-After": str(max(1, math.ceil(wait)))})(scope, receive, send)
+        headers = dict(scope["headers"])
+        method = scope["method"]
+        if not (method == "GET" and scope["path"] in OPEN_PATHS) and not authorized(
+                headers.get(b"authorization"), self.token):
+            return await problem(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        if method != "POST":
+            return await self.app(scope, receive, send)
+        length = headers.get(b"content-length")
         if length is None:
-            problem = (411, "a Content-Length header is required")
-        elif not length.isdigit() or int(length) > MAX_BODY:
-            problem = (413, f"request body over {MAX_BODY} bytes")
-        if problem:
-            return await JSONResponse({"detail": problem[1]}, status_code=problem[0])(scope, receive, send)
+            return await problem(411, "a Content-Length header is required")(scope, receive, send)
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return await problem(413, f"request body over {MAX_BODY} bytes")(scope, receive, send)
         if scope["path"] != "/deliver":
             return await self.app(scope, receive, send)
         body = b""
         while True:
             message = await receive()
             body += message.get("body", b"")
+            if len(body) > MAX_BODY:  # the server holds a body to its Content-Length; this is cheap insurance
+                return await problem(413, f"request body over {MAX_BODY} bytes")(scope, receive, send)
             if not message.get("more_body"):
                 break
         try:
             req = DeliverRequest.model_validate_json(body)
         except ValidationError as exc:
-            # FastAPI's own 422 shape, with the location in the body
-            errors = [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False)]
-            response: Response = JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+            # FastAPI's 422 shape, with the location in the body; without the input, which
+            # may be bytes that are not UTF-8 or a NaN that JSON cannot carry
+            errors = [{"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]}
+                      for e in exc.errors(include_url=False, include_input=False, include_context=False)]
+            response = problem(422, errors)
         else:
             response = await self.handle_deliver(req)
         await response(scope, receive, send)
