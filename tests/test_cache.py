@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgecache.cache import json_lists, warm, warm_stage
+from edgecache.cache import json_lists, latest_predictions, rewarm_ttl, warm, warm_stage
 from edgecache.keys import (
     CATALOG_KEY,
     LAST_WARM_KEY,
@@ -67,18 +72,27 @@ PREFETCH = [("edge-01", 1, "C1"), ("edge-01", 2, "C2"), ("edge-02", 1, "C3")]
 
 def snapshot(client) -> dict:
     """Every key with its type and value (TTL excluded: it counts down)."""
-    out = {}
-    for key in sorted(client.scan_iter()):
-        kind = client.type(key)
-        if kind == b"string":
-            out[key] = client.get(key)
-        elif kind == b"zset":
-            out[key] = client.zrange(key, 0, -1, withscores=True)
-        elif kind == b"hash":
-            out[key] = client.hgetall(key)
-        else:
+    keys = sorted(client.scan_iter(count=10000))
+    pipe = client.pipeline(transaction=False)  # two round trips, not two per key
+    for key in keys:
+        pipe.type(key)
+    kinds = pipe.execute()
+    read = {b"string": lambda k: pipe.get(k), b"zset": lambda k: pipe.zrange(k, 0, -1, withscores=True),
+            b"hash": lambda k: pipe.hgetall(k)}
+    for key, kind in zip(keys, kinds):
+        if kind not in read:
             raise AssertionError(f"unexpected type {kind} of {key}")
-    return out
+        read[kind](key)
+    return dict(zip(keys, pipe.execute()))
+
+
+def ttls(client) -> dict:
+    """Every key's TTL in seconds (-1: none)."""
+    keys = list(client.scan_iter(count=10000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.ttl(key)
+    return dict(zip(keys, pipe.execute()))
 
 
 def test_warm_writes_the_seed_key_and_the_scheme(tmp_path, redis_client):
@@ -107,8 +121,8 @@ def test_warm_writes_the_seed_key_and_the_scheme(tmp_path, redis_client):
 def test_every_key_expires(tmp_path, redis_client):
     write_predictions(tmp_path, USERS[:100], PREFETCH)
     warm(redis_client, tmp_path, DATE, TTL)
-    ttls = {key: redis_client.ttl(key) for key in redis_client.scan_iter()}
-    assert ttls and all(0 < t <= TTL for t in ttls.values())
+    left = ttls(redis_client)
+    assert left and all(0 < t <= TTL for t in left.values())
 
 
 def test_rewarming_gives_identical_state(tmp_path, redis_client):
@@ -165,3 +179,125 @@ def test_a_null_viewer_id_is_refused(tmp_path, redis_client):
     pq.write_table(table.set_column(0, "user_id", pa.array([None], pa.string())), path)
     with pytest.raises(ValueError, match="invalid user id None"):
         warm(redis_client, tmp_path, DATE, TTL)
+
+
+def test_warm_of_some_edges_writes_their_viewers_catalog_and_keys_only(tmp_path, redis_client):
+    write_predictions(tmp_path, USERS[:10], PREFETCH)
+    result = warm(redis_client, tmp_path, DATE, TTL, edges=["edge-02"])
+    assert result.edges == 1 and result.users == 5 and result.prefetched_titles == 1
+    keys = {k.decode() for k in redis_client.scan_iter()}
+    # the viewers of edge-02 (even ids), not those of edge-01; no record of a whole warm
+    assert {k for k in keys if k.startswith("user:")} == {f"user:U{i:03d}{s}" for i in range(0, 10, 2)
+                                                          for s in ("", ":topk")}
+    assert not any("edge-01" in k for k in keys) and LAST_WARM_KEY not in keys and CATALOG_KEY in keys
+    assert redis_client.hmget(edge_meta_key("edge-02"), "date", "t0") == [DATE.encode(), b"1744502400"]
+    assert result.keys_written == len(keys)
+
+
+def test_warm_of_an_edge_the_predictions_lack_writes_nothing(tmp_path, redis_client):
+    write_predictions(tmp_path, USERS[:10], PREFETCH)
+    with pytest.raises(ValueError, match="nothing for edge edge-09"):
+        warm(redis_client, tmp_path, DATE, TTL, edges=["edge-01", "edge-09"])
+    assert redis_client.dbsize() == 0
+
+
+def complete(root: Path, date: str = DATE) -> None:
+    """The summary the predict job writes last: the day's predictions are complete."""
+    Layout(root).predictions(date, "summary.json").write_text("{}")
+
+
+def test_latest_predictions_is_the_newest_complete_day(tmp_path):
+    assert latest_predictions(tmp_path) is None
+    write_predictions(tmp_path, USERS[:10], PREFETCH)
+    assert latest_predictions(tmp_path) is None  # no summary yet: the predict job has not finished
+    complete(tmp_path)
+    assert latest_predictions(tmp_path) == DATE
+    newer = Layout(tmp_path).predictions("2025-04-13", "users")
+    newer.mkdir(parents=True)
+    (newer / "_temporary").mkdir()  # a Spark write in progress
+    complete(tmp_path, "2025-04-13")
+    assert latest_predictions(tmp_path) == DATE
+
+
+def test_a_rewarm_keeps_the_nightly_warms_expiry(tmp_path, redis_client):
+    write_predictions(tmp_path, USERS[:10], PREFETCH)
+    complete(tmp_path)
+    report = warm_stage(redis_client, tmp_path, DATE, TTL)
+    assert rewarm_ttl(tmp_path, DATE, TTL, now=report["finished_at"] + 600) == TTL - 600
+    assert rewarm_ttl(tmp_path, DATE, TTL, now=report["finished_at"] + TTL + 1) < 1  # stale: not re-warmed
+    Layout(tmp_path).report(DATE, "warm").unlink()  # never warmed: the clock starts with the predictions
+    made = Layout(tmp_path).predictions(DATE, "summary.json").stat().st_mtime
+    assert rewarm_ttl(tmp_path, DATE, TTL, now=made + 10) == TTL - 10
+
+
+# --- a warm killed part-way -----------------------------------------------------------------
+
+KILL_USERS, KILL_EDGES = 30000, 120
+
+
+def write_many(root: Path) -> list[str]:
+    """Predictions big enough that a warm takes seconds: many viewers, many edges."""
+    layout = Layout(root)
+    edges = [f"edge-{i:03d}" for i in range(KILL_EDGES)]
+    n, e = KILL_USERS, KILL_EDGES
+    tables = {
+        "users": pa.table({"user_id": [f"U{i:06d}" for i in range(n)], "edge_id": [edges[i % e] for i in range(n)],
+                           "content_id": [f"C{i % 4 + 1}" for i in range(n)],
+                           "ranked": [[f"C{i % 4 + 1}", f"C{(i + 1) % 4 + 1}"] for i in range(n)]}),
+        "prefetch": pa.table({"edge_id": [x for x in edges for _ in range(2)], "rank": [1, 2] * e,
+                              "content_id": ["C1", "C2"] * e, "score": [10.0, 5.0] * e, "size_bytes": [100, 200] * e}),
+        "edge_demand": pa.table({"edge_id": [x for x in edges for _ in range(3)], "content_id": ["C1", "C2", "C4"] * e,
+                                 "score": [10.0, 5.0, 1.0] * e, "rank": [1, 2, 3] * e}),
+    }
+    for name, table in tables.items():
+        path = layout.predictions(DATE, name)
+        path.mkdir(parents=True)
+        pq.write_table(table, path / "part-0.parquet")
+    layout.reference.mkdir(parents=True)
+    pq.write_table(CATALOG, layout.catalog)
+    return edges
+
+
+def test_a_warm_killed_part_way_and_run_again_equals_an_uninterrupted_one(tmp_path, redis_server):
+    """SIGKILL `edgecache warm` (and its redis-cli) while it writes the viewers, right after
+    the catalog, and half-way through the edges; the next warm leaves exactly the keys,
+    types and values of an uninterrupted warm, every one with a TTL."""
+    client = redis_server.client()
+    edges = write_many(tmp_path)
+    client.flushdb()
+    warm(client, tmp_path, DATE, TTL)
+    expected = snapshot(client)
+    assert len(expected) == 2 * KILL_USERS + KILL_EDGES * 9 + 2
+
+    def meta(i: int) -> bool:
+        return bool(client.exists(edge_meta_key(edges[i])))
+
+    points = {  # where to kill: a test on Redis, polled while the warm runs
+        "viewers": lambda: client.dbsize() >= KILL_USERS // 3,
+        "catalog": lambda: bool(client.exists(CATALOG_KEY)),
+        "edges": lambda: meta(KILL_EDGES // 2),
+    }
+    for point, reached in points.items():
+        client.flushdb()
+        proc = subprocess.Popen([sys.executable, "-m", "edgecache.cli", "warm", "--date", DATE, "--data-dir",
+                                 str(tmp_path), "--redis-url", redis_server.url, "--ttl", str(TTL)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        try:
+            while not reached():
+                assert proc.poll() is None, f"the warm ended before the {point} point"
+                assert time.monotonic() < deadline, f"the warm did not reach the {point} point in 120 s"
+                time.sleep(0.002)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the warm and its redis-cli, mid-write
+            proc.wait(timeout=30)
+        # killed part-way: never the whole warm
+        assert not client.exists(LAST_WARM_KEY) and not meta(KILL_EDGES - 1), point
+        assert 0 < client.dbsize() < len(expected), point
+        if point == "viewers":
+            assert not client.exists(CATALOG_KEY)
+        warm(client, tmp_path, DATE, TTL)
+        assert snapshot(client) == expected, point
+        left = ttls(client)
+        assert len(left) == len(expected) and all(0 < t <= TTL for t in left.values()), point
+    client.flushdb()

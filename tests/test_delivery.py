@@ -126,3 +126,34 @@ def test_delivery_matches_the_evaluation_kernel(tmp_path, redis_client, shuffled
     assert int(meta["clock"]) == int(day.trace.size.sum())
     for key in redis_client.scan_iter("edge:*"):
         assert 0 < redis_client.ttl(key) <= TTL, key  # keys the script created expire too
+
+
+def test_without_its_warm_an_edge_serves_from_the_origin_and_writes_nothing(small_delivery):
+    """Redis lost the warm: no decision, no key without a TTL, no meta without t0."""
+    d, registry, client = small_delivery
+    assert d.deliver("E1", "U1", "C01", T0).hit
+    client.flushdb()
+    for user, title in (("U1", "C01"), ("U2", "C05"), ("U3", "C02")):
+        decision = d.deliver("E1", user, title, T0 + 60)
+        assert decision.source == "origin" and decision.degraded and decision.size == 100
+    assert client.dbsize() == 0
+    assert d.warm_status["E1"] == "missing" and sample(registry, "edgecache_edge_warm") == 0
+    assert sample(registry, "edgecache_not_warm_requests_total") == 3
+    assert sample(registry, "edgecache_degraded_requests_total") == 3
+    assert sample(registry, "cache_misses_total") == 0 and sample(registry, "edgecache_redis_errors_total") == 0
+    # a meta the warm did not write (no t0) is no warm either
+    client.hset(edge_meta_key("E1"), mapping={"date": DATE, "used": 0})
+    assert d.deliver("E1", "U4", "C01", T0 + 61).degraded
+    assert client.hgetall(edge_meta_key("E1")) == {b"date": DATE.encode(), b"used": b"0"}
+    ready = d.readiness()
+    assert not ready.ready and ready.redis_up and ready.warm == {"E1": "missing"} and ready.warm_date == {"E1": None}
+
+
+def test_keys_a_delivery_creates_expire_with_the_warm(small_delivery):
+    d, _, client = small_delivery
+    client.persist(edge_meta_key("E1"))  # a meta left without a TTL gets the service's
+    d.deliver("E1", "U2", "C05", T0)  # creates the counting rankings' keys and U2's prediction
+    left = {k.decode(): client.ttl(k) for k in client.scan_iter()}
+    assert {"edge:{E1}:rank:slow", "user:U2", "user:U2:topk"} <= set(left)
+    assert all(0 < t <= TTL for t in left.values()), left
+    assert client.hget(edge_meta_key("E1"), "t0") == str(T0).encode()

@@ -9,7 +9,14 @@ asked for) and the transitions between titles.
 Every write is a whole value (a SET, or an edge's keys replaced inside MULTI/EXEC), so a
 reader never sees half of one; the same predictions always give the same keys and values,
 so a re-run is harmless; if a warm fails half-way, keys not yet rewritten keep serving
-yesterday's predictions until their TTL runs out.
+yesterday's predictions until their TTL runs out. Each edge's warm marker (its meta's date
+and t0, see ``edgecache.keys``) lands in the same transaction as the rest of the edge's
+keys, after the viewers and the catalog.
+
+``warm(..., edges=[...])`` re-warms some edges only (their viewers, the catalog and their
+keys): an edge service does that when it finds an edge's marker gone from Redis, from the
+newest complete predictions (``latest_predictions``), with the keys expiring when the
+nightly warm's would have (``rewarm_ttl``), so a re-warm never extends stale predictions.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from edgecache.keys import (
 )
 from edgecache.layout import Layout, write_json_atomic
 from edgecache.policies import ADMISSION_COUNTS, ADMISSION_EPS, ADMISSION_UNASKED, RANKINGS
-from edgecache.redis_conn import is_cluster
+from edgecache.redis_conn import check_access, is_cluster
 from edgecache.redis_server import redis_cli_binary
 from edgecache.schema import ID_RE
 
@@ -167,6 +174,8 @@ class MassInsert:
         self.sent = [0] * len(nodes)
         self.outs = [tempfile.TemporaryFile() for _ in nodes]
         self.procs = []
+        self._said: list[str] = []  # what each redis-cli said, once closed
+        self._closed = False
         for node, out in zip(nodes, self.outs):
             cmd, env = redis_cli_pipe(node.redis_connection if node else client)
             self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
@@ -187,27 +196,49 @@ class MassInsert:
             self._write(int(i), resp_sets(keys.filter(mask), values.filter(mask), ttl_seconds), int((node == i).sum()))
 
     def _write(self, i: int, payload: bytes, commands: int) -> None:
-        self.procs[i].stdin.write(payload)
+        try:
+            self.procs[i].stdin.write(payload)
+        except BrokenPipeError:  # redis-cli gave up (e.g. AUTH failed): say why, not where
+            self.close(check=False)
+            raise RuntimeError(f"redis-cli --pipe to {self.names[i]} stopped early: {self._said[i]}") from None
         self.sent[i] += commands
 
     def close(self, check: bool = True) -> None:
         """Wait for every stream; with ``check``, raise unless every command was answered OK."""
+        if self._closed:
+            return
+        self._closed = True
         problems = []
         for name, proc, out, sent in zip(self.names, self.procs, self.outs, self.sent):
-            proc.stdin.close()  # what was written so far lands whole
+            try:
+                proc.stdin.close()  # what was written so far lands whole
+            except BrokenPipeError:
+                pass
             rc = proc.wait(timeout=600)
             out.seek(0)
             report = out.read().decode(errors="replace")
             out.close()
+            self._said.append(pipe_summary(report))
             m = re.search(r"errors: (\d+), replies: (\d+)", report)
             if rc != 0 or m is None or int(m.group(1)) or int(m.group(2)) != sent:
-                problems.append(f"{name} (exit {rc}, {sent} sent): {report[-1000:]}")
+                problems.append(f"{name} (exit {rc}, {sent} sent): {self._said[-1]}")
         if check and problems:
             raise RuntimeError("redis-cli --pipe did not write every key: " + "; ".join(problems))
 
 
-def warm_users(client: redis.Redis, layout: Layout, date: str, ttl_seconds: int) -> int:
-    """Write every viewer's top title and ranked list; return how many viewers.
+def pipe_summary(report: str) -> str:
+    """What ``redis-cli --pipe`` said, in one line: its first error and its counts."""
+    lines = [line.strip() for line in report.splitlines() if line.strip()]
+    counts = next((line for line in lines if line.startswith("errors:")), None)
+    errors = [line for line in lines if not line.startswith(("All data transferred", "errors:"))]
+    said = "; ".join(x for x in (errors[0] if errors else None, counts) if x)
+    return said or "no output"
+
+
+def warm_users(client: redis.Redis, layout: Layout, date: str, ttl_seconds: int,
+               edges: list[str] | None = None) -> int:
+    """Write every viewer's top title and ranked list (only the viewers of ``edges`` when
+    given); return how many viewers.
 
     Redis's mass insertion: the SETs are written in the Redis protocol by pyarrow, a batch
     at a time, and streamed through ``redis-cli --pipe``, which reads the replies and counts
@@ -218,10 +249,11 @@ def warm_users(client: redis.Redis, layout: Layout, date: str, ttl_seconds: int)
     if not path.exists():
         raise FileNotFoundError(f"no predictions at {path}: run the predict step first")
     users = 0
+    only = None if edges is None else ds.field("edge_id").isin(edges)
     streams = MassInsert(client)
     try:
         for batch in ds.dataset(str(path), format="parquet").to_batches(
-                columns=["user_id", "content_id", "ranked"], batch_size=USERS_PER_BATCH):
+                columns=["user_id", "content_id", "ranked"], filter=only, batch_size=USERS_PER_BATCH):
             ids = _checked_ids(batch.column("user_id"))
             streams.set_many(pc.binary_join_element_wise(USER_PREFIX, ids, ""), batch.column("content_id"),
                              ttl_seconds)
@@ -235,27 +267,43 @@ def warm_users(client: redis.Redis, layout: Layout, date: str, ttl_seconds: int)
     return users
 
 
-def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int) -> WarmResult:
-    """Write day ``date``'s predictions from ``data_dir`` into Redis; return what was written."""
+def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int,
+         edges: list[str] | None = None) -> WarmResult:
+    """Write day ``date``'s predictions from ``data_dir`` into Redis; return what was written.
+
+    With ``edges``, only those edges (their viewers, the catalog and the edges' keys) and no
+    ``edgecache:last_warm``, which records whole warms; an edge the predictions do not
+    cover is an error before anything is written."""
     if ttl_seconds < 1:
         raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
+    wanted = None
+    if edges is not None:
+        for e in edges:
+            edge_meta_key(e)  # raises on a malformed id
+        wanted = sorted(set(edges))
+    # one clear line for a refused or missing password, before redis-cli meets it
+    check_access(client)
     layout = Layout(data_dir)
-    users = warm_users(client, layout, date, ttl_seconds)
-
+    # read before writing anything, so a missing or wrong input leaves Redis as it was
+    prefetch = _frame(layout.predictions(date, "prefetch"), ["edge_id", "content_id", "score", "size_bytes"])
+    demand = _frame(layout.predictions(date, "edge_demand"), ["edge_id", "content_id", "score"])
+    trans_path = layout.features(date, "transitions")
+    followers = (top_followers(pq.read_table(trans_path).to_pandas()) if trans_path.exists()
+                 else pd.DataFrame(columns=["edge_id", "from_content_id", "to"]))
     catalog = pq.read_table(layout.catalog).to_pandas()
+    covered = set(prefetch["edge_id"]) | set(demand["edge_id"])
+    if wanted is not None and (uncovered := [e for e in wanted if e not in covered]):
+        raise ValueError(f"the predictions of {date} have nothing for edge {', '.join(uncovered)}")
+    edges = sorted(covered) if wanted is None else wanted
+
+    users = warm_users(client, layout, date, ttl_seconds, wanted)
     pipe = client.pipeline(transaction=True)
     pipe.delete(CATALOG_KEY)
     pipe.hset(CATALOG_KEY, mapping=catalog_entries(catalog))
     pipe.expire(CATALOG_KEY, ttl_seconds)
     pipe.execute()
 
-    prefetch = _frame(layout.predictions(date, "prefetch"), ["edge_id", "content_id", "score", "size_bytes"])
-    demand = _frame(layout.predictions(date, "edge_demand"), ["edge_id", "content_id", "score"])
-    trans_path = layout.features(date, "transitions")
-    followers = (top_followers(pq.read_table(trans_path).to_pandas()) if trans_path.exists()
-                 else pd.DataFrame(columns=["edge_id", "from_content_id", "to"]))
     t0 = day_start(date) + 86400  # the predictions are for D+1
-    edges = sorted(set(prefetch["edge_id"]) | set(demand["edge_id"]))
     prefetch_g, demand_g = dict(tuple(prefetch.groupby("edge_id"))), dict(tuple(demand.groupby("edge_id")))
     followers_g = dict(tuple(followers.groupby("edge_id")))
     empty = pd.DataFrame(columns=["content_id", "score", "size_bytes", "from_content_id", "to"])
@@ -287,6 +335,7 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int) -> Wa
             pipe.zadd(ranked[len(counting)], values)
         if len(fo):
             pipe.hset(keys[3], mapping=dict(zip(fo["from_content_id"], fo["to"])))
+        # the warm marker (date, t0) goes in with the rest of the edge: present means all of it is
         pipe.hset(keys[4], mapping={"date": date, "titles": len(pf), "used": int(pf["size_bytes"].sum()),
                                     "t0": t0})
         for key in keys + ranked:
@@ -299,9 +348,11 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int) -> Wa
     result = WarmResult(
         users=users,
         edges=len(edges),
-        keys_written=2 * users + edge_keys + 2,  # + the catalog and last_warm
+        keys_written=2 * users + edge_keys + (2 if wanted is None else 1),  # + the catalog (and last_warm)
         prefetched_titles=titles,
     )
+    if wanted is not None:
+        return result
     # Written last: its presence says the whole warm for this date completed.
     client.hset(
         LAST_WARM_KEY,
@@ -321,6 +372,50 @@ def warm_stage(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int)
         "date": date,
         "ttl_seconds": ttl_seconds,
         "wall_seconds": round(time.perf_counter() - started, 3),
+        "finished_at": round(time.time(), 3),  # when the keys' TTLs started (see rewarm_ttl)
     }
     write_json_atomic(Layout(data_dir).report(date, "warm"), report)
     return report
+
+
+# --- re-warming from disk ----------------------------------------------------------------
+
+PREDICTION_OUTPUTS = ("users", "prefetch", "edge_demand")
+DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def predictions_complete(layout: Layout, date: str) -> bool:
+    """Whether day ``date``'s predictions are all on disk: the summary the predict job writes
+    last, and each output with its Parquet files and no Spark write in progress."""
+    if not layout.predictions(date, "summary.json").is_file():
+        return False
+    for name in PREDICTION_OUTPUTS:
+        out = layout.predictions(date, name)
+        if (out / "_temporary").exists() or not any(out.glob("*.parquet")):
+            return False
+    return layout.catalog.is_file()
+
+
+def latest_predictions(data_dir: Path) -> str | None:
+    """The newest day whose predictions are complete under ``data_dir``, or None."""
+    layout = Layout(data_dir)
+    days = sorted((p.name.removeprefix("date=") for p in (data_dir / "predictions").glob("date=*") if p.is_dir()),
+                  reverse=True)
+    return next((d for d in days if DATE_RE.fullmatch(d) and predictions_complete(layout, d)), None)
+
+
+def rewarm_ttl(data_dir: Path, date: str, ttl_seconds: int, now: float | None = None) -> int:
+    """Seconds a re-warm of day ``date``'s predictions may keep its keys: what is left of
+    ``ttl_seconds`` since the nightly warm of that day finished (its report), or since the
+    predictions were made when no warm report is there. Zero or less: they are stale, and
+    re-warming them would undo the expiry that retires stale predictions."""
+    layout = Layout(data_dir)
+    report = layout.report(date, "warm")
+    if report.is_file():
+        try:
+            started = float(json.loads(report.read_text())["finished_at"])
+        except (KeyError, TypeError, ValueError):  # a report from before finished_at was written
+            started = report.stat().st_mtime
+    else:
+        started = layout.predictions(date, "summary.json").stat().st_mtime
+    return int(started + ttl_seconds - (time.time() if now is None else now))

@@ -150,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     except (JavaNotFoundError, FileNotFoundError) as exc:  # a missing input: one line, not a trace
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        # Redis refused the credentials or did not answer (the warm, serve's start-up
+        # check): one line naming the server and the problem. redis is imported only here,
+        # so commands that never touch it start without it.
+        from edgecache.redis_conn import RedisAccessError
+
+        if not isinstance(exc, RedisAccessError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -22,6 +22,12 @@ fast, recent), request counts that decay at four speeds. The ranking that has la
 the requested titles nearest its top leads, and under it the lowest cached title is
 evicted first.
 
+An edge's warm marker is the pair ``date`` and ``t0`` in its meta hash: the warm writes both in
+the same MULTI/EXEC that replaces the edge's keys, last, and nothing else writes them (the
+delivery path refuses to decide for an edge whose meta lacks ``t0``, so it never makes a
+meta that looks warm). No marker means the edge's warm is missing, whatever other keys
+are left: Redis lost it, it expired, or no warm ran yet.
+
 The braces are Redis Cluster hash tags: every key of one edge lands in the same slot, so an
 edge's cache can be replaced in one MULTI/EXEC transaction. Every key expires (the TTL is a
 setting) so predictions that are no longer refreshed do not serve for ever.
@@ -34,6 +40,7 @@ from edgecache.schema import is_valid_id
 LAST_WARM_KEY = "edgecache:last_warm"
 CATALOG_KEY = "edgecache:catalog"
 USER_PREFIX, TOPK_SUFFIX = "user:", ":topk"  # for writers that check ids in bulk first
+WARM_MARKER_FIELDS = ("date", "t0")  # of an edge's meta: present exactly when the edge is warm
 
 
 def _checked(kind: str, value: str) -> str:

@@ -21,25 +21,36 @@ that a miss needs no second round trip.
 When Redis fails, requests are served from the origin (``degraded``), each failed call is
 counted, the service reports not ready, and Redis is tried again ``retry_after`` seconds
 later: it recovers by itself.
+
+When Redis answers but an edge's warm is gone (a restart without persistence, a flush, an
+eviction, or expiry), the script finds no warm marker and writes nothing: the request is
+served from the origin (``degraded``, counted as not warm). Deciding anyway would build a
+cache, a meta without ``t0`` and values measured from 1970 that look like a warm to every
+reader and hide the loss. The service reports the edge not ready and re-warms it from
+the newest complete predictions on disk (``Delivery.heal``, run in the background by the
+service's ``warm_keeper``), at most once per edge per ``rewarm_interval``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import logging
 import threading
-from hashlib import sha1
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from hashlib import sha1
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from edgecache.delivery.metrics import DeliveryMetrics, default_metrics
-from edgecache.delivery.state import EdgeState, load_state, warm_date
+from edgecache.delivery.metrics import REWARM_OUTCOMES, DeliveryMetrics, default_metrics
+from edgecache.delivery.state import EdgeState, load_state, warm_date, warm_markers
 from edgecache.keys import (
     TOPK_SUFFIX,
     USER_PREFIX,
@@ -61,10 +72,13 @@ from edgecache.policies import (
     LEAD_ORDER,
     RANKINGS,
 )
-from edgecache.redis_conn import Client, connect, is_cluster
+from edgecache.redis_conn import Client, RedisUnreachableError, check_access, connect, is_cluster, with_timeout
 from edgecache.schema import is_valid_id
 
+log = logging.getLogger("edgecache.delivery")
+
 ACTIVE_WINDOW = 300.0  # seconds: a viewer is active for five minutes after a request
+REWARM_TIMEOUT = 30.0  # seconds: a re-warm's Redis calls may take longer than a decision's
 # Request times outside these (2000-01-01 .. 2100-01-01 UTC) are refused: a value decays with
 # time, so a far-future time would pin a title in the cache for good.
 MIN_TIME, MAX_TIME = 946684800.0, 4102444800.0
@@ -76,7 +90,9 @@ MIN_TIME, MAX_TIME = 946684800.0, 4102444800.0
 #       tau, boost, eps, ttl, the viewer's fresh top title, their top-k as JSON ("" for none),
 #       sequel, score memory, who leads on ties (1-based ranking numbers, pred 1, joined by
 #       spaces), then name and memory of each counting ranking
-# Returns {hit, admitted, next episode admitted, titles evicted}.
+# Returns {hit, admitted, next episode admitted, titles evicted}, or NOT_WARM when the edge
+# has no warm marker (then nothing is written).
+NOT_WARM = -1
 DELIVER_LUA = """
 local cache, prior, sizes, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local x, sx, z, sz = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
@@ -94,6 +110,9 @@ for e in string.gmatch(ARGV[15], '%d+') do order[#order + 1] = tonumber(e) end
 local fields = {'t0', 'used', 'clock'}
 for e = 1, k do fields[3 + e] = 'score:' .. names[e] end
 local m = redis.call('HMGET', meta, unpack(fields))
+-- no t0: the warm is gone (only the warm writes t0, with the date). Write nothing, so no
+-- key without a TTL and no meta that looks warm is made; the caller serves from the origin.
+if not m[1] then return {-1, 0, 0, 0} end  -- NOT_WARM
 local n = redis.call('ZCARD', cache)
 -- each ranking scores a point if x is among its top n titles (before x moves them)
 local score = {}
@@ -213,13 +232,16 @@ for e = 1, k do
 end
 redis.call('HSET', meta, unpack(out))
 -- keys this script may have created (the first request after a warm, or an empty cache)
--- expire with the warm's
+-- expire with the warm's: an edge's keys live and go together. A meta the warm left
+-- without a TTL gets the service's.
 if clock0 == 0 or n == 0 then
   local ttl = redis.call('PTTL', meta)
-  if ttl > 0 then
-    for i = 1, 3 + 2 * k do
-      if i ~= 2 and i ~= 4 and redis.call('PTTL', KEYS[i]) == -1 then redis.call('PEXPIRE', KEYS[i], ttl) end
-    end
+  if ttl < 0 then
+    ttl = tonumber(ARGV[10]) * 1000
+    redis.call('PEXPIRE', meta, ttl)
+  end
+  for i = 1, 3 + 2 * k do
+    if i ~= 2 and i ~= 4 and redis.call('PTTL', KEYS[i]) == -1 then redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
 return {hit, admitted, boosted, evicted}
@@ -243,6 +265,7 @@ class EdgeMetrics:
     origin_bytes: Any
     prediction: Any
     active_users: Any
+    not_warm: Any
     latency: dict[str, Any]
 
     @classmethod
@@ -252,7 +275,7 @@ class EdgeMetrics:
         return cls(m.hits.labels(edge_id), m.misses.labels(edge_id), m.degraded.labels(edge_id),
                    m.admissions.labels(edge_id), m.evictions.labels(edge_id), m.redis_errors.labels(edge_id),
                    m.bytes_saved.labels(edge_id), m.origin_bytes.labels(edge_id), m.prediction.labels(edge_id),
-                   m.active_users.labels(edge_id),
+                   m.active_users.labels(edge_id), m.not_warm.labels(edge_id),
                    {s: m.latency.labels(edge_id, s) for s in ("edge", "origin")})
 
 
@@ -280,6 +303,19 @@ class Decision:
     @property
     def hit(self) -> bool:
         return self.source == "edge"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The readiness probe's answer: Redis answers and every edge's warm is there."""
+
+    redis_up: bool
+    warm: dict[str, str]  # edge -> "ok", "missing" or "unknown" (Redis did not answer)
+    warm_date: dict[str, str | None]  # the date in each edge's marker (the last seen when unknown)
+
+    @property
+    def ready(self) -> bool:
+        return self.redis_up and all(w == "ok" for w in self.warm.values())
 
 
 class ActiveUsers:
@@ -328,7 +364,11 @@ class Delivery:
         refresh_seconds: float = 5.0,
         metrics: DeliveryMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        data_dir: Path | None = None,
+        rewarm_interval: float = 60.0,
     ) -> None:
+        """``data_dir`` holds the predictions a lost warm is re-warmed from (None: no re-warm
+        until one is set); ``rewarm_interval`` is the least time between two re-warms of an edge."""
         self.edges = sorted(set(edges))
         for e in self.edges:
             if not is_valid_id(e):
@@ -365,6 +405,15 @@ class Delivery:
         self.redis_up = True
         for e in self.edges:
             self.metrics.redis_up.labels(e).set(1)
+        self.data_dir = data_dir
+        self.rewarm_interval = rewarm_interval
+        # "ok", "missing" or "unknown" (not checked yet); the script reports a missing one too
+        self.warm_status = {e: "unknown" for e in self.edges}
+        self._marker_date: dict[str, str | None] = {e: None for e in self.edges}
+        self._rewarmed_at = {e: -float("inf") for e in self.edges}  # clock time of the last attempt
+        for e in self.edges:
+            for outcome in REWARM_OUTCOMES:  # at 0 from the start, so rates and alerts see the first one
+                self.metrics.rewarms.labels(e, outcome)
 
     # --- Redis health ---------------------------------------------------------------
 
@@ -382,17 +431,116 @@ class Delivery:
                 self.metrics.redis_up.labels(e).set(1)
 
     def check_ready(self) -> bool:
-        """PING Redis now (the readiness probe) and pick up a new warm: True when it answers."""
+        """``readiness().ready``: Redis answers and every edge is warm."""
+        return self.readiness().ready
+
+    def readiness(self) -> Readiness:
+        """Ask Redis now (the readiness probe) for every edge's warm marker, and pick up a new warm."""
         try:
-            self.client.ping()
+            self.check_warm()
             with self._lock:
                 for e in self.edges:
                     self.refresh(e)
         except redis.RedisError:
             self._failed(self.edges[0])
-            return False
+            return Readiness(False, {e: "unknown" for e in self.edges},
+                             {e: self._marker_date[e] or self.states[e].warm_date for e in self.edges})
         self._recovered()
-        return True
+        return Readiness(True, dict(self.warm_status), dict(self._marker_date))
+
+    # --- the warm marker and the re-warm -----------------------------------------------
+
+    def check_warm(self) -> dict[str, str]:
+        """Read every edge's warm marker (one round trip): "ok" or "missing" per edge.
+        Raises redis.RedisError when Redis does not answer."""
+        for e, marker in warm_markers(self.client, self.edges).items():
+            self._set_warm(e, marker is not None)
+            self._marker_date[e] = marker.date if marker else None
+            if marker:
+                day = dt.datetime.fromisoformat(marker.date).replace(tzinfo=dt.timezone.utc)
+                self.metrics.warm_date.labels(e).set(day.timestamp())
+        return dict(self.warm_status)
+
+    def _set_warm(self, edge_id: str, warm: bool) -> None:
+        self.warm_status[edge_id] = "ok" if warm else "missing"
+        self.metrics.edge_warm.labels(edge_id).set(1 if warm else 0)
+
+    def heal(self) -> dict[str, str]:
+        """Check the warm markers and re-warm the edges whose marker is missing, each at most
+        once per ``rewarm_interval``; return the outcome for each edge tried (none while
+        Redis is down: a Redis that comes back with its data needs no re-warm)."""
+        if self.clock() < self._down_until:
+            return {}
+        try:
+            self.check_warm()
+        except redis.RedisError:
+            self._failed(self.edges[0])
+            return {}
+        self._recovered()
+        now = self.clock()
+        due = [e for e in self.edges
+               if self.warm_status[e] == "missing" and now - self._rewarmed_at[e] >= self.rewarm_interval]
+        if not due or self.data_dir is None:
+            return {}
+        for e in due:
+            self._rewarmed_at[e] = now
+        return self._rewarm(due)
+
+    def _rewarm(self, edges: list[str]) -> dict[str, str]:
+        """One attempt to re-warm ``edges``: counted per edge by outcome and logged in one line."""
+        started = time.perf_counter()
+        try:
+            outcome, detail = self._try_rewarm(edges)
+        # Any failure (Redis, a file, a bug) is logged, counted and retried after the
+        # interval, and the EdgeNotWarm alert fires while it lasts: the checks must go on.
+        except Exception as exc:  # noqa: BLE001
+            outcome, detail = "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        for e in edges:
+            self.metrics.rewarms.labels(e, outcome).inc()
+        which = f"edge{'s' if len(edges) > 1 else ''} {', '.join(edges)}"
+        if outcome == "ok":
+            log.warning("%s: warm missing from Redis, re-warmed %s in %.1f s", which, detail,
+                        time.perf_counter() - started)
+        else:
+            log.warning("%s: warm missing from Redis, re-warm %s: %s (next try in %g s)", which,
+                        outcome.replace("_", " "), detail, self.rewarm_interval)
+        return {e: outcome for e in edges}
+
+    def _try_rewarm(self, edges: list[str]) -> tuple[str, str]:
+        """Re-warm ``edges`` from the newest complete predictions: (outcome, what happened)."""
+        from edgecache import cache  # pandas and pyarrow: loaded only once a warm is lost
+
+        date = cache.latest_predictions(self.data_dir)
+        if date is None:
+            return "no_predictions", f"no complete predictions under {self.data_dir / 'predictions'}"
+        ttl = cache.rewarm_ttl(self.data_dir, date, self.ttl)
+        if ttl < 1:
+            return "expired", (f"the newest predictions ({date}) are past their TTL of {self.ttl} s: "
+                               f"they stay expired until the next warm")
+        client = with_timeout(self.client, REWARM_TIMEOUT)
+        try:
+            result = cache.warm(client, self.data_dir, date, ttl, edges)
+        finally:
+            if client is not self.client:
+                client.close()
+        with self._lock:
+            for e in edges:
+                self.refresh(e, force=True)
+        self.check_warm()
+        lost = [e for e in edges if self.warm_status[e] != "ok"]
+        if lost:
+            return "failed", f"no warm marker after the warm for {', '.join(lost)}"
+        return "ok", (f"from the predictions of {date}: {result.users} viewers, {result.prefetched_titles} "
+                      f"cached titles, keys expire in {ttl} s")
+
+    async def keep_warm(self, every: float = 1.0) -> None:
+        """``heal`` every ``every`` seconds, off the event loop, until cancelled."""
+        while True:
+            try:
+                await asyncio.to_thread(self.heal)
+            except Exception:  # a bug must not end the checks for the life of the service
+                log.exception("checking the warm markers failed")
+            await asyncio.sleep(every)
 
     # --- the warm's state ------------------------------------------------------------
 
@@ -465,6 +613,9 @@ class Delivery:
                     self.capacity, ADMISSION_TAU, ADMISSION_BOOST, ADMISSION_EPS, self.ttl,
                     prediction[0] if prediction and not self.cluster else "", "" if self.cluster else ranked,
                     *self._rankings)
+                if hit == NOT_WARM:
+                    self._recovered()
+                    return self._not_warm(edge_id, user_id, content_id, size)
                 if self.cluster and not hit and prediction:
                     pipe = self.client.pipeline(transaction=False)
                     pipe.set(user, prediction[0], ex=self.ttl)
@@ -502,6 +653,13 @@ class Delivery:
         if size:
             em.origin_bytes.inc(size)
         return Decision(edge_id, user_id, content_id, "origin", degraded=True, size=size)
+
+    def _not_warm(self, edge_id: str, user_id: str, content_id: str, size: int | None) -> Decision:
+        """The edge's warm is gone: served from the origin, with no decision until a re-warm."""
+        self._set_warm(edge_id, False)
+        self._marker_date[edge_id] = None
+        self.edge_metrics[edge_id].not_warm.inc()
+        return self._degraded(edge_id, user_id, content_id, size)
 
     def deliver(self, edge_id: str, user_id: str, content_id: str, at: float | None = None) -> Decision:
         """Decide, wait the simulated origin latency on a miss, record the latency."""
@@ -541,11 +699,42 @@ class Delivery:
         return json.loads(raw)
 
 
-def delivery_client(url: str, timeout: float = 0.25) -> Client:
+def delivery_client(url: str, timeout: float = 0.25, check_timeout: float = 2.0) -> Client:
     """A Redis client for the request path (a cluster with ``?cluster=true``): short
     timeouts and no retries, so a Redis failure turns into a degraded answer within
-    ``timeout`` instead of a stalled request."""
+    ``timeout`` instead of a stalled request.
+
+    The server is asked once first (within ``check_timeout``): one that refuses the
+    credentials raises ``RedisAccessError``, since a wrong or missing password does not fix
+    itself and a service started on one would only ever degrade. One that does not answer
+    is let through: the service starts degraded and recovers when Redis comes back."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return connect(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+    client = connect(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+    with contextlib.suppress(RedisUnreachableError):
+        check_access(client, check_timeout)
+    return client
+
+
+def warm_keeper(delivery: Delivery, every: float = 1.0) -> Callable[[Any], contextlib.AbstractAsyncContextManager]:
+    """A lifespan for the edge service: while it runs, ``delivery.heal`` checks the warm
+    markers every ``every`` seconds and re-warms lost edges. The predictions come from
+    ``delivery.data_dir``, else from the data directory of the settings
+    (``$EDGECACHE_DATA_DIR``)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        if delivery.data_dir is None:
+            from edgecache.settings import Settings
+
+            delivery.data_dir = Settings.from_env().data_dir
+        task = asyncio.create_task(delivery.keep_warm(every))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return lifespan

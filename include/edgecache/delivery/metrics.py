@@ -9,6 +9,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 # Delivery decisions take tenths of a millisecond; an origin fetch tens of milliseconds.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# How a re-warm of an edge whose warm was lost ended (``edgecache_rewarms_total``).
+REWARM_OUTCOMES = ("ok", "failed", "no_predictions", "expired")
 PREDICTION_BUCKETS = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005)
 
 
@@ -40,6 +42,14 @@ class DeliveryMetrics:
         self.warm_date = Gauge("edgecache_delivery_warm_date_seconds",
                                "Logical date of the warm the edge service serves from (Unix time)", ["edge"],
                                registry=registry)
+        # A warm lost from Redis (a restart without persistence, a flush, an eviction): the
+        # service serves from the origin until it has re-warmed the edge from disk.
+        self.edge_warm = Gauge("edgecache_edge_warm", "1 while the edge's warm marker is in Redis, 0 when it is "
+                               "missing (requests go to the origin until a re-warm)", ["edge"], registry=registry)
+        self.not_warm = counter("edgecache_not_warm_requests", "Requests served from the origin because the "
+                                "edge's warm was missing from Redis (also counted as degraded)")
+        self.rewarms = counter("edgecache_rewarms", "Re-warms of an edge whose warm was missing, by outcome: ok, "
+                               "failed, no_predictions, expired", "outcome")
 
 
 _DEFAULT: list[DeliveryMetrics] = []

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from edgecache.delivery.auth import authorized
-from edgecache.delivery.core import Delivery, DeliveryError, parse_time
+from edgecache.delivery.core import Delivery, DeliveryError, parse_time, warm_keeper
 
 MAX_BODY = 4096  # bytes: a delivery request is well under 300
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -205,6 +205,7 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY, *, to
         title="edgecache edge service",
         summary="Serves titles from the edge cache in Redis, falls back to the origin on a miss.",
         version="1",
+        lifespan=warm_keeper(delivery),  # checks the edges' warm markers, re-warms lost ones
     )
     # Declares the scheme in the OpenAPI document (the docs' Authorize button); the check
     # itself is made in EdgeService, before any body is read.
@@ -259,10 +260,11 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY, *, to
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        ok = delivery.check_ready()
-        warmed = {e: s.warm_date for e, s in delivery.states.items()}
-        return JSONResponse({"ready": ok, "redis": "up" if ok else "down", "warm_date": warmed},
-                            status_code=200 if ok else 503)
+        # ready: Redis answers and every edge's warm marker is there ("missing": the edge
+        # serves from the origin until the service has re-warmed it)
+        r = delivery.readiness()
+        return JSONResponse({"ready": r.ready, "redis": "up" if r.redis_up else "down", "warm": r.warm,
+                             "warm_date": r.warm_date}, status_code=200 if r.ready else 503)
 
     @app.get("/metrics")
     def metrics() -> Response:

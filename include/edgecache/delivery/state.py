@@ -5,6 +5,9 @@ episode), each edge's transitions (which titles its viewers watched after which)
 edge's expected demand. An edge service reads them once per warm and keeps them in
 memory: they change once a night, and a miss must not cost extra round trips to re-read
 them. With them a fresh prediction needs no Spark job.
+
+Whether an edge is warm at all is its warm marker (``edgecache.keys``): the ``date`` and
+``t0`` of its meta hash, which only the warm writes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from edgecache.keys import CATALOG_KEY, edge_meta_key, edge_prior_key, edge_transitions_key
+from edgecache.keys import CATALOG_KEY, WARM_MARKER_FIELDS, edge_meta_key, edge_prior_key, edge_transitions_key
 
 NO_NEXT = "-"  # the catalog's "no next episode"
 POPULAR_N = 50  # how many of the edge's most expected titles a fallback may draw on
@@ -68,18 +71,38 @@ def format_catalog_entry(size: int, next_id: str | None) -> str:
     return f"{int(size)} {next_id or NO_NEXT}"
 
 
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
 def warm_date(client: redis.Redis, edge_id: str) -> str | None:
     """The date of the warm the edge's state comes from (None: not warmed)."""
     raw = client.hget(edge_meta_key(edge_id), "date")
-    return raw.decode() if isinstance(raw, bytes) else raw
+    return None if raw is None else _text(raw)
+
+
+@dataclass(frozen=True)
+class WarmMarker:
+    """What the warm left to say an edge is warm: the logical date and the day's start."""
+
+    date: str
+    t0: int  # Unix seconds
+
+
+def warm_markers(client: redis.Redis, edges: list[str]) -> dict[str, WarmMarker | None]:
+    """Each edge's warm marker, None where it is missing (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for e in edges:
+        pipe.hmget(edge_meta_key(e), WARM_MARKER_FIELDS)
+    out: dict[str, WarmMarker | None] = {}
+    for e, (date, t0) in zip(edges, pipe.execute()):
+        # both or neither: the warm writes them together; half of one is no marker
+        out[e] = None if date is None or t0 is None else WarmMarker(_text(date), int(float(_text(t0))))
+    return out
 
 
 def load_state(client: redis.Redis, edge_id: str) -> EdgeState:
     """Read one edge's state; empty parts where the warm wrote nothing."""
-
-    def text(v: bytes | str) -> str:
-        return v.decode() if isinstance(v, bytes) else v
-
     pipe = client.pipeline(transaction=False)
     pipe.hget(edge_meta_key(edge_id), "date")
     pipe.hgetall(CATALOG_KEY)
@@ -88,8 +111,8 @@ def load_state(client: redis.Redis, edge_id: str) -> EdgeState:
     date, catalog, transitions, popular = pipe.execute()
     return EdgeState(
         edge_id=edge_id,
-        warm_date=None if date is None else text(date),
-        catalog={text(c): parse_catalog_entry(text(v)) for c, v in catalog.items()},
-        transitions={text(c): json.loads(v) for c, v in transitions.items()},
-        popular=[text(c) for c in popular],
+        warm_date=None if date is None else _text(date),
+        catalog={_text(c): parse_catalog_entry(_text(v)) for c, v in catalog.items()},
+        transitions={_text(c): json.loads(v) for c, v in transitions.items()},
+        popular=[_text(c) for c in popular],
     )
