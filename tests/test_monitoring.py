@@ -46,7 +46,7 @@ def test_promtool_checks_the_rules_and_their_unit_tests():
     assert out.returncode == 0, out.stdout + out.stderr
     names = {r.get("alert") for f in rules for g in yaml.safe_load(Path(f).read_text())["groups"] for r in g["rules"]}
     assert {"EdgeCacheHitRatioDrop", "AirflowDagRunFailed", "EdgeDeliveryRedisErrors", "NightlyWarmMissing",
-            "LearnedModelLost"} <= names
+            "LearnedModelLost", "EdgeNotWarm"} <= names
 
 
 def test_promtool_rejects_a_broken_rule(tmp_path):

@@ -3,7 +3,7 @@
     POST /deliver              {"user_id", "content_id", "edge_id"?, "timestamp"?} -> hit or miss
     GET  /predictions/{user}   the viewer's ranked list in Redis
     GET  /healthz              the process answers (liveness)
-    GET  /readyz               Redis answers (readiness): 200, else 503
+    GET  /readyz               Redis answers and every edge's warm marker is there: 200, else 503
     GET  /metrics              Prometheus
     GET  /                     which edges this service serves; OpenAPI docs at /docs
 
