@@ -105,7 +105,15 @@ def load(results_dir: Path, date: str) -> dict[str, dict[str, Any]]:
             continue
         summary = data / "predictions" / f"date={date}" / "summary.json"
         flags = data / "flags"
+        users = data / "reference" / "users.parquet"
+        viewers = {}
+        if users.exists():
+            import pyarrow.parquet as pq
+
+            edges = pq.read_table(users, columns=["edge_id"]).column("edge_id").to_pylist()
+            viewers = {e: edges.count(e) for e in set(edges)}
         shapes[data.name] = {
+            "viewers": viewers,
             "report": json.loads(report.read_text()),
             "summary": json.loads(summary.read_text()) if summary.exists() else {},
             "flags": flags.read_text().strip() if flags.exists() else "",
@@ -159,9 +167,13 @@ def render(shapes: dict[str, dict[str, Any]], date: str) -> tuple[str, str, int]
         row.append(f"{users['hit@10']:.3f} vs {base['hit@10']:.3f}{'' if lists_pass else ' ✗'}")
         summary_rows.append("| " + " | ".join(row) + " |")
 
+        smallest = min(report["edges"], key=lambda e: report["edges"][e]["requests"])
+        viewers = found["viewers"].get(smallest)
         lines = [f"### {shape}", "", f"Generator flags: `{found['flags'] or '(defaults)'}`. "
                  f"{report['requests_replayed']:,} requests at {len(report['edges'])} edge(s), "
-                 f"{report['catalog']['titles']:,} titles.", "",
+                 f"{report['catalog']['titles']:,} titles; the smallest edge, {smallest}, had "
+                 f"{report['edges'][smallest]['requests']:,} requests"
+                 + (f" from {viewers:,} viewers." if viewers is not None else "."), "",
                  f"Model gate: {_gate_line(found['summary'])}.", ""]
         for kind, title in (("titles", "object hit ratio, caches in titles"),
                             ("bytes", "byte hit ratio, caches in bytes")):
