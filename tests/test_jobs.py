@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from edgecache.jobs import features, generate, predict
-from edgecache.layout import Layout, read_json
+from edgecache.layout import COMMIT_MARKER, Layout, read_json
 from tests.test_validate import BAD
 from edgecache.features import FEATURE_TABLES
 from tests.tiny import EVENTS, catalog_df
@@ -157,6 +157,7 @@ def test_malformed_lines_of_every_kind_are_quarantined_and_good_lines_predicted(
     edge_dir = layout.logs(DATE) / "edge=edge-01"
     edge_dir.mkdir(parents=True)
     (edge_dir / "part-00000.txt").write_bytes(b"\n".join(good[:6] + [v for _, v in bad] + good[:2] + good[6:]) + b"\n")
+    (layout.logs(DATE) / COMMIT_MARKER).touch()  # complete, as an ingest would leave it
     layout.reference.mkdir(parents=True)
     catalog_df(spark).toPandas().astype({"episode": "Int64"}).to_parquet(layout.catalog)
 

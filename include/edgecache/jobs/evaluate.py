@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from edgecache.catalog import extend_inferred, is_inferred, read_catalog, write_catalog
 from edgecache.evaluate import SIZES_PCT, evaluate, to_markdown, write_outputs
 from edgecache.jobs.common import InputError, base_parser, positive_int, run_job
-from edgecache.layout import Layout, read_json, write_json_atomic
+from edgecache.layout import Layout, committed, read_json, staging, write_json_atomic
 from edgecache.policies import default_workers
 from edgecache.validate import classify
 
@@ -130,6 +130,9 @@ def check(args: argparse.Namespace) -> None:
                  layout.catalog):
         if not path.exists():
             raise InputError(f"{path} is missing: run features and predict for {args.date} first")
+    if not committed(layout.predictions_day(args.date)):
+        raise InputError(f"the predictions for {args.date} at {layout.predictions_day(args.date)} are incomplete "
+                         f"(a predict that did not finish): run predict for {args.date} again")
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
@@ -157,7 +160,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     popularity_path = layout.features(date, "popularity")
     popularity = (pq.read_table(popularity_path, columns=["edge_id", "content_id", "requests", "rank",
                                                                 "requests_decayed"]).to_pandas()
-                  if popularity_path.exists() else None)
+                  if committed(layout.features_day(date)) else None)
 
     prefetch_path, summary_path = layout.predictions(date, "prefetch"), layout.predictions(date, "summary.json")
     prefetch = (pq.read_table(prefetch_path, columns=["edge_id", "content_id"]).to_pandas()
@@ -171,7 +174,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
                          **report["seconds"]}
     clock = time.perf_counter()
     out = layout.evaluation(date)
-    write_outputs(report, traces, out)
+    # No stage reads the evaluation back, so it needs no marker; it is swapped in whole.
+    with staging(out, mark=False) as tmp:
+        write_outputs(report, traces, tmp)
     outputs_seconds = time.perf_counter() - clock
     print(to_markdown(report))
 

@@ -2,6 +2,10 @@
 
 Features are built for D and, when they are missing, for D-1: the predict step trains on
 D-1's features against what viewers watched on D.
+
+Each day's events, quarantine and features are committed as whole folders (see
+``edgecache.layout.staging``): a day counts as validated, and its features as ready, only
+once committed, so a killed run is redone rather than trusted.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pyspark.sql import functions as F
 from edgecache.catalog import extend_inferred, is_inferred, read_catalog, read_spark, write_catalog
 from edgecache.features import build_features
 from edgecache.jobs.common import InputError, base_parser, positive_float, positive_int, run_job
-from edgecache.layout import Layout, read_json, write_json_atomic
+from edgecache.layout import COMMIT_MARKER, Layout, committed, read_json, staging, write_json_atomic
 from edgecache.settings import Settings
 from edgecache.validate import accepted, classify, counts, quarantined
 
@@ -47,13 +51,17 @@ def validate_day(spark: SparkSession, layout: Layout, date: str) -> dict[str, in
     lines = spark.read.text(str(layout.logs(date))).select("value", F.col("_metadata.file_path").alias("source"))
     # Each line is checked once, into a staging table the three outputs then read: cheaper
     # than caching a day of 10 million rows in the JVM's heap.
-    staging = layout.root / ".staging" / f"validate-{date}"
-    classify(lines, date).write.mode("overwrite").parquet(str(staging))
-    classified = spark.read.parquet(str(staging))
-    accepted(classified).write.mode("overwrite").parquet(str(layout.events(date)))
-    quarantined(classified).write.mode("overwrite").json(str(layout.quarantine(date)))
+    checked = layout.root / ".staging" / f"validate-{date}"
+    classify(lines, date).write.mode("overwrite").parquet(str(checked))
+    classified = spark.read.parquet(str(checked))
+    with staging(layout.quarantine(date)) as tmp:
+        quarantined(classified).write.mode("overwrite").json(str(tmp))
     by_outcome = counts(classified)
-    shutil.rmtree(staging, ignore_errors=True)
+    # The events are committed last: their marker is what says the day was validated. The
+    # checked lines go just before, so a kill leaves them only for a day validated again.
+    with staging(layout.events(date)) as tmp:
+        accepted(classified).write.mode("overwrite").parquet(str(tmp))
+        shutil.rmtree(checked, ignore_errors=True)
     events = spark.read.parquet(str(layout.events(date))).count()
     by_outcome["duplicate"] = by_outcome.pop("accepted", 0) - events
     by_outcome["accepted"] = events
@@ -66,32 +74,36 @@ def manifest(cutoff: str, args: argparse.Namespace, days: list[str]) -> dict[str
 
 def write_features(spark: SparkSession, layout: Layout, events: DataFrame, catalog: DataFrame, cutoff: str,
                    args: argparse.Namespace) -> dict[str, int]:
-    """Build and write every feature table for ``cutoff``; return rows per table."""
-    days = [d for d in window_dates(cutoff, args.window_days) if layout.events(d).exists()]
+    """Build every feature table for ``cutoff`` and commit them with their manifest as one
+    folder (the day's old folder stays in place until then); return rows per table."""
+    days = [d for d in window_dates(cutoff, args.window_days) if committed(layout.events(d))]
     rows = {}
-    for name, df in build_features(events, catalog, cutoff, args.window_days, args.decay_days).items():
-        df.write.mode("overwrite").parquet(str(layout.features(cutoff, name)))
-        rows[name] = spark.read.parquet(str(layout.features(cutoff, name))).count()
-    # Written last: the predict step trusts a day's features only when this matches.
-    write_json_atomic(layout.features(cutoff, "manifest.json"), manifest(cutoff, args, days))
+    with staging(layout.features_day(cutoff)) as tmp:
+        for name, df in build_features(events, catalog, cutoff, args.window_days, args.decay_days).items():
+            df.write.mode("overwrite").parquet(str(tmp / name))
+            rows[name] = spark.read.parquet(str(tmp / name)).count()
+        write_json_atomic(tmp / "manifest.json", manifest(cutoff, args, days))
     return rows
 
 
 def features_ready(layout: Layout, cutoff: str, args: argparse.Namespace) -> bool:
-    path = layout.features(cutoff, "manifest.json")
-    if not path.exists():
+    """True when the day's features were committed with this window and decay."""
+    if not committed(layout.features_day(cutoff)):
         return False
-    m = read_json(path)
+    m = read_json(layout.features(cutoff, "manifest.json"))
     return m["window_days"] == args.window_days and m["decay_days"] == args.decay_days
 
 
 def check_day_logs(layout: Layout, date: str) -> None:
-    """A day's logs are there and not empty, or a one-line error that says what to run."""
+    """A day's logs are there, committed and not empty, or a one-line error that says what to run."""
     logs = layout.logs(date)
     files = [p for p in logs.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))] if logs.is_dir() else []
     if not files:
         raise InputError(f"no logs for {date} at {logs}: run `edgecache generate` or `edgecache ingest` "
                          f"for {date} first")
+    if not layout.has_logs(date):
+        raise InputError(f"the logs for {date} at {logs} are incomplete (no {COMMIT_MARKER} marker: the "
+                         f"generate or ingest that wrote them did not finish): run it again for {date}")
     if all(p.stat().st_size == 0 for p in files):
         raise InputError(f"the logs for {date} at {logs} are empty")
 
@@ -123,13 +135,14 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     duplicates = outcome.pop("duplicate")
 
     # The window of D and of D-1 (yesterday's features train today's model): validate any
-    # day whose logs are there but whose events are not (a first run, or a backfill).
+    # day whose logs are committed but whose events are not (a first run, a backfill, or a
+    # validation that was killed part-way).
     previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
     span = window_dates(date, args.window_days + 1)
-    backfilled = [d for d in span[:-1] if not layout.events(d).exists() and layout.logs(d).exists()]
+    backfilled = [d for d in span[:-1] if not committed(layout.events(d)) and layout.has_logs(d)]
     for d in backfilled:
         validate_day(spark, layout, d)
-    days = [d for d in span if layout.events(d).exists()]
+    days = [d for d in span if committed(layout.events(d))]
     build_previous = previous in days and not features_ready(layout, previous, args)
     # On a nightly run D-1's features exist, so the day before D's window is not read.
     read = days if build_previous else [d for d in days if d in window_dates(date, args.window_days)]

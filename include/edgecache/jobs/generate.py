@@ -4,7 +4,6 @@ and the days before it that the feature window needs, when they are missing)."""
 from __future__ import annotations
 
 import argparse
-import shutil
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -13,7 +12,7 @@ from pyspark.sql import functions as F
 
 from edgecache.jobs.common import base_parser, positive_int, run_job
 from edgecache.jobs.features import window_dates
-from edgecache.layout import Layout, read_json, write_json_atomic
+from edgecache.layout import Layout, read_json, staging, write_json_atomic
 from edgecache.settings import WORKLOAD_CHOICES, WORKLOAD_HELP, Settings, WorkloadParams
 from edgecache.workload import LOG_DDL, Workload, build_workload, for_workers, generate_chunk, manifest, n_chunks
 
@@ -48,14 +47,11 @@ def write_reference(wl: Workload, layout: Layout) -> bool:
     wanted = manifest(wl.params)
     if manifest_path.exists() and read_json(manifest_path) == wanted:
         return False
-    tmp = layout.reference.with_name(".reference.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    wl.catalog.to_parquet(tmp / "catalog.parquet", index=False)
-    wl.users.to_parquet(tmp / "users.parquet", index=False)
-    write_json_atomic(tmp / "manifest.json", wanted)
-    shutil.rmtree(layout.reference, ignore_errors=True)
-    tmp.rename(layout.reference)
+    # Swapped in whole; its manifest says which workload it holds, so it needs no marker.
+    with staging(layout.reference, mark=False) as tmp:
+        wl.catalog.to_parquet(tmp / "catalog.parquet", index=False)
+        wl.users.to_parquet(tmp / "users.parquet", index=False)
+        write_json_atomic(tmp / "manifest.json", wanted)
     return True
 
 
@@ -83,7 +79,7 @@ def stable_part_names(spark: SparkSession, root: str, suffix: str) -> None:
 
 
 def write_day(spark: SparkSession, wl_b: Any, chunks: int, layout: Layout, date: str) -> dict[str, int]:
-    """Generate and write one day of logs; return lines per edge."""
+    """Generate one day of logs and commit them as a whole; return lines per edge."""
 
     def chunks_to_logs(batches):
         wl_local = wl_b.value
@@ -96,10 +92,11 @@ def write_day(spark: SparkSession, wl_b: Any, chunks: int, layout: Layout, date:
     # Files and contents depend only on (seed, date), never on the machine's parallelism.
     tasks = -(-chunks // CHUNKS_PER_TASK)
     logs = spark.range(chunks, numPartitions=tasks).mapInArrow(chunks_to_logs, LOG_DDL)
-    logs.select(F.col("edge_id").alias("edge"), "value").write.mode("overwrite").partitionBy("edge").option(
-        "compression", "none"
-    ).text(str(layout.logs(date)))
-    stable_part_names(spark, str(layout.logs(date)), ".jsonl")
+    with staging(layout.logs(date)) as tmp:
+        logs.select(F.col("edge_id").alias("edge"), "value").write.mode("overwrite").partitionBy("edge").option(
+            "compression", "none"
+        ).text(str(tmp))
+        stable_part_names(spark, str(tmp), ".jsonl")
     # Counted from the files themselves: cheaper than keeping 10 million lines cached.
     written = spark.read.text(str(layout.logs(date)))
     return {r["edge"]: r["lines"] for r in written.groupBy("edge").agg(F.count("*").alias("lines")).collect()}

@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 
 from edgecache.catalog import load_catalog, write_catalog
 from edgecache.jobs.common import InputError, base_parser, run_job
-from edgecache.layout import Layout, write_json_atomic
+from edgecache.layout import Layout, discard, staging, write_json_atomic
 from edgecache.schema import ID_PATTERN, ID_RE
 
 SKIPPED_PREFIXES = (".", "_")  # hidden files, _SUCCESS and other markers of a writer
@@ -136,18 +136,8 @@ def route_by_record(spark: SparkSession, files: list[Path], staging: Path) -> di
     return out
 
 
-def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
-    layout = Layout(args.data_dir.resolve())
-    date, files = args.date, args.files
-    staging = layout.root / ".staging"
-    tmp = staging / f"ingest-{date}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    # Files whose edge is known (an edge=E folder or --edge) are copied as they are; only
-    # the others go through Spark, which reads each line's edge_id.
-    by_edge: dict[str | None, list[Path]] = {}
-    for f in files:
-        by_edge.setdefault(folder_edge(f) or args.edge, []).append(f)
-    routed = route_by_record(spark, by_edge.pop(None), staging / f"route-{date}") if None in by_edge else {}
+def copy_day(tmp: Path, by_edge: dict[str | None, list[Path]], routed: dict[Path, str | None]) -> dict[str, int]:
+    """Copy a day's files into ``tmp/edge=E/``, those of known edges first; return lines per edge."""
     jobs = []
     for edge, sources in sorted(by_edge.items()):
         jobs += [(src, tmp / f"edge={edge}" / f"part-{i:05d}.jsonl") for i, src in enumerate(sorted(sources))]
@@ -162,18 +152,27 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         edge = dst.parent.name.removeprefix("edge=")
         edge = "(no edge)" if edge == NO_EDGE else edge
         per_edge[edge] = per_edge.get(edge, 0) + n
-    shutil.rmtree(staging / f"route-{date}", ignore_errors=True)
-    # The new day replaces the old one whole.
+    return per_edge
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    layout = Layout(args.data_dir.resolve())
+    date, files = args.date, args.files
     target = layout.logs(date)
-    old = staging / f"old-{date}"
-    shutil.rmtree(old, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    # The day's validated events (if any) no longer match its logs.
-    shutil.rmtree(layout.events(date), ignore_errors=True)
+    # Files whose edge is known (an edge=E folder or --edge) are copied as they are; only
+    # the others go through Spark, which reads each line's edge_id.
+    by_edge: dict[str | None, list[Path]] = {}
+    for f in files:
+        by_edge.setdefault(folder_edge(f) or args.edge, []).append(f)
+    route = layout.root / ".staging" / f"route-{date}"
+    shutil.rmtree(route, ignore_errors=True)
+    routed = route_by_record(spark, by_edge.pop(None), route) if None in by_edge else {}
+    with staging(target) as tmp:  # the new day replaces the old one whole
+        per_edge = copy_day(tmp, by_edge, routed)
+        # The day's validated events (if any) will not match the new logs. They go before
+        # the logs are swapped in, so no kill leaves new logs beside events that look validated.
+        discard(layout.events(date))
+    shutil.rmtree(route, ignore_errors=True)
 
     catalog = None
     if getattr(args, "catalog_frame", None) is not None:

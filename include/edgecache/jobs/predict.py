@@ -64,7 +64,7 @@ from edgecache.jobs.common import (
     positive_int,
     run_job,
 )
-from edgecache.layout import Layout, read_json, write_json_atomic
+from edgecache.layout import Layout, committed, read_json, staging, write_json_atomic
 from edgecache.predict import edge_demand, predict_users, rank_candidates, top_lists
 from edgecache.scorer import Fit, LinearModel, apply, auc, fit_logistic, fit_poisson_checked, negative_sample
 from edgecache.settings import Settings
@@ -117,11 +117,11 @@ def fed_config(args: argparse.Namespace) -> FedConfig:
 
 
 def read_features(spark: SparkSession, layout: Layout, date: str) -> tuple[dict[str, DataFrame], dict] | None:
-    """A day's feature tables and manifest, or None when they were not (completely) built."""
-    manifest = layout.features(date, "manifest.json")
-    if not manifest.exists():
+    """A day's feature tables and manifest, or None when they were not built and committed."""
+    if not committed(layout.features_day(date)):
         return None
-    return {n: spark.read.parquet(str(layout.features(date, n))) for n in FEATURE_TABLES}, read_json(manifest)
+    tables = {n: spark.read.parquet(str(layout.features(date, n))) for n in FEATURE_TABLES}
+    return tables, read_json(layout.features(date, "manifest.json"))
 
 
 @dataclass
@@ -201,7 +201,7 @@ def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity
         scored = scored.unionByName(baseline_demand(name, pop, t.titles, t.window_days).selectExpr(
             f"'{name}' AS model", "edge_id", "content_id", "score", "size_bytes"))
     yesterday = layout.predictions(previous, "prefetch")
-    members = {"yesterday": spark.read.parquet(str(yesterday))} if yesterday.exists() else {}
+    members = {"yesterday": spark.read.parquet(str(yesterday))} if committed(layout.predictions_day(previous)) else {}
     figures = prefetch_hit_ratios(scored, asked, capacity, members)
     why = degenerate(t.demand.model, t.demand_spread, t.demand.converged)
     sets = choose("object_hit_ratio", figures, {"learned": why} if why else {}, PREFETCH_MODELS)
@@ -246,7 +246,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     titles = materialize(title_features(catalog, date))
 
     model = args.model
-    trainable = read_features(spark, layout, previous) is not None and layout.events(date).exists()
+    trainable = read_features(spark, layout, previous) is not None and committed(layout.events(date))
     if model == "learned" and not trainable:
         model = "simple"  # nothing to learn from yet: say so in the report
     stats: dict[str, Any] = {}
@@ -293,50 +293,54 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     else:
         demand = baseline_demand(deployed["prefetch"], feats["popularity"], titles, manifest["window_days"])
 
-    users.write.mode("overwrite").parquet(str(layout.predictions(date, "users")))
-    demand.write.mode("overwrite").parquet(str(layout.predictions(date, "edge_demand")))
-    demand = spark.read.parquet(str(layout.predictions(date, "edge_demand")))
-    prefetch(demand, capacity).write.mode("overwrite").parquet(str(layout.predictions(date, "prefetch")))
+    # Everything below is written into a temporary folder, committed as one at the end: a
+    # killed run leaves the previous predictions of the day (or none), never a mix.
+    with staging(layout.predictions_day(date)) as out:
+        users.write.mode("overwrite").parquet(str(out / "users"))
+        demand.write.mode("overwrite").parquet(str(out / "edge_demand"))
+        demand = spark.read.parquet(str(out / "edge_demand"))
+        prefetch(demand, capacity).write.mode("overwrite").parquet(str(out / "prefetch"))
 
-    written = spark.read.parquet(str(layout.predictions(date, "users")))
-    by_source = {r["source"]: r["n"] for r in written.groupBy("source").agg(F.count("*").alias("n")).collect()}
-    pf = spark.read.parquet(str(layout.predictions(date, "prefetch")))
-    per_edge = {r["edge_id"]: (r["n"], r["b"]) for r in
-                pf.groupBy("edge_id").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).collect()}
-    yesterday = layout.predictions(previous, "prefetch")
-    # Without yesterday's set (the first night) every title of the new set must be loaded.
-    before = spark.read.parquet(str(yesterday)) if yesterday.exists() else pf.limit(0)
-    fill = {r["edge_id"]: r.asDict() for r in fill_traffic(pf, before).collect()}
-    seconds["predict_and_write"] = time.perf_counter() - clock
-    for v in fill.values():
-        v.pop("edge_id")
-    summary = {
-        "date": date,
-        "model": model,
-        "model_requested": args.model,
-        "deployed": deployed,
-        "gate": gate,
-        "models": models,
-        "training": stats,
-        "predictions": sum(by_source.values()),
-        "predictions_by_source": dict(sorted(by_source.items())),
-        "prefetch_titles_per_edge": {e: n for e, (n, _) in sorted(per_edge.items())},
-        "prefetch_bytes_per_edge": {e: b for e, (_, b) in sorted(per_edge.items())},
-        "fill_traffic": dict(sorted(fill.items())),
-        "fill_bytes": sum(v["fill_bytes"] for v in fill.values()),
-        "fill_from_empty": not yesterday.exists(),
-        "top_k": args.top_k,
-        "cache_bytes": capacity,
-        "seconds": {k: round(v, 2) for k, v in seconds.items()},
-    }
-    write_json_atomic(layout.predictions(date, "summary.json"), summary)
+        written = spark.read.parquet(str(out / "users"))
+        by_source = {r["source"]: r["n"] for r in written.groupBy("source").agg(F.count("*").alias("n")).collect()}
+        pf = spark.read.parquet(str(out / "prefetch"))
+        per_edge = {r["edge_id"]: (r["n"], r["b"]) for r in
+                    pf.groupBy("edge_id").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).collect()}
+        has_yesterday = committed(layout.predictions_day(previous))
+        # Without yesterday's set (the first night) every title of the new set must be loaded.
+        before = spark.read.parquet(str(layout.predictions(previous, "prefetch"))) if has_yesterday else pf.limit(0)
+        fill = {r["edge_id"]: r.asDict() for r in fill_traffic(pf, before).collect()}
+        seconds["predict_and_write"] = time.perf_counter() - clock
+        for v in fill.values():
+            v.pop("edge_id")
+        summary = {
+            "date": date,
+            "model": model,
+            "model_requested": args.model,
+            "deployed": deployed,
+            "gate": gate,
+            "models": models,
+            "training": stats,
+            "predictions": sum(by_source.values()),
+            "predictions_by_source": dict(sorted(by_source.items())),
+            "prefetch_titles_per_edge": {e: n for e, (n, _) in sorted(per_edge.items())},
+            "prefetch_bytes_per_edge": {e: b for e, (_, b) in sorted(per_edge.items())},
+            "fill_traffic": dict(sorted(fill.items())),
+            "fill_bytes": sum(v["fill_bytes"] for v in fill.values()),
+            "fill_from_empty": not has_yesterday,
+            "top_k": args.top_k,
+            "cache_bytes": capacity,
+            "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        }
+        write_json_atomic(out / "summary.json", summary)
     return {**summary, "output": str(layout.predictions(date, ""))}
 
 
 def check(args: argparse.Namespace) -> None:
     layout = Layout(args.data_dir.resolve())
-    if not layout.features(args.date, "manifest.json").exists():
-        raise InputError(f"no features for {args.date} under {layout.features(args.date, '')}: run features first")
+    if not committed(layout.features_day(args.date)):
+        raise InputError(f"no features for {args.date} under {layout.features_day(args.date)} (or a build that did "
+                         f"not finish): run features first")
     if not layout.catalog.exists():
         raise InputError(f"no catalog at {layout.catalog}: run generate, ingest or features first")
 
