@@ -27,7 +27,7 @@ from edgecache.keys import (
     user_key,
     user_topk_key,
 )
-from edgecache.layout import Layout, read_json
+from edgecache.layout import COMMIT_MARKER, Layout, read_json
 from edgecache.policies import ADMISSION_EPS
 
 DATE = "2025-04-12"
@@ -202,20 +202,20 @@ def test_warm_of_an_edge_the_predictions_lack_writes_nothing(tmp_path, redis_cli
 
 
 def complete(root: Path, date: str = DATE) -> None:
-    """The summary the predict job writes last: the day's predictions are complete."""
+    """What the predict job writes last: the summary, then the day's commit marker."""
     Layout(root).predictions(date, "summary.json").write_text("{}")
+    (Layout(root).predictions_day(date) / COMMIT_MARKER).touch()
 
 
 def test_latest_predictions_is_the_newest_complete_day(tmp_path):
     assert latest_predictions(tmp_path) is None
     write_predictions(tmp_path, USERS[:10], PREFETCH)
-    assert latest_predictions(tmp_path) is None  # no summary yet: the predict job has not finished
+    assert latest_predictions(tmp_path) is None  # not committed: the predict job has not finished
     complete(tmp_path)
     assert latest_predictions(tmp_path) == DATE
     newer = Layout(tmp_path).predictions("2025-04-13", "users")
     newer.mkdir(parents=True)
-    (newer / "_temporary").mkdir()  # a Spark write in progress
-    complete(tmp_path, "2025-04-13")
+    Layout(tmp_path).predictions("2025-04-13", "summary.json").write_text("{}")  # but no marker
     assert latest_predictions(tmp_path) == DATE
 
 

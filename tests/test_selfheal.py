@@ -26,7 +26,7 @@ from edgecache.cache import warm_stage
 from edgecache.delivery import Delivery
 from edgecache.delivery.metrics import DeliveryMetrics
 from edgecache.keys import edge_meta_key, user_key, user_topk_key
-from edgecache.layout import Layout, write_json_atomic
+from edgecache.layout import COMMIT_MARKER, Layout, write_json_atomic
 from edgecache.redis_conn import RedisAccessError, check_access
 from edgecache.redis_server import EmbeddedRedis, free_port, redis_server_binary
 from tests.delivery_data import CATALOG, DATE, DEMAND, PREFETCH, T0, TRANSITIONS, TTL, write_day
@@ -46,6 +46,7 @@ def write_complete_day(root: Path) -> None:
                              "content_id": [v[2][0] for v in VIEWERS], "ranked": [v[2] for v in VIEWERS]}),
                    layout.predictions(DATE, "users") / "part-0.parquet")
     layout.predictions(DATE, "summary.json").write_text("{}")
+    (layout.predictions_day(DATE) / COMMIT_MARKER).touch()
 
 
 class Clock:
@@ -328,6 +329,7 @@ def run_cli(tmp_path: Path, *args: str, timeout: float = 90) -> tuple[subprocess
 ])
 def test_refused_credentials_are_one_line_and_a_non_zero_exit(tmp_path, locked_redis, command, password, needle):
     url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{locked_redis}/0"
+    write_complete_day(tmp_path)  # the warm names missing inputs first; here only Redis is wrong
     args = (["warm", "--date", DATE, "--data-dir", str(tmp_path)] if command == "warm"
             else ["serve", "--edge", "E1", "--port", str(free_port())])
     # serve must exit by itself: a service that started would run into the timeout

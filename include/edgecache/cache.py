@@ -57,7 +57,7 @@ from edgecache.keys import (
     edge_transitions_key,
     user_key,
 )
-from edgecache.layout import Layout, write_json_atomic
+from edgecache.layout import Layout, committed, write_json_atomic
 from edgecache.policies import ADMISSION_COUNTS, ADMISSION_EPS, ADMISSION_UNASKED, RANKINGS
 from edgecache.redis_conn import check_access, is_cluster
 from edgecache.redis_server import redis_cli_binary
@@ -281,8 +281,6 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int,
         for e in edges:
             edge_meta_key(e)  # raises on a malformed id
         wanted = sorted(set(edges))
-    # one clear line for a refused or missing password, before redis-cli meets it
-    check_access(client)
     layout = Layout(data_dir)
     # read before writing anything, so a missing or wrong input leaves Redis as it was
     prefetch = _frame(layout.predictions(date, "prefetch"), ["edge_id", "content_id", "score", "size_bytes"])
@@ -295,6 +293,9 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int,
     if wanted is not None and (uncovered := [e for e in wanted if e not in covered]):
         raise ValueError(f"the predictions of {date} have nothing for edge {', '.join(uncovered)}")
     edges = sorted(covered) if wanted is None else wanted
+    # one clear line for a refused or missing password, before redis-cli meets it (and
+    # after the inputs, so a missing day is named as such even when Redis is down too)
+    check_access(client)
 
     users = warm_users(client, layout, date, ttl_seconds, wanted)
     pipe = client.pipeline(transaction=True)
@@ -380,20 +381,13 @@ def warm_stage(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int)
 
 # --- re-warming from disk ----------------------------------------------------------------
 
-PREDICTION_OUTPUTS = ("users", "prefetch", "edge_demand")
 DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def predictions_complete(layout: Layout, date: str) -> bool:
-    """Whether day ``date``'s predictions are all on disk: the summary the predict job writes
-    last, and each output with its Parquet files and no Spark write in progress."""
-    if not layout.predictions(date, "summary.json").is_file():
-        return False
-    for name in PREDICTION_OUTPUTS:
-        out = layout.predictions(date, name)
-        if (out / "_temporary").exists() or not any(out.glob("*.parquet")):
-            return False
-    return layout.catalog.is_file()
+    """Whether day ``date``'s predictions are all on disk: the predict job committed the
+    day's folder (``layout.staging``) and the catalog is there."""
+    return committed(layout.predictions_day(date)) and layout.catalog.is_file()
 
 
 def latest_predictions(data_dir: Path) -> str | None:
