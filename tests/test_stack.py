@@ -162,7 +162,11 @@ def triggered(stack) -> dict[str, Any]:
                 unpause = dialog.get_by_role("checkbox", name=re.compile("Unpause"))
                 if unpause.count():  # the DAG starts paused; a paused DAG's runs wait in the queue
                     unpause.check()
-                dialog.get_by_role("button", name="Trigger").click()
+                    expect(unpause).to_be_checked()
+                # The dialog re-renders while the UI catches up (the unpause, the DAG's details);
+                # on a busy 2-core machine that can outlast the page's 30 s default, and the
+                # click retries until the button is stable again.
+                dialog.get_by_role("button", name="Trigger").click(timeout=120_000)
                 expect(dialog).to_be_hidden()
                 # The UI may open the new run's page, or stay on the DAG's, whose "Latest Run"
                 # links to it (the only run there is).
