@@ -1,7 +1,8 @@
 """Benchmark: the delivery path, in process and over HTTP, and the warm's write rate.
 
     python bench/delivery.py [--date 2025-04-12] [--requests 20000] [--rate 2000] [--replay-rate 1000]
-                             [--seconds 10] [--services 2] [--users 1000000] [--only inproc,http,warm]
+                             [--seconds 10] [--services 2] [--users 1000000] [--connections 200]
+                             [--connections-rate 1000] [--workers 1,2] [--only inproc,http,connections,warm]
 
 Needs day D's predictions and D+1's logs in the data directory (``make run`` makes both).
 Every figure is set beside a reference measured in the same run against the same
@@ -17,6 +18,10 @@ redis-server (a fresh embedded one on 127.0.0.1):
   after every answer so that together they offer about ``--rate``); throughput and latency
   percentiles. Every request carries the API token, as a client's would: the services and
   the drivers share one made for the run.
+- connections: one service for every edge, with 1 and then 2 worker processes
+  (``--workers``), under ``--connections`` (200) concurrent wrk connections, saturated and
+  paced to ``--connections-rate`` in all; beside each, the same server's ``/healthz`` under
+  the same load, with the ratios of throughput and p99, and wrk's timeouts (2 s).
 - warm: the warm's viewer writes for ``--users`` synthetic viewers (2 keys each) against
   ``redis-benchmark -c 1 -P 16 -t set`` on the same server.
 
@@ -102,10 +107,10 @@ def bench_inproc(url: str, data_dir: Path, date: str, n: int) -> dict:
     }
 
 
-def _start_service(url: str, edges: list[str], port: int, token: str) -> subprocess.Popen:
+def _start_service(url: str, edges: list[str], port: int, token: str, workers: int = 1) -> subprocess.Popen:
     # the replay clock: the log's times are history, which the wall clock's window refuses
     cmd = [str(Path(sys.executable).parent / "edgecache"), "serve", "--port", str(port), "--redis-url", url,
-           "--clock", "replay"]
+           "--clock", "replay", "--workers", str(workers)]
     for e in edges:
         cmd += ["--edge", e]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -139,6 +144,11 @@ end
 """
 # paced runs: each connection waits this long after a response before its next request
 DELAY_LUA = "delay = function() return %d end"
+# the reference under the same load: the same server's liveness probe
+HEALTHZ_SCRIPT = """
+wrk.method = "GET"
+%s
+"""
 
 
 def _wrk_start(port: int, bodies: list[str], seconds: float, workdir: Path, token: str, connections: int = 4,
@@ -149,11 +159,18 @@ def _wrk_start(port: int, bodies: list[str], seconds: float, workdir: Path, toke
     if wrk is None:
         return None, seconds, connections
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "bodies.txt").write_text("\n".join(bodies) + "\n")
-    (workdir / "post.lua").write_text(WRK_SCRIPT % (auth_header(token)["Authorization"], workdir / "bodies.txt",
-                                                    DELAY_LUA % delay_ms if delay_ms else ""))
-    return subprocess.Popen([wrk, "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(workdir / "post.lua"),
-                             f"http://127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True), seconds, connections
+    pace = DELAY_LUA % delay_ms if delay_ms else ""
+    if bodies:
+        (workdir / "bodies.txt").write_text("\n".join(bodies) + "\n")
+        (workdir / "post.lua").write_text(WRK_SCRIPT % (auth_header(token)["Authorization"], workdir / "bodies.txt",
+                                                        pace))
+        url = f"http://127.0.0.1:{port}"
+    else:  # the reference: GET /healthz
+        (workdir / "post.lua").write_text(HEALTHZ_SCRIPT % pace)
+        url = f"http://127.0.0.1:{port}/healthz"
+    # wrk's own timeout is 2 s: a request unanswered by then counts as a timeout
+    return subprocess.Popen([wrk, "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "--timeout", "2s",
+                             "-s", str(workdir / "post.lua"), url], stdout=subprocess.PIPE, text=True), seconds, connections
 
 
 def _wrk_result(proc, seconds: float, connections: int) -> dict | None:  # noqa: ANN001
@@ -168,9 +185,12 @@ def _wrk_result(proc, seconds: float, connections: int) -> dict | None:  # noqa:
 
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"connections": connections, "seconds": seconds, "throughput_per_second": rate,
             "latency_ms": {"p50": ms("50"), "p90": ms("90"), "p99": ms("99")},
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "timeouts": int(errors.group(4)) if errors else 0,
+            "socket_errors": sum(int(x) for x in errors.groups()[:3]) if errors else 0}
 
 
 def split_edges(requests: list, services: int) -> list[list[str]]:
@@ -234,6 +254,61 @@ def bench_http(url: str, data_dir: Path, date: str, rate: float, replay_rate: fl
     return out
 
 
+def _script_stats(client) -> tuple[int, int]:  # noqa: ANN001
+    """Calls of the decision script so far and Redis's microseconds in them."""
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+
+def bench_connections(url: str, data_dir: Path, date: str, rate: float, seconds: float, connections: int,
+                      workers: list[int], workdir: Path) -> dict:
+    """One service for every edge, with each number of ``workers``, under ``connections``
+    concurrent connections: saturated (each connection sends as soon as it has its
+    answer) and paced (each waits so that together they offer about ``rate``). Beside each,
+    the same server's ``/healthz`` under the same load: what the HTTP stack alone costs."""
+    client = delivery_client(url, timeout=5)
+    logs = Layout(data_dir).logs(next_day(date))
+    requests, _ = read_logs(logs)
+    edges = sorted({r.edge_id for r in requests})
+    bodies = [json.dumps({"edge_id": r.edge_id, "user_id": r.user_id, "content_id": r.content_id,
+                          "timestamp": r.timestamp}) for r in requests]
+    token = secrets.token_urlsafe(32)
+    # each connection's pause: connections / rate, less the ~2 ms an answer takes at this load
+    paced_delay = max(1, round(1000 * connections / rate) - 2)
+    out: dict = {"connections": connections, "paced_rate": rate, "edges": edges, "by_workers": {}}
+    for w in workers:
+        port = free_port()
+        proc = _start_service(url, edges, port, token, workers=w)
+        runs: dict = {}
+        try:
+            for name, delay in (("saturated", 0), ("paced", paced_delay)):
+                warm(client, data_dir, date, TTL)
+                before = _script_stats(client)
+                deliver = _wrk_result(*_wrk_start(port, bodies, seconds, workdir / f"conn-{w}-{name}", token,
+                                                  connections, delay))
+                health = _wrk_result(*_wrk_start(port, [], seconds, workdir / f"conn-{w}-{name}-healthz", token,
+                                                 connections, delay))
+                if deliver is None or health is None:
+                    return {"skipped": "wrk is not installed"}
+                calls, usec = (a - b for a, b in zip(_script_stats(client), before))
+                runs[name] = {"deliver": deliver, "healthz": health,
+                              # Redis's own time per decision script: one core of Redis
+                              # decides at most 1e6 / this per second
+                              "redis_script_us_per_call": usec / calls if calls else None,
+                              "ratio_throughput": deliver["throughput_per_second"] / health["throughput_per_second"],
+                              "ratio_p99": deliver["latency_ms"]["p99"] / health["latency_ms"]["p99"]}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+        out["by_workers"][str(w)] = runs
+        print(json.dumps({f"connections, {w} worker(s)": runs}, indent=2), flush=True)
+    if len(workers) > 1:
+        lo, hi = (out["by_workers"][str(w)]["saturated"]["deliver"]["throughput_per_second"]
+                  for w in (min(workers), max(workers)))
+        out["saturated_throughput_scaling"] = hi / lo
+    return out
+
+
 def synthetic_users(data_dir: Path, date: str, users: int) -> None:
     """``users`` viewers' predictions (ten titles each) where the warm reads them."""
     rng = np.random.default_rng(7)
@@ -285,11 +360,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--services", type=int, default=2, help="edge services the edges are split over")
     p.add_argument("--users", type=int, default=1_000_000)
-    p.add_argument("--only", default="inproc,http,warm")
+    p.add_argument("--connections", type=int, default=200, help="concurrent connections of the 'connections' part")
+    p.add_argument("--connections-rate", type=float, default=1000.0,
+                   help="requests/s the paced connections offer together")
+    p.add_argument("--workers", default="1,2", help="worker processes of the 'connections' part's service")
+    p.add_argument("--only", default="inproc,http,connections,warm")
     args = p.parse_args(argv)
     parts = set(args.only.split(","))
     layout = Layout(args.data_dir)
-    if parts & {"inproc", "http"} and (not layout.predictions(args.date, "users").exists()
+    if parts & {"inproc", "http", "connections"} and (not layout.predictions(args.date, "users").exists()
                                        or not layout.has_logs(next_day(args.date))):
         print(f"need {args.date}'s predictions and {next_day(args.date)}'s logs under {args.data_dir}: "
               "run `make run` first", file=sys.stderr)
@@ -308,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
                                              args.seconds,
                                              args.services, Path(tmp))
                 print(json.dumps({"http": results["http"]}, indent=2), flush=True)
+            if "connections" in parts:
+                results["connections"] = bench_connections(
+                    server.url, args.data_dir, args.date, args.connections_rate, args.seconds, args.connections,
+                    [int(w) for w in args.workers.split(",")], Path(tmp))
             if "warm" in parts:
                 results["warm"] = bench_warm(server.url, port, args.users, Path(tmp))
                 print(json.dumps({"warm": results["warm"]}, indent=2), flush=True)

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import redis
@@ -182,12 +183,13 @@ def metrics_of(base: str) -> dict[tuple[str, str], float]:
             for s in f.samples if s.labels.get("edge") == "E1" and "source" not in s.labels}
 
 
-def serve(tmp_path: Path, port: int, url: str, log: Path) -> subprocess.Popen:
+def serve(tmp_path: Path, port: int, url: str, log: Path, workers: int = 1) -> subprocess.Popen:
     env = dict(os.environ, EDGECACHE_DATA_DIR=str(tmp_path), EDGECACHE_API_TOKEN=TOKEN,
                EDGECACHE_LOCAL_DIR=str(tmp_path / "local"))
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "edgecache.cli", "serve", "--edge", "E1", "--port", str(port),
-                                 "--redis-url", url, "--cache-gb", "2e-7", "--top-k", "4", "--ttl", str(TTL)],
+                                 "--redis-url", url, "--cache-gb", "2e-7", "--top-k", "4", "--ttl", str(TTL),
+                                 "--workers", str(workers)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -200,7 +202,10 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def test_redis_killed_mid_day_and_back_empty_heals_without_a_manual_step(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_redis_killed_mid_day_and_back_empty_heals_without_a_manual_step(tmp_path, workers):
+    """With two worker processes too: both see the loss, one re-warms, and the metrics
+    (counters and gauges) add up over both."""
     server = EmbeddedRedis(tmp_path / "redis", port=free_port())
     server.start()
     client = server.client()
@@ -225,10 +230,13 @@ def test_redis_killed_mid_day_and_back_empty_heals_without_a_manual_step(tmp_pat
                 answers.append((time.monotonic(), body))
             time.sleep(0.005)
 
-    proc = serve(tmp_path, port, server.url, log)
+    proc = serve(tmp_path, port, server.url, log, workers)
     worker = threading.Thread(target=traffic, daemon=True)
     try:
         wait_http(f"{base}/healthz", timeout=60)
+        if workers > 1:  # uvicorn's workers: spawned children of the serve process
+            spawned = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+            assert len(spawned) == workers
         assert http(f"{base}/readyz") == (200, {"ready": True, "redis": "up", "warm": {"E1": "ok"},
                                                 "warm_date": {"E1": DATE}})
         worker.start()

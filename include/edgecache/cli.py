@@ -18,8 +18,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 
 from edgecache.java import JavaNotFoundError
@@ -108,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--rate-burst", type=float, default=s.rate_burst,
                     help="requests a client may send at once above the rate; 0 means one second's worth "
                          "(default: $EDGECACHE_RATE_BURST, else %(default)g)")
+    sv.add_argument("--workers", type=int, default=s.edge_workers,
+                    help="worker processes sharing the port (one per core scales across cores; the rate "
+                         "limit is shared out among them) (default: $EDGECACHE_WORKERS, else %(default)s)")
     sv.add_argument("--log-level", default="warning", help="uvicorn log level (default: %(default)s)")
 
     rp = sub.add_parser("replay", help="send a day's logs to edge services at a bounded rate")
@@ -219,23 +225,18 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import redis
     import uvicorn
 
-    from edgecache.delivery import Delivery, delivery_client
     from edgecache.delivery.auth import TokenError, load_token
-    from edgecache.delivery.service import RateLimiter, TimeWindow, create_app
+    from edgecache.delivery.service import SERVE_CONFIG_ENV, ServeConfig, create_app
     from edgecache.redis_conn import redact
 
     # Configuration errors are one line and exit 2, before anything starts; the token last,
     # so that a bad flag does not leave a new token file behind.
     try:
-        times = TimeWindow(args.clock, args.max_age, args.max_ahead)
-        limiter = None
-        if args.rate_limit < 0 or args.rate_burst < 0:
-            raise ValueError("--rate-limit and --rate-burst must not be negative")
-        if args.rate_limit > 0:
-            limiter = RateLimiter(args.rate_limit, args.rate_burst or max(1.0, args.rate_limit))
+        config = ServeConfig(args.edge, args.redis_url or "", int(args.cache_gb * 1e9), args.ttl, args.top_k,
+                             args.origin_latency_ms / 1000, args.clock, args.max_age, args.max_ahead,
+                             args.rate_limit, args.rate_burst, args.workers)
         token = load_token(create=True)
     except (TokenError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -243,26 +244,32 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:  # the local token file could not be created
         print(f"error: cannot create the API token file: {exc}", file=sys.stderr)
         return 2
-    url = args.redis_url
-    if url is None:
+    if args.redis_url is None:
         from edgecache.redis_server import EmbeddedRedis
 
         server = EmbeddedRedis(Settings.from_env().local_dir / "redis")
         server.start()
-        url = server.url
-    delivery = Delivery(delivery_client(url), args.edge, int(args.cache_gb * 1e9), args.ttl, args.top_k,
-                        origin_latency=args.origin_latency_ms / 1000)
-    for edge in delivery.edges:
-        try:
-            delivery.refresh(edge, force=True)
-        except redis.RedisError as exc:  # start anyway: the service degrades and retries
-            print(f"warning: could not read the warm state of {edge} from {redact(url)}: {exc}", file=sys.stderr)
-    limit = (f"{limiter.rate:g} requests/s per client, bursts of {limiter.burst:g}" if limiter
-             else "no rate limit")
+        config = dataclasses.replace(config, redis_url=server.url)
+    # Built here in every case: wrong credentials are one line and exit 2 before any worker starts.
+    delivery = config.delivery()
+    limit = (f"{config.rate_limit:g} requests/s per client, bursts of {config.rate_burst or max(1.0, config.rate_limit):g}"
+             if config.rate_limit else "no rate limit")
+    workers = f"{config.workers} worker processes" if config.workers > 1 else "one process"
     print(f"edge service for {', '.join(delivery.edges)} on http://{args.bind}:{args.port} "
-          f"(Redis {redact(url)}; {times.describe()}; {limit}; docs at /docs)", flush=True)
-    uvicorn.run(create_app(delivery, token=token, times=times, limiter=limiter), host=args.bind, port=args.port,
-                log_level=args.log_level, access_log=False)
+          f"(Redis {redact(config.redis_url)}; {config.times().describe()}; {limit}; {workers}; docs at /docs)",
+          flush=True)
+    if config.workers == 1:
+        uvicorn.run(create_app(delivery, token=token, times=config.times(), limiter=config.limiter()),
+                    host=args.bind, port=args.port, log_level=args.log_level, access_log=False)
+        return 0
+    # Several processes accept on one socket (uvicorn's workers). Each builds its own app
+    # from the settings in the environment; their metrics meet in a fresh multiprocess folder.
+    delivery.client.close()
+    with tempfile.TemporaryDirectory(prefix="edgecache-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        os.environ[SERVE_CONFIG_ENV] = config.to_env()
+        uvicorn.run("edgecache.delivery.service:app_from_env", factory=True, workers=config.workers,
+                    host=args.bind, port=args.port, log_level=args.log_level, access_log=False)
     return 0
 
 

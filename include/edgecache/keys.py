@@ -89,5 +89,10 @@ def edge_prior_key(edge_id: str) -> str:
     return _edge_key(edge_id, "prior")
 
 
+def edge_rewarm_key(edge_id: str) -> str:
+    """Held while one process re-warms the edge (the workers of a service share the edge)."""
+    return _edge_key(edge_id, "rewarm")
+
+
 def edge_transitions_key(edge_id: str) -> str:
     return _edge_key(edge_id, "trans")

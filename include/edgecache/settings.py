@@ -136,6 +136,7 @@ class Settings:
     edge_clock: str = "wall"  # request times an edge service accepts: wall (live) or replay (a day's logs)
     rate_limit: float = 0.0  # edge service requests per second per client address; 0: no limit
     rate_burst: float = 0.0  # requests at once above the rate; 0: one second's worth
+    edge_workers: int = 1  # processes of one edge service sharing its port
     schedule: str | None = "@daily"  # the DAG's schedule; EDGECACHE_SCHEDULE=none: manual runs only
     source: str = "generate"  # where a night's logs come from: generate (synthetic) or ingest (your own)
     logs_path: str = ""  # with source=ingest: folder or glob of your logs ({date} stands for the day)
@@ -161,6 +162,7 @@ class Settings:
             edge_clock=_env_str("EDGECACHE_CLOCK", d.edge_clock),
             rate_limit=_env_float("EDGECACHE_RATE_LIMIT", d.rate_limit),
             rate_burst=_env_float("EDGECACHE_RATE_BURST", d.rate_burst),
+            edge_workers=_env_int("EDGECACHE_WORKERS", d.edge_workers),
             schedule=_schedule(os.environ.get("EDGECACHE_SCHEDULE"), d.schedule),
             source=os.environ.get("EDGECACHE_SOURCE") or d.source,
             logs_path=os.environ.get("EDGECACHE_LOGS_PATH") or d.logs_path,

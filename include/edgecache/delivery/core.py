@@ -38,6 +38,8 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -58,6 +60,7 @@ from edgecache.keys import (
     edge_meta_key,
     edge_prior_key,
     edge_rank_key,
+    edge_rewarm_key,
     edge_sizes_key,
     user_key,
     user_topk_key,
@@ -79,6 +82,8 @@ log = logging.getLogger("edgecache.delivery")
 
 ACTIVE_WINDOW = 300.0  # seconds: a viewer is active for five minutes after a request
 REWARM_TIMEOUT = 30.0  # seconds: a re-warm's Redis calls may take longer than a decision's
+REWARM_CLAIM = 120.0  # seconds: the longest a re-warm's claim on an edge holds if never released
+RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 # Request times outside these (2000-01-01 .. 2100-01-01 UTC) are refused: a value decays with
 # time, so a far-future time would pin a title in the cache for good.
 MIN_TIME, MAX_TIME = 946684800.0, 4102444800.0
@@ -484,7 +489,31 @@ class Delivery:
             return {}
         for e in due:
             self._rewarmed_at[e] = now
-        return self._rewarm(due)
+        # The workers of a service (and services sharing an edge) all see the loss: one of
+        # them re-warms each edge, the others count that as their attempt.
+        claim = f"{os.getpid()}:{secrets.token_hex(4)}"
+        claimed = [e for e in due if self._claim(e, claim)]
+        if not claimed:
+            return {}
+        try:
+            try:  # another process may have re-warmed it just before the claim was free
+                self.check_warm()
+            except redis.RedisError:
+                return {}
+            mine = [e for e in claimed if self.warm_status[e] == "missing"]
+            return self._rewarm(mine) if mine else {}
+        finally:
+            for e in claimed:
+                with contextlib.suppress(redis.RedisError):
+                    self.client.eval(RELEASE_LUA, 1, edge_rewarm_key(e), claim)
+
+    def _claim(self, edge_id: str, claim: str) -> bool:
+        """Take the edge's re-warm claim (released when the re-warm ends, else after
+        ``REWARM_CLAIM``); False when another process holds it."""
+        try:
+            return bool(self.client.set(edge_rewarm_key(edge_id), claim, nx=True, px=int(REWARM_CLAIM * 1000)))
+        except redis.RedisError:
+            return False
 
     def _rewarm(self, edges: list[str]) -> dict[str, str]:
         """One attempt to re-warm ``edges``: counted per edge by outcome and logged in one line."""

@@ -1,6 +1,11 @@
 """Prometheus metrics of the delivery path, every one labelled by ``edge``.
 
 ``cache_hits_total`` keeps the seed tutorial's name (``Counter("cache_hits", ...)``).
+
+A service with several worker processes (``edgecache serve --workers N``) runs
+prometheus_client's multiprocess mode: counters and histograms add up over the workers, and
+each gauge says how its workers' values combine (``multiprocess_mode``; ignored in one
+process).
 """
 
 from __future__ import annotations
@@ -36,16 +41,21 @@ class DeliveryMetrics:
                                  ["edge", "source"], buckets=LATENCY_BUCKETS, registry=registry)
         self.prediction = Histogram("edgecache_prediction_seconds", "Time to compute a viewer's fresh prediction",
                                     ["edge"], buckets=PREDICTION_BUCKETS, registry=registry)
+        # Each worker counts the viewers it has seen: the sum over workers is an upper bound
+        # (a viewer whose requests reached two workers counts twice).
         self.active_users = Gauge("edgecache_active_users", "Distinct viewers in the last ACTIVE_WINDOW seconds",
-                                  ["edge"], registry=registry)
-        self.redis_up = Gauge("edgecache_redis_up", "1 while the edge's Redis answers", ["edge"], registry=registry)
+                                  ["edge"], registry=registry, multiprocess_mode="livesum")
+        # Down or missing if any worker sees it so: a worker that cannot reach Redis degrades.
+        self.redis_up = Gauge("edgecache_redis_up", "1 while the edge's Redis answers", ["edge"], registry=registry,
+                              multiprocess_mode="livemin")
         self.warm_date = Gauge("edgecache_delivery_warm_date_seconds",
                                "Logical date of the warm the edge service serves from (Unix time)", ["edge"],
-                               registry=registry)
+                               registry=registry, multiprocess_mode="livemax")
         # A warm lost from Redis (a restart without persistence, a flush, an eviction): the
         # service serves from the origin until it has re-warmed the edge from disk.
         self.edge_warm = Gauge("edgecache_edge_warm", "1 while the edge's warm marker is in Redis, 0 when it is "
-                               "missing (requests go to the origin until a re-warm)", ["edge"], registry=registry)
+                               "missing (requests go to the origin until a re-warm)", ["edge"], registry=registry,
+                               multiprocess_mode="livemin")
         self.not_warm = counter("edgecache_not_warm_requests", "Requests served from the origin because the "
                                 "edge's warm was missing from Redis (also counted as degraded)")
         self.rewarms = counter("edgecache_rewarms", "Re-warms of an edge whose warm was missing, by outcome: ok, "

@@ -23,8 +23,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
 import redis
@@ -34,8 +37,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
 
-from edgecache.delivery.auth import authorized
-from edgecache.delivery.core import Delivery, DeliveryError, parse_time, warm_keeper
+from edgecache.delivery.auth import authorized, load_token
+from edgecache.delivery.core import Delivery, DeliveryError, delivery_client, parse_time, warm_keeper
 
 MAX_BODY = 4096  # bytes: a delivery request is well under 300
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -47,6 +50,8 @@ CLOCKS = ("wall", "replay")
 OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 UNAUTHORIZED = "a valid 'Authorization: Bearer <token>' header is required"
+# Where ``edgecache serve --workers N`` hands its settings to the worker processes.
+SERVE_CONFIG_ENV = "EDGECACHE_SERVE_CONFIG"
 
 
 class DeliverRequest(BaseModel):
@@ -333,3 +338,72 @@ class EdgeService:
         else:
             response = await self.handle_deliver(req)
         await response(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What ``edgecache serve`` was asked for, enough for each worker process to build the
+    same service (it travels as JSON in ``$EDGECACHE_SERVE_CONFIG``)."""
+
+    edges: list[str]
+    redis_url: str
+    cache_bytes: int
+    ttl: int
+    top_k: int
+    origin_latency: float
+    clock: str = "wall"
+    max_age: float = 3600.0
+    max_ahead: float = 300.0
+    rate_limit: float = 0.0  # requests/s per client address over the whole service; 0: none
+    rate_burst: float = 0.0  # 0: one second's worth
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        TimeWindow(self.clock, self.max_age, self.max_ahead)  # raises ValueError on a bad window
+        if self.rate_limit < 0 or self.rate_burst < 0:
+            raise ValueError("--rate-limit and --rate-burst must not be negative")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"--workers must be between 1 and 64, not {self.workers}")
+
+    def times(self) -> TimeWindow:
+        return TimeWindow(self.clock, self.max_age, self.max_ahead)
+
+    def limiter(self) -> RateLimiter | None:
+        """The per-client limiter of one process. Each worker holds its own buckets and the
+        kernel spreads connections over the workers, so each gets its share of the rate."""
+        if self.rate_limit <= 0:
+            return None
+        burst = self.rate_burst or max(1.0, self.rate_limit)
+        return RateLimiter(self.rate_limit / self.workers, max(1.0, burst / self.workers))
+
+    def delivery(self) -> Delivery:
+        """The delivery path, with each edge's warm state read once (a Redis that does not
+        answer yet is only a warning: the service starts degraded and recovers)."""
+        from edgecache.redis_conn import redact
+
+        delivery = Delivery(delivery_client(self.redis_url), self.edges, self.cache_bytes, self.ttl, self.top_k,
+                            origin_latency=self.origin_latency)
+        for edge in delivery.edges:
+            try:
+                delivery.refresh(edge, force=True)
+            except redis.RedisError as exc:
+                print(f"warning: could not read the warm state of {edge} from {redact(self.redis_url)}: {exc}",
+                      file=sys.stderr)
+        return delivery
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def app_from_env() -> EdgeService:
+    """One worker process's app (uvicorn's factory for ``edgecache serve --workers N``):
+    the settings from ``$EDGECACHE_SERVE_CONFIG``, the token as the parent found it, and
+    ``/metrics`` adding up every worker's samples (prometheus_client's multiprocess mode,
+    whose folder the parent set in ``$PROMETHEUS_MULTIPROC_DIR``)."""
+    from prometheus_client import multiprocess
+
+    config = ServeConfig(**json.loads(os.environ[SERVE_CONFIG_ENV]))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return create_app(config.delivery(), registry, token=load_token(), times=config.times(),
+                      limiter=config.limiter())
