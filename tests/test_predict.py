@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from edgecache.candidates import SOURCES
-from edgecache.features import edge_popularity, title_features, transitions, user_features
+from edgecache.features import edge_popularity, in_window, title_features, transitions, user_features
 from edgecache.predict import edge_demand, predict_users, rank_users
 from tests.tiny import DAY, catalog_df, window_df
 
@@ -33,6 +35,46 @@ def test_top1_is_the_head_of_the_ranking(feats):
     rows = predict_users(*feats, top_k=1).collect()
     assert all(list(r["ranked"]) == [r["content_id"]] for r in rows)
     assert len(rows) == 5
+
+
+@pytest.fixture(scope="module")
+def wide(spark):
+    """Features where episode S1:1 (C2) is followed by many titles: its next episode C3
+    most often, then X1..X8, each less often than the one before (a rewatch of C2 is no
+    transition).
+    P1 and P2, the edge's most watched, never follow it. T1 and T2 last watched C2."""
+    from tests.tiny import CATALOG_SCHEMA, EVENTS_SCHEMA
+
+    base = dt.datetime.fromisoformat(f"{DAY} 00:00:00")
+    rows, n = [], 0
+    for after, times in [("C2", 12), ("C3", 11)] + [(f"X{j}", 10 - j) for j in range(1, 9)]:
+        for i in range(times):
+            n += 1
+            rows += [(f"A{n}", "TV", "C2", 10, base + dt.timedelta(minutes=n), "edge-01"),
+                     (f"A{n}", "TV", after, 10, base + dt.timedelta(minutes=n, seconds=30), "edge-01")]
+    for i in range(40):  # the edge's favourites, P1 and P2, are never watched after C2
+        n += 1
+        rows.append((f"B{n}", "TV", f"P{1 + i % 2}", 10, base + dt.timedelta(minutes=n), "edge-01"))
+    for u in ("T1", "T2"):
+        rows += [(u, "TV", "C1", 10, base + dt.timedelta(hours=20), "edge-01"),
+                 (u, "TV", "C2", 10, base + dt.timedelta(hours=21), "edge-01")]
+    ev = in_window(spark.createDataFrame(rows, EVENTS_SCHEMA), DAY, 1)
+    titles = [("C1", "movie", None, None), ("C2", "episode", "S1", 1), ("C3", "episode", "S1", 2)] + [
+        (f"X{j}", "movie", None, None) for j in range(1, 9)] + [("P1", "movie", None, None), ("P2", "movie", None, None)]
+    catalog = spark.createDataFrame([(*t, "drama", dt.date(2025, 1, 1), 1000) for t in titles], CATALOG_SCHEMA)
+    return user_features(ev), transitions(ev), edge_popularity(ev), catalog
+
+
+def test_a_short_list_is_the_head_of_a_long_one(wide):
+    """Transitions are cut to the few a list of ``top_k`` can use: any k gives the first k
+    of the uncut ranking, even when the next episode leads the transitions (50 is more
+    than there are titles)."""
+    full = {r["user_id"]: list(r["ranked"]) for r in predict_users(*wide, top_k=50).collect()}
+    # C3 the next episode, C2 itself left out, then the transitions, then the favourites
+    assert full["T1"][:11] == ["C3"] + [f"X{j}" for j in range(1, 9)] + ["P1", "P2"]
+    for k in (1, 2, 3, 5):
+        short = {r["user_id"]: list(r["ranked"]) for r in predict_users(*wide, top_k=k).collect()}
+        assert short == {u: v[:k] for u, v in full.items()}, k
 
 
 def test_predict_rejects_zero_k(feats):

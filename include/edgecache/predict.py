@@ -25,7 +25,13 @@ def predict_users(
     catalog: DataFrame,
     top_k: int,
 ) -> DataFrame:
-    """Per viewer: edge_id, content_id (top title), ranked (top-k titles), scores (none) and source."""
+    """Per viewer: edge_id, content_id (top title), ranked (top-k titles), scores (none) and source.
+
+    A viewer's transition candidates are the ``top_k + 1`` most frequent titles after their
+    last one, ranked once per edge and title rather than once per viewer: a popular title
+    has thousands of successors and as many viewers, and the rest can never reach the
+    list. (``top_k`` would do: the next episode, the one successor that may rank higher,
+    also comes first on its own. The spare row covers a title followed by itself.)"""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     spark = users.sparkSession
@@ -37,12 +43,18 @@ def predict_users(
           JOIN {catalog} cur ON cur.content_id = u.last_content_id AND cur.kind = 'episode'
           JOIN {catalog} nxt ON nxt.series_id = cur.series_id AND nxt.episode = cur.episode + 1
         ),
+        top_transitions AS (
+          SELECT * FROM (
+            SELECT edge_id, from_content_id, to_content_id,
+                   row_number() OVER (PARTITION BY edge_id, from_content_id
+                                      ORDER BY transitions DESC, to_content_id) AS ord
+            FROM {transitions})
+          WHERE ord <= :top_k + 1
+        ),
         from_transitions AS (
-          SELECT u.user_id, t.to_content_id AS content_id, 1 AS tier,
-                 row_number() OVER (PARTITION BY u.user_id
-                                    ORDER BY t.transitions DESC, t.to_content_id) AS ord
+          SELECT u.user_id, t.to_content_id AS content_id, 1 AS tier, t.ord
           FROM {users} u
-          JOIN {transitions} t ON t.edge_id = u.edge_id AND t.from_content_id = u.last_content_id
+          JOIN top_transitions t ON t.edge_id = u.edge_id AND t.from_content_id = u.last_content_id
         ),
         from_popularity AS (
           SELECT u.user_id, p.content_id, 2 AS tier, p.rank AS ord
