@@ -2,7 +2,7 @@
 
     python bench/delivery.py [--date 2025-04-12] [--requests 20000] [--rate 2000] [--replay-rate 1000]
                              [--seconds 10] [--services 2] [--users 1000000] [--connections 200]
-                             [--connections-rate 1000] [--workers 1,2] [--only inproc,http,connections,warm]
+                             [--connections-rate 1000,2000] [--workers 1,2] [--only inproc,http,connections,warm]
 
 Needs day D's predictions and D+1's logs in the data directory (``make run`` makes both).
 Every figure is set beside a reference measured in the same run against the same
@@ -20,7 +20,7 @@ redis-server (a fresh embedded one on 127.0.0.1):
   the drivers share one made for the run.
 - connections: one service for every edge, with 1 and then 2 worker processes
   (``--workers``), under ``--connections`` (200) concurrent wrk connections, saturated and
-  paced to ``--connections-rate`` in all; beside each, the same server's ``/healthz`` under
+  paced to each of ``--connections-rate`` (1,000 and 2,000/s) in all; beside each, the same server's ``/healthz`` under
   the same load, with the ratios of throughput and p99, and wrk's timeouts (2 s).
 - warm: the warm's viewer writes for ``--users`` synthetic viewers (2 keys each) against
   ``redis-benchmark -c 1 -P 16 -t set`` on the same server.
@@ -260,11 +260,11 @@ def _script_stats(client) -> tuple[int, int]:  # noqa: ANN001
     return int(stats.get("calls", 0)), int(stats.get("usec", 0))
 
 
-def bench_connections(url: str, data_dir: Path, date: str, rate: float, seconds: float, connections: int,
+def bench_connections(url: str, data_dir: Path, date: str, rates: list[float], seconds: float, connections: int,
                       workers: list[int], workdir: Path) -> dict:
     """One service for every edge, with each number of ``workers``, under ``connections``
     concurrent connections: saturated (each connection sends as soon as it has its
-    answer) and paced (each waits so that together they offer about ``rate``). Beside each,
+    answer) and paced (each waits so that together they offer about each of ``rates``). Beside each,
     the same server's ``/healthz`` under the same load: what the HTTP stack alone costs."""
     client = delivery_client(url, timeout=5)
     logs = Layout(data_dir).logs(next_day(date))
@@ -274,14 +274,14 @@ def bench_connections(url: str, data_dir: Path, date: str, rate: float, seconds:
                           "timestamp": r.timestamp}) for r in requests]
     token = secrets.token_urlsafe(32)
     # each connection's pause: connections / rate, less the ~2 ms an answer takes at this load
-    paced_delay = max(1, round(1000 * connections / rate) - 2)
-    out: dict = {"connections": connections, "paced_rate": rate, "edges": edges, "by_workers": {}}
+    loads = [("saturated", 0)] + [(f"paced_{r:g}", max(1, round(1000 * connections / r) - 2)) for r in rates]
+    out: dict = {"connections": connections, "paced_rates": rates, "edges": edges, "by_workers": {}}
     for w in workers:
         port = free_port()
         proc = _start_service(url, edges, port, token, workers=w)
         runs: dict = {}
         try:
-            for name, delay in (("saturated", 0), ("paced", paced_delay)):
+            for name, delay in loads:
                 warm(client, data_dir, date, TTL)
                 before = _script_stats(client)
                 deliver = _wrk_result(*_wrk_start(port, bodies, seconds, workdir / f"conn-{w}-{name}", token,
@@ -361,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--services", type=int, default=2, help="edge services the edges are split over")
     p.add_argument("--users", type=int, default=1_000_000)
     p.add_argument("--connections", type=int, default=200, help="concurrent connections of the 'connections' part")
-    p.add_argument("--connections-rate", type=float, default=1000.0,
-                   help="requests/s the paced connections offer together")
+    p.add_argument("--connections-rate", default="1000,2000",
+                   help="requests/s the paced connections offer together, one run each")
     p.add_argument("--workers", default="1,2", help="worker processes of the 'connections' part's service")
     p.add_argument("--only", default="inproc,http,connections,warm")
     args = p.parse_args(argv)
@@ -389,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"http": results["http"]}, indent=2), flush=True)
             if "connections" in parts:
                 results["connections"] = bench_connections(
-                    server.url, args.data_dir, args.date, args.connections_rate, args.seconds, args.connections,
+                    server.url, args.data_dir, args.date, [float(r) for r in args.connections_rate.split(",")],
+                    args.seconds, args.connections,
                     [int(w) for w in args.workers.split(",")], Path(tmp))
             if "warm" in parts:
                 results["warm"] = bench_warm(server.url, port, args.users, Path(tmp))

@@ -259,8 +259,10 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY, *, to
             return problem(404, f"no prediction for {user_id!r}")
         return JSONResponse({"user_id": user_id, "top": ranked[0] if ranked else None, "ranked": ranked})
 
+    # async: on the event loop, not in the thread pool a plain def runs in, which under 200
+    # connections made the liveness probe slower than a delivery decision
     @app.get("/healthz")
-    def healthz() -> dict:
+    async def healthz() -> dict:
         return {"status": "ok"}
 
     @app.get("/readyz")
