@@ -259,6 +259,9 @@ def test_redis_killed_mid_day_and_back_empty_heals_without_a_manual_step(tmp_pat
         stop_traffic.set()
         worker.join(timeout=20)
         assert not worker.is_alive()
+        # each worker checks its edges' markers every second: the other worker sees the
+        # re-warm within that (the gauge is the lowest of the workers')
+        wait_for(lambda: metrics_of(base)[("edgecache_edge_warm", "")] == 1, 5, "every worker to see the warm", 0.1)
         m = metrics_of(base)
         ttls = all_ttls(client)
         meta = client.hgetall(edge_meta_key("E1"))

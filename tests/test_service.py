@@ -364,6 +364,11 @@ def serve_cmd(port: int, url: str, *extra: str) -> list[str]:
     ({}, ["--clock", "sundial"], "clock must be one of"),
     ({"EDGECACHE_CLOCK": "sundial"}, [], "clock must be one of"),
     ({}, ["--rate-limit", "-5"], "must not be negative"),
+    ({}, ["--rate-limit", "inf"], "finite"),
+    ({"EDGECACHE_RATE_LIMIT": "nan"}, [], "finite"),
+    ({}, ["--rate-limit", "5", "--rate-burst", "0.5"], "at least 1"),
+    ({}, ["--workers", "0"], "between 1 and 64"),
+    ({"EDGECACHE_WORKERS": "65"}, [], "between 1 and 64"),
     ({}, ["--max-ahead", "inf"], "finite"),
 ])
 def test_serve_refuses_a_bad_configuration_in_one_line(tmp_path, env, args, needle):
@@ -522,3 +527,37 @@ def test_redis_killed_and_restored_mid_traffic(tmp_path, monkeypatch):
     assert m["cache_hits_total"] + m["cache_misses_total"] + degraded == sent[0]
     assert m["edgecache_redis_up"] == 1
     assert 1 <= m["edgecache_redis_errors_total"] <= degraded  # one per failed call; the rest wait for the retry
+
+
+def test_a_dead_workers_live_gauges_leave_the_metrics(tmp_path):
+    """With several workers each gauge is the lowest (or highest, or sum) over the live
+    ones: a worker that died reporting Redis down must not keep the service's figure at 0
+    after uvicorn has replaced it."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    from edgecache.delivery.service import LiveWorkersCollector, reap_dead_workers
+
+    code = ("import sys, time; from prometheus_client import Gauge; "
+            "Gauge('edgecache_redis_up', 'up', ['edge'], multiprocess_mode='livemin').labels('E1').set(int(sys.argv[1])); "
+            "print('set', flush=True); time.sleep(float(sys.argv[2]))")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    dead = subprocess.run([sys.executable, "-c", code, "0", "0"], env=env, capture_output=True, text=True, timeout=60)
+    assert dead.stdout == "set\n", dead.stderr
+    alive = subprocess.Popen([sys.executable, "-c", code, "1", "60"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert alive.stdout.readline() == "set\n"
+        assert len(list(tmp_path.glob("gauge_livemin_*.db"))) == 2
+
+        def up(collector) -> float | None:  # noqa: ANN001
+            registry = CollectorRegistry()
+            collector(registry, path=str(tmp_path))
+            return registry.get_sample_value("edgecache_redis_up", {"edge": "E1"})
+
+        assert up(multiprocess.MultiProcessCollector) == 0.0  # prometheus_client alone: the dead 0 stays
+        assert up(LiveWorkersCollector) == 1.0  # the dead worker's 0 was dropped
+        assert len(list(tmp_path.glob("gauge_livemin_*.db"))) == 1
+        assert reap_dead_workers(tmp_path) == []  # the live one stays
+    finally:
+        alive.kill()
+        alive.wait(timeout=10)
+    assert len(reap_dead_workers(tmp_path)) == 1 and not list(tmp_path.glob("gauge_livemin_*.db"))

@@ -259,14 +259,15 @@ def _serve(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, redis_url=server.url)
     # Built here in every case: wrong credentials are one line and exit 2 before any worker starts.
     delivery = config.delivery()
-    limit = (f"{config.rate_limit:g} requests/s per client, bursts of {config.rate_burst or max(1.0, config.rate_limit):g}"
-             if config.rate_limit else "no rate limit")
+    limiter = config.limiter()
+    limit = (f"{limiter.rate:g} requests/s per client, bursts of {limiter.burst:g}"
+             + (" in each worker" if config.workers > 1 else "") if limiter else "no rate limit")
     workers = f"{config.workers} worker processes" if config.workers > 1 else "one process"
     print(f"edge service for {', '.join(delivery.edges)} on http://{args.bind}:{args.port} "
           f"(Redis {redact(config.redis_url)}; {config.times().describe()}; {limit}; {workers}; docs at /docs)",
           flush=True)
     if config.workers == 1:
-        uvicorn.run(create_app(delivery, token=token, times=config.times(), limiter=config.limiter()),
+        uvicorn.run(create_app(delivery, token=token, times=config.times(), limiter=limiter),
                     host=args.bind, port=args.port, log_level=args.log_level, access_log=False, loop=LOOP)
         return 0
     # Several processes accept on one socket (uvicorn's workers). Each builds its own app

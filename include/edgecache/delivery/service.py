@@ -28,12 +28,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import redis
 from fastapi import FastAPI, Security
 from fastapi.security import HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
 
@@ -362,10 +363,13 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         TimeWindow(self.clock, self.max_age, self.max_ahead)  # raises ValueError on a bad window
-        if self.rate_limit < 0 or self.rate_burst < 0:
-            raise ValueError("--rate-limit and --rate-burst must not be negative")
         if not 1 <= self.workers <= 64:
             raise ValueError(f"--workers must be between 1 and 64, not {self.workers}")
+        if not (0 <= self.rate_limit < math.inf and 0 <= self.rate_burst < math.inf):
+            raise ValueError("--rate-limit and --rate-burst must be finite and must not be negative")
+        if self.rate_burst and self.rate_burst < 1:
+            raise ValueError(f"--rate-burst must be at least 1 (or 0 for one second's worth), not {self.rate_burst:g}")
+        self.limiter()  # any other bad pair fails here, before a worker starts
 
     def times(self) -> TimeWindow:
         return TimeWindow(self.clock, self.max_age, self.max_ahead)
@@ -376,6 +380,8 @@ class ServeConfig:
         if self.rate_limit <= 0:
             return None
         burst = self.rate_burst or max(1.0, self.rate_limit)
+        if self.workers == 1:
+            return RateLimiter(self.rate_limit, burst)
         return RateLimiter(self.rate_limit / self.workers, max(1.0, burst / self.workers))
 
     def delivery(self) -> Delivery:
@@ -402,10 +408,36 @@ def app_from_env() -> EdgeService:
     the settings from ``$EDGECACHE_SERVE_CONFIG``, the token as the parent found it, and
     ``/metrics`` adding up every worker's samples (prometheus_client's multiprocess mode,
     whose folder the parent set in ``$PROMETHEUS_MULTIPROC_DIR``)."""
-    from prometheus_client import multiprocess
-
     config = ServeConfig(**json.loads(os.environ[SERVE_CONFIG_ENV]))
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    LiveWorkersCollector(registry)
     return create_app(config.delivery(), registry, token=load_token(), times=config.times(),
                       limiter=config.limiter())
+
+
+def reap_dead_workers(path: str | Path) -> list[int]:
+    """Drop the live gauges of worker processes that are gone, and return their pids.
+
+    uvicorn replaces a worker that died or hung, but its gauge files stay in the metrics
+    folder: without this, a worker that died while Redis was down would keep
+    ``edgecache_redis_up`` (the lowest of the workers') at 0 for good."""
+    pids = {int(f.stem.rsplit("_", 1)[1]) for f in Path(path).glob("gauge_live*_*.db")}
+    gone = []
+    for pid in sorted(pids):
+        try:
+            os.kill(pid, 0)  # no signal: only asks whether the process exists
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(path))
+            gone.append(pid)
+        except PermissionError:  # it exists, under another user
+            pass
+    return gone
+
+
+class LiveWorkersCollector(multiprocess.MultiProcessCollector):
+    """Every worker's samples (prometheus_client's multiprocess mode), after the dead
+    workers' live gauges are dropped."""
+
+    def collect(self):  # noqa: ANN201
+        reap_dead_workers(self._path)
+        return super().collect()
