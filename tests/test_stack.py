@@ -129,6 +129,39 @@ def test_make_up_prints_where_everything_is(stack):
         assert listen_addresses(port) <= {"127.0.0.1"}, (port, listen_addresses(port))
 
 
+def trigger_from_the_dialog(page, expect, attempts: int = 4) -> None:  # noqa: ANN001
+    """Open the DAG's Trigger dialog, tick "Unpause" (the DAG starts paused, and a paused
+    DAG's runs wait in the queue) and trigger.
+
+    While the UI refreshes the DAG's details (the dag-processor parses it again, the page
+    polls) it can re-render the page under an open dialog, which then closes without
+    triggering. Then the dialog is opened again, unless a run has appeared after all."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    dag_url = page.url
+    for attempt in range(attempts):
+        page.get_by_role("button", name="Trigger").first.click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_be_visible()
+        unpause = dialog.get_by_role("checkbox", name=re.compile("Unpause"))
+        if unpause.count() and not unpause.is_checked():
+            unpause.check()
+        try:
+            dialog.get_by_role("button", name="Trigger").click(timeout=30_000)
+            expect(dialog).to_be_hidden()
+            return
+        except (PlaywrightTimeout, AssertionError):
+            if attempt == attempts - 1:
+                raise
+        page.goto(dag_url)
+        expect(page.get_by_role("button", name="Trigger").first).to_be_visible()
+        try:  # the header's "Latest Run" links to a run once there is one
+            expect(page.locator(f"a[href*='/dags/{DAG_ID}/runs/']").first).to_be_visible(timeout=5_000)
+            return  # the click went through before the page changed
+        except AssertionError:
+            pass
+
+
 @pytest.fixture(scope="module")
 def triggered(stack) -> dict[str, Any]:
     """Sign in, trigger the DAG from its page, wait until the UI shows the run succeeded."""
@@ -156,18 +189,7 @@ def triggered(stack) -> dict[str, Any]:
                 expect(link).to_be_visible(timeout=120_000)  # the dag-processor has parsed it
                 link.click()
                 expect(page).to_have_url(re.compile(rf"/dags/{DAG_ID}(\?.*)?$"))
-                page.get_by_role("button", name="Trigger").first.click()
-                dialog = page.get_by_role("dialog")
-                expect(dialog).to_be_visible()
-                unpause = dialog.get_by_role("checkbox", name=re.compile("Unpause"))
-                if unpause.count():  # the DAG starts paused; a paused DAG's runs wait in the queue
-                    unpause.check()
-                    expect(unpause).to_be_checked()
-                # The dialog re-renders while the UI catches up (the unpause, the DAG's details);
-                # on a busy 2-core machine that can outlast the page's 30 s default, and the
-                # click retries until the button is stable again.
-                dialog.get_by_role("button", name="Trigger").click(timeout=120_000)
-                expect(dialog).to_be_hidden()
+                trigger_from_the_dialog(page, expect)
                 # The UI may open the new run's page, or stay on the DAG's, whose "Latest Run"
                 # links to it (the only run there is).
                 # Its URL may end with a slash, depending on the link the UI followed.
