@@ -379,9 +379,7 @@ class ServeConfig:
         kernel spreads connections over the workers, so each gets its share of the rate."""
         if self.rate_limit <= 0:
             return None
-        burst = self.rate_burst or max(1.0, self.rate_limit)
-        if self.workers == 1:
-            return RateLimiter(self.rate_limit, burst)
+        burst = self.rate_burst or max(1.0, self.rate_limit)  # at least 1 (checked above)
         return RateLimiter(self.rate_limit / self.workers, max(1.0, burst / self.workers))
 
     def delivery(self) -> Delivery:
