@@ -2,7 +2,7 @@
 
     python bench/delivery.py [--date 2025-04-12] [--requests 20000] [--rate 2000] [--replay-rate 1000]
                              [--seconds 10] [--services 2] [--users 1000000] [--connections 200]
-                             [--connections-rate 1000,2000] [--workers 1,2] [--only inproc,http,connections,warm]
+                             [--connections-rate 1000,2000,3000] [--workers 1,2,3] [--only inproc,http,connections,warm]
 
 Needs day D's predictions and D+1's logs in the data directory (``make run`` makes both).
 Every figure is set beside a reference measured in the same run against the same
@@ -18,10 +18,11 @@ redis-server (a fresh embedded one on 127.0.0.1):
   after every answer so that together they offer about ``--rate``); throughput and latency
   percentiles. Every request carries the API token, as a client's would: the services and
   the drivers share one made for the run.
-- connections: one service for every edge, with 1 and then 2 worker processes
+- connections: one service for every edge, with 1, 2 and 3 worker processes
   (``--workers``), under ``--connections`` (200) concurrent wrk connections, saturated and
-  paced to each of ``--connections-rate`` (1,000 and 2,000/s) in all; beside each, the same server's ``/healthz`` under
-  the same load, with the ratios of throughput and p99, and wrk's timeouts (2 s).
+  paced to each of ``--connections-rate`` (1,000, 2,000 and 3,000/s) in all; beside each,
+  the same server's ``/healthz`` under the same load, with the ratios of throughput and p99,
+  wrk's timeouts (2 s) and every answer's status (a fast error is not throughput).
 - warm: the warm's viewer writes for ``--users`` synthetic viewers (2 keys each) against
   ``redis-benchmark -c 1 -P 16 -t set`` on the same server.
 
@@ -140,6 +141,20 @@ request = function()
   i = i %% #bodies + 1
   return wrk.format(nil, "/deliver", nil, bodies[i])
 end
+-- every answer's status, so that fast errors cannot pass for throughput
+statuses = {}
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+done = function(summary, latency, requests)
+  local all = {}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("statuses")) do all[k] = (all[k] or 0) + v end
+  end
+  for k, v in pairs(all) do io.write(string.format("status %%d %%d\\n", k, v)) end
+end
 %s
 """
 # paced runs: each connection waits this long after a response before its next request
@@ -170,7 +185,8 @@ def _wrk_start(port: int, bodies: list[str], seconds: float, workdir: Path, toke
         url = f"http://127.0.0.1:{port}/healthz"
     # wrk's own timeout is 2 s: a request unanswered by then counts as a timeout
     return subprocess.Popen([wrk, "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "--timeout", "2s",
-                             "-s", str(workdir / "post.lua"), url], stdout=subprocess.PIPE, text=True), seconds, connections
+                             "-s", str(workdir / "post.lua"), url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True), seconds, connections
 
 
 def _wrk_result(proc, seconds: float, connections: int) -> dict | None:  # noqa: ANN001
@@ -186,7 +202,11 @@ def _wrk_result(proc, seconds: float, connections: int) -> dict | None:  # noqa:
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if proc.returncode != 0 or "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed (exit {proc.returncode}): {out[-2000:]}")
+    statuses = {int(k): int(v) for k, v in re.findall(r"^status (\d+) (\d+)$", out, re.M)}
     return {"connections": connections, "seconds": seconds, "throughput_per_second": rate,
+            "statuses": statuses,
             "latency_ms": {"p50": ms("50"), "p90": ms("90"), "p99": ms("99")},
             "non_2xx": int(non2xx.group(1)) if non2xx else 0,
             "timeouts": int(errors.group(4)) if errors else 0,
@@ -278,6 +298,10 @@ def bench_connections(url: str, data_dir: Path, date: str, rates: list[float], s
     out: dict = {"connections": connections, "paced_rates": rates, "edges": edges, "by_workers": {}}
     for w in workers:
         port = free_port()
+        # warm first: every worker then starts from the warm's state (a worker that started
+        # before it takes it up at its next marker check, within a second, and answers 422
+        # "no warm yet" until then under the replay clock)
+        warm(client, data_dir, date, TTL)
         proc = _start_service(url, edges, port, token, workers=w)
         runs: dict = {}
         try:
@@ -361,9 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--services", type=int, default=2, help="edge services the edges are split over")
     p.add_argument("--users", type=int, default=1_000_000)
     p.add_argument("--connections", type=int, default=200, help="concurrent connections of the 'connections' part")
-    p.add_argument("--connections-rate", default="1000,2000",
+    p.add_argument("--connections-rate", default="1000,2000,3000",
                    help="requests/s the paced connections offer together, one run each")
-    p.add_argument("--workers", default="1,2", help="worker processes of the 'connections' part's service")
+    p.add_argument("--workers", default="1,2,3", help="worker processes of the 'connections' part's service")
     p.add_argument("--only", default="inproc,http,connections,warm")
     args = p.parse_args(argv)
     parts = set(args.only.split(","))
@@ -389,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"http": results["http"]}, indent=2), flush=True)
             if "connections" in parts:
                 results["connections"] = bench_connections(
-                    server.url, args.data_dir, args.date, [float(r) for r in args.connections_rate.split(",")],
+                    server.url, args.data_dir, args.date, [float(r) for r in args.connections_rate.split(",") if r.strip()],
                     args.seconds, args.connections,
                     [int(w) for w in args.workers.split(",")], Path(tmp))
             if "warm" in parts:

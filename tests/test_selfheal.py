@@ -112,6 +112,22 @@ def test_a_lost_warm_is_reported_and_rewarmed_from_disk(tmp_path, redis_client, 
     assert "E1" in line and "re-warmed" in line and DATE in line and "\n" not in line
 
 
+def test_a_warm_made_elsewhere_is_taken_up_at_the_next_check(tmp_path, redis_client):
+    """Two workers of one service: one re-warms a lost warm, the other must serve from it at
+    its next marker check, not after its state's refresh interval (it answered 422 "no warm
+    yet" until then under the replay clock)."""
+    write_complete_day(tmp_path)
+    a, b = (Delivery(redis_client, ["E1"], 200, TTL, top_k=4, metrics=DeliveryMetrics(CollectorRegistry()),
+                     data_dir=tmp_path, refresh_seconds=3600) for _ in range(2))
+    for d in (a, b):
+        d.refresh("E1", force=True)  # what each worker reads at start: nothing yet
+    assert b.states["E1"].warm_date is None
+    assert a.heal() == {"E1": "ok"}
+    assert b.heal() == {}  # the marker is back: nothing for b to re-warm
+    state = b.states["E1"]
+    assert state.warm_date == DATE and state.popular and state.catalog
+
+
 def test_rewarm_attempts_are_bounded_logged_and_counted(tmp_path, redis_client, caplog):
     caplog.set_level(logging.WARNING, logger="edgecache.delivery")
     data = tmp_path / "data"

@@ -561,3 +561,48 @@ def test_a_dead_workers_live_gauges_leave_the_metrics(tmp_path):
         alive.kill()
         alive.wait(timeout=10)
     assert len(reap_dead_workers(tmp_path)) == 1 and not list(tmp_path.glob("gauge_livemin_*.db"))
+
+
+def test_worker_connections_have_nagle_off():
+    """uvicorn's workers accept on a socket made with protocol number 0, on which asyncio
+    leaves Nagle's algorithm on: a small answer then waited ~40 ms for the client's delayed
+    ACK. The service's HTTP protocol turns it off on every connection it is given."""
+    import asyncio
+    import socket
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from edgecache.delivery.service import NoDelayHttp
+
+    async def nodelay_of_accepted(protocol: type) -> int:
+        config = Config(app=lambda scope, receive, send: None, lifespan="off")
+        config.load()
+        seen: list[int] = []
+
+        class Probe(protocol):  # type: ignore[misc, valid-type]
+            def connection_made(self, transport) -> None:  # noqa: ANN001
+                super().connection_made(transport)
+                sock = transport.get_extra_info("socket")
+                seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        listener = socket.socket(family=socket.AF_INET)  # as uvicorn's Config.bind_socket makes it
+        listener.bind(("127.0.0.1", 0))
+        assert listener.proto == 0
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Probe(config=config, server_state=ServerState(), app_state={}), sock=listener)
+        try:
+            _, writer = await asyncio.open_connection(*listener.getsockname())
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+        finally:
+            server.close()
+        return seen[0]
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    assert asyncio.run(nodelay_of_accepted(HttpToolsProtocol)) == 0  # the default: Nagle on
+    assert asyncio.run(nodelay_of_accepted(NoDelayHttp)) != 0

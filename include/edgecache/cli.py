@@ -235,7 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from edgecache.delivery.auth import TokenError, load_token
-    from edgecache.delivery.service import SERVE_CONFIG_ENV, ServeConfig, create_app
+    from edgecache.delivery.service import SERVE_CONFIG_ENV, NoDelayHttp, ServeConfig, create_app
     from edgecache.redis_conn import redact
 
     # Configuration errors are one line and exit 2, before anything starts; the token last,
@@ -268,7 +268,8 @@ def _serve(args: argparse.Namespace) -> int:
           flush=True)
     if config.workers == 1:
         uvicorn.run(create_app(delivery, token=token, times=config.times(), limiter=limiter),
-                    host=args.bind, port=args.port, log_level=args.log_level, access_log=False, loop=LOOP)
+                    host=args.bind, port=args.port, log_level=args.log_level, access_log=False, loop=LOOP,
+                    http=NoDelayHttp)
         return 0
     # Several processes accept on one socket (uvicorn's workers). Each builds its own app
     # from the settings in the environment; their metrics meet in a fresh multiprocess folder.
@@ -277,7 +278,8 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         os.environ[SERVE_CONFIG_ENV] = config.to_env()
         uvicorn.run("edgecache.delivery.service:app_from_env", factory=True, workers=config.workers,
-                    host=args.bind, port=args.port, log_level=args.log_level, access_log=False, loop=LOOP)
+                    host=args.bind, port=args.port, log_level=args.log_level, access_log=False, loop=LOOP,
+                    http=NoDelayHttp)
     return 0
 
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import asyncio
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from typing import Annotated, Any, Literal
 
 import redis
 from fastapi import FastAPI, Security
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -53,6 +56,21 @@ UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 UNAUTHORIZED = "a valid 'Authorization: Bearer <token>' header is required"
 # Where ``edgecache serve --workers N`` hands its settings to the worker processes.
 SERVE_CONFIG_ENV = "EDGECACHE_SERVE_CONFIG"
+
+
+class NoDelayHttp(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with Nagle's algorithm off on every connection.
+
+    asyncio turns Nagle off only on sockets it opened itself; uvicorn's workers accept on a
+    socket the parent made (protocol number 0), so their connections kept Nagle on. A small
+    answer then waited for the client's delayed ACK: /healthz took 44 ms at p50 under 200
+    connections with two workers, against 1 ms with one."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
 
 
 class DeliverRequest(BaseModel):
@@ -150,8 +168,8 @@ class TimeWindow:
             now = self.now()
             at = now if value is None else parse_time(value)
             low, high = now - self.max_age, now + self.max_ahead
-            why = (f"more than {self.max_age:g} s before or {self.max_ahead:g} s after the server's clock "
-                   f"({_when(now)})")
+            why = lambda: (f"more than {self.max_age:g} s before or {self.max_ahead:g} s after the server's "  # noqa: E731
+                           f"clock ({_when(now)})")
         else:
             day = self._warm_day(delivery, edge)
             if day is None:
@@ -160,10 +178,11 @@ class TimeWindow:
                                                 "time is checked against the warm's day")
             at = self._latest.get(edge, day + DAY) if value is None else parse_time(value)
             low, high = day, day + 2 * DAY
-            why = f"outside {_when(low)} .. {_when(high)} (a day either side of the warm's t0 for {edge})"
+            why = lambda: f"outside {_when(low)} .. {_when(high)} (a day either side of the warm's t0 for {edge})"  # noqa: E731
         if not low <= at < high:  # NaN fails too
             delivery.metrics.rejected.labels(edge, "bad_time").inc()
-            raise DeliveryError("bad_time", f"request time {_when(at)} is {why}")
+            # the message is built only here: formatting the times cost 4 % of a decision
+            raise DeliveryError("bad_time", f"request time {_when(at)} is {why()}")
         if self.clock == "replay" and at > self._latest.get(edge, -math.inf):
             self._latest[edge] = at
         return at
