@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATE ?= 2025-04-12
 
-.PHONY: run test test-fast bench java up down dashboards redis-stop clean constraints help
+.PHONY: run test test-fast system-tools bench java up down dashboards redis-stop clean constraints help
 
 help:
 	@echo "make run    - set up, run the DAG predictive_caching once for DATE=$(DATE), print a summary"
@@ -34,10 +34,15 @@ java: $(STAMP)
 run: java
 	$(BIN)/edgecache run --date $(DATE)
 
-test: java
+# The Debian tools the tests need (.ci/system-packages): installed when run as root,
+# else named with the apt-get line, before any test runs.
+system-tools:
+	@.ci/system-tools
+
+test: java system-tools
 	$(BIN)/python -m pytest
 
-test-fast: java
+test-fast: java system-tools
 	$(BIN)/python -m pytest -m "not e2e"
 
 bench: java

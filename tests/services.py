@@ -14,15 +14,14 @@ import pytest
 
 
 def require_binary(name: str, debian_package: str, search: str | None = None) -> str:
-    """The binary's path (on ``search``, default the PATH); in CI a missing one fails the
-    test, elsewhere it skips it."""
+    """The binary's path (on ``search``, default the PATH). A missing one fails the test with
+    the package to install: `make test` checks for every such tool before any test runs
+    (.ci/system-packages), so this is reached only by running pytest directly."""
     path = shutil.which(name, path=search)
     if path:
         return path
-    message = f"{name} is not installed (Debian package {debian_package}; .ci/run installs it)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    pytest.fail(f"{name} is not installed: apt-get install {debian_package} (or run `make test`, which checks "
+                "the tools the tests need; the list is .ci/system-packages)", pytrace=False)
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.services import require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -86,17 +87,9 @@ TWO_PART_VERSIONS = {"postgres"}
 
 # -- helpers ------------------------------------------------------------------------------
 
-def require_tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"`{name}` is not on PATH; it is required for this test "
-                    f"(Debian: apt-get install {package})", pytrace=False)
-    return path
-
-
 def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
     """``docker-compose config -q`` with only ``env_file`` as the source of variables."""
-    tool = require_tool("docker-compose", "docker-compose")
+    tool = require_binary("docker-compose", "docker-compose")
     clean_env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "LC_ALL") if k in os.environ}
     return subprocess.run(
         [tool, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "-q"],
@@ -458,7 +451,7 @@ def test_env_example_holds_placeholders_only() -> None:
 
 
 def test_promtool_accepts_the_compose_prometheus_config() -> None:
-    tool = require_tool("promtool", "prometheus")
+    tool = require_binary("promtool", "prometheus")
     result = subprocess.run([tool, "check", "config", str(PROMETHEUS_CONFIG)],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
