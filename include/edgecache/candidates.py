@@ -262,9 +262,12 @@ def materialize(df: DataFrame) -> DataFrame:
     """Compute ``df`` now and cut its lineage.
 
     The feature queries nest many joins and windows; without a cut, every later query
-    over their result re-plans the whole tree, which costs more than running it.
+    over their result re-plans the whole tree, which costs more than running it. A reliable
+    checkpoint (files in the SparkContext's checkpoint folder, ``spark.checkpoint.dir``), not
+    a local one: a local checkpoint lives in the executors, and one lost executor would lose
+    rows that can no longer be recomputed.
     """
-    return df.localCheckpoint(eager=True)
+    return df.checkpoint(eager=True)
 
 
 def title_shares(popularity: DataFrame, titles: DataFrame) -> dict[str, DataFrame]:
@@ -274,9 +277,14 @@ def title_shares(popularity: DataFrame, titles: DataFrame) -> dict[str, DataFram
     spark = titles.sparkSession
     tp = materialize(spark.sql(
         """
-        SELECT p.edge_id, p.content_id, p.requests_decayed, t.genre,
-               sum(p.requests_decayed) OVER () AS all_decayed
-        FROM {popularity} p JOIN {titles} t ON t.content_id = p.content_id
+        WITH j AS (
+          SELECT p.edge_id, p.content_id, p.requests_decayed, t.genre
+          FROM {popularity} p JOIN {titles} t ON t.content_id = p.content_id
+        )
+        -- the total as a one-row aggregate joined on: a window without PARTITION BY would
+        -- move every row to a single task
+        SELECT j.*, total.all_decayed
+        FROM j CROSS JOIN (SELECT sum(requests_decayed) AS all_decayed FROM j) total
         """,
         popularity=popularity, titles=titles,
     ))

@@ -169,12 +169,15 @@ def edge_popularity(events: DataFrame, decay_days: float = 2.0) -> DataFrame:
                  count_if(age_days = 0) AS requests_last_day
           FROM {events} GROUP BY edge_id, content_id
         ),
+        -- the service's total as a one-row aggregate joined on, not a window over all rows:
+        -- a window without PARTITION BY moves every row to a single task
+        total AS (SELECT sum(requests_decayed) AS all_decayed FROM counts),
         shares AS (
-          SELECT *,
+          SELECT c.*,
                  requests_decayed / sum(requests_decayed) OVER (PARTITION BY edge_id) AS edge_share,
                  sum(requests_decayed) OVER (PARTITION BY content_id) AS global_decayed,
-                 sum(requests_decayed) OVER () AS all_decayed
-          FROM counts
+                 total.all_decayed
+          FROM counts c CROSS JOIN total
         )
         SELECT edge_id, content_id, requests,
                row_number() OVER (PARTITION BY edge_id ORDER BY requests DESC, content_id) AS rank,

@@ -141,6 +141,9 @@ class Settings:
     source: str = "generate"  # where a night's logs come from: generate (synthetic) or ingest (your own)
     logs_path: str = ""  # with source=ingest: folder or glob of your logs ({date} stands for the day)
     catalog_path: str = ""  # with source=ingest: your catalog (CSV or Parquet); empty: keep or infer one
+    # Spark's reliable checkpoints (a folder or URI every executor reaches: HDFS, S3, ... on a
+    # cluster); empty: <local_dir>/spark-checkpoints
+    checkpoint_dir: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -167,4 +170,8 @@ class Settings:
             source=os.environ.get("EDGECACHE_SOURCE") or d.source,
             logs_path=os.environ.get("EDGECACHE_LOGS_PATH") or d.logs_path,
             catalog_path=os.environ.get("EDGECACHE_CATALOG_PATH") or d.catalog_path,
+            checkpoint_dir=os.environ.get("EDGECACHE_CHECKPOINT_DIR") or d.checkpoint_dir,
         )
+
+    def spark_checkpoint_dir(self) -> str:
+        return self.checkpoint_dir or str(self.local_dir / "spark-checkpoints")

@@ -9,13 +9,17 @@ from pathlib import Path
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
+from edgecache.filesystems import remove_tree
 from edgecache.java import require_java
+from edgecache.settings import Settings
 
 # Defaults for a small embedded run; spark-submit --conf or the Spark connection override them.
 DEFAULT_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.shuffle.partitions": "8",
     "spark.ui.showConsoleProgress": "false",
+    # checkpoint files go when nothing refers to them any more (the job removes the rest)
+    "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
 }
 
 
@@ -38,7 +42,10 @@ def get_spark(app_name: str, master: str | None = None) -> SparkSession:
     builder = SparkSession.builder.appName(app_name)
     if master and not submitted.contains("spark.master"):
         builder = builder.master(master)
-    for key, value in DEFAULT_CONF.items():
+    # Reliable checkpoints (``materialize``), in a folder every executor reaches: the
+    # submission's spark.checkpoint.dir, else $EDGECACHE_CHECKPOINT_DIR, else .local's.
+    defaults = {**DEFAULT_CONF, "spark.checkpoint.dir": Settings.from_env().spark_checkpoint_dir()}
+    for key, value in defaults.items():
         if not submitted.contains(key):
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -59,3 +66,10 @@ def ship_package(spark: SparkSession) -> Path | None:
     path = package_zip(Path(tempfile.mkdtemp(prefix="edgecache-pyfiles-")))
     spark.sparkContext.addPyFile(str(path))
     return path
+
+
+def drop_checkpoints(spark: SparkSession) -> None:
+    """Remove this SparkContext's checkpoint folder (a job's checkpoints end with it)."""
+    folder = spark.sparkContext.getCheckpointDir()
+    if folder:
+        remove_tree(folder)

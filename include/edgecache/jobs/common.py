@@ -95,7 +95,7 @@ def run_job(
 ) -> int:
     """Parse ``argv``, check the inputs (``check``, before any Spark work), run the job on a
     SparkSession, write and print its report. A wrong input is one line on stderr and exit 2."""
-    from edgecache.spark import get_spark
+    from edgecache.spark import drop_checkpoints, get_spark
 
     args = parser.parse_args(argv)
     try:
@@ -103,7 +103,10 @@ def run_job(
             check(args)
         spark = get_spark(f"edgecache-{name}", args.master)
         started = time.perf_counter()
-        report = run(spark, args)
+        try:
+            report = run(spark, args)
+        finally:
+            drop_checkpoints(spark)
     except (JavaNotFoundError, InputError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

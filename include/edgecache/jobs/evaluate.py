@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import time
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -93,24 +92,23 @@ def ensure_logs(spark: SparkSession, layout: Layout, date: str, master: str) -> 
     return report
 
 
+def read_parquet(spark: SparkSession, path: Any, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet folder read through Spark (any file system Spark reaches), as Arrow."""
+    df = spark.read.parquet(str(path))
+    return (df.select(*columns) if columns else df).toArrow()
+
+
 def validated_events(spark: SparkSession, layout: Layout, date: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """D's accepted requests (edge_id, user_id, content_id, ts in seconds) and the line counts.
 
-    One pass over the logs into a slim Parquet file beside the evaluation, read back in the
-    driver: a day's requests never sit in the JVM's heap. Exact duplicate records count once,
-    as in the features job.
+    One pass over the logs, straight to Arrow in the driver (the replay runs there on the
+    whole day anyway). Exact duplicate records count once, as in the features job.
     """
     lines = spark.read.text(str(layout.logs(date))).select("value", F.col("_metadata.file_path").alias("source"))
-    slim = classify(lines, date).select(
+    table = classify(lines, date).select(
         "reason", "edge_id", "user_id", "content_id", "device", "duration",
         F.to_timestamp("timestamp", "yyyy-MM-dd HH:mm:ss").cast("long").alias("ts"),
-    )
-    tmp = layout.evaluation(date).with_name(f".date={date}.events")
-    try:
-        slim.write.mode("overwrite").parquet(str(tmp))
-        table = pq.read_table(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    ).toArrow()
     reasons = table.column("reason")
     counts = {r["values"]: r["counts"] for r in pc.value_counts(reasons.drop_null()).to_pylist()}
     records = table.filter(pc.is_null(reasons)).drop_columns(["reason"]).to_pandas()
@@ -155,15 +153,15 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         catalog = extend_inferred(catalog, longest)
         write_catalog(catalog, layout.catalog)
     events = events.drop(columns=["duration"])
-    demand = pq.read_table(demand_path).to_pandas()
-    users = pq.read_table(users_path, columns=["user_id", "edge_id", "ranked"]).to_pandas()
+    demand = read_parquet(spark, demand_path).to_pandas()
+    users = read_parquet(spark, users_path, ["user_id", "edge_id", "ranked"]).to_pandas()
     popularity_path = layout.features(date, "popularity")
-    popularity = (pq.read_table(popularity_path, columns=["edge_id", "content_id", "requests", "rank",
-                                                                "requests_decayed"]).to_pandas()
+    popularity = (read_parquet(spark, popularity_path, ["edge_id", "content_id", "requests", "rank",
+                                                        "requests_decayed"]).to_pandas()
                   if committed(layout.features_day(date)) else None)
 
     prefetch_path, summary_path = layout.predictions(date, "prefetch"), layout.predictions(date, "summary.json")
-    prefetch = (pq.read_table(prefetch_path, columns=["edge_id", "content_id"]).to_pandas()
+    prefetch = (read_parquet(spark, prefetch_path, ["edge_id", "content_id"]).to_pandas()
                 if prefetch_path.exists() else None)
     cache_bytes = read_json(summary_path).get("cache_bytes") if summary_path.exists() else None
     report, traces = evaluate(events, catalog, demand, users, args.sizes, args.workers, popularity=popularity,

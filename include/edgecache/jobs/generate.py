@@ -10,6 +10,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from edgecache.filesystems import stable_part_names
 from edgecache.jobs.common import base_parser, positive_int, run_job
 from edgecache.jobs.features import window_dates
 from edgecache.layout import Layout, read_json, staging, write_json_atomic
@@ -55,29 +56,6 @@ def write_reference(wl: Workload, layout: Layout) -> bool:
     return True
 
 
-def stable_part_names(spark: SparkSession, root: str, suffix: str) -> None:
-    """Rename Spark's part files (named with a random id) to part-00000<suffix>, ... per folder.
-
-    Quarantine records name the file a bad line came from, so the names must not change
-    from one run of the same day to the next. Uses Hadoop's FileSystem API, so it works on
-    any file system Spark writes to.
-    """
-    jvm = spark._jvm
-    path = jvm.org.apache.hadoop.fs.Path(root)
-    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
-    parts: dict[str, list] = {}
-    files = fs.listFiles(path, True)
-    while files.hasNext():
-        p = files.next().getPath()
-        if p.getName().startswith("part-"):
-            parts.setdefault(p.getParent().toString(), []).append(p)
-    for folder, paths in parts.items():
-        for i, p in enumerate(sorted(paths, key=lambda q: q.getName())):
-            target = jvm.org.apache.hadoop.fs.Path(p.getParent(), f"part-{i:05d}{suffix}")
-            if not fs.rename(p, target):
-                raise OSError(f"could not rename {p.toString()} to {target.toString()}")
-
-
 def write_day(spark: SparkSession, wl_b: Any, chunks: int, layout: Layout, date: str) -> dict[str, int]:
     """Generate one day of logs and commit them as a whole; return lines per edge."""
 
@@ -96,7 +74,9 @@ def write_day(spark: SparkSession, wl_b: Any, chunks: int, layout: Layout, date:
         logs.select(F.col("edge_id").alias("edge"), "value").write.mode("overwrite").partitionBy("edge").option(
             "compression", "none"
         ).text(str(tmp))
-        stable_part_names(spark, str(tmp), ".jsonl")
+        # Quarantine records name the file a bad line came from, so the names must not change
+        # from one run of the same day to the next.
+        stable_part_names(str(tmp), ".jsonl")
     # Counted from the files themselves: cheaper than keeping 10 million lines cached.
     written = spark.read.text(str(layout.logs(date)))
     return {r["edge"]: r["lines"] for r in written.groupBy("edge").agg(F.count("*").alias("lines")).collect()}

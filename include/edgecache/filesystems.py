@@ -1,0 +1,37 @@
+"""File operations on the folders Spark writes, on any file system pyarrow reaches (local,
+HDFS, S3, GCS, ...), by URI or path: the driver needs no private Spark API for them."""
+
+from __future__ import annotations
+
+import os
+
+from pyarrow import fs
+
+
+def resolve(uri: str) -> tuple[fs.FileSystem, str]:
+    """The file system and the path within it; a plain path is local (relative to the cwd)."""
+    if "://" not in uri and not uri.startswith("file:"):
+        uri = os.path.abspath(uri)
+    return fs.FileSystem.from_uri(uri)
+
+
+def remove_tree(uri: str) -> None:
+    """Remove a folder and everything in it; nothing when it is not there."""
+    filesystem, path = resolve(uri)
+    if filesystem.get_file_info(path).type == fs.FileType.Directory:
+        filesystem.delete_dir(path)
+
+
+def stable_part_names(root: str, suffix: str) -> None:
+    """Rename Spark's part files (named with a random id) to part-00000<suffix>, ... in each
+    folder under ``root``, in the order of their names."""
+    filesystem, base = resolve(root)
+    parts: dict[str, list[str]] = {}
+    for info in filesystem.get_file_info(fs.FileSelector(base, recursive=True)):
+        if info.type == fs.FileType.File and info.base_name.startswith("part-"):
+            parts.setdefault(info.path.rsplit("/", 1)[0], []).append(info.path)
+    for folder, paths in parts.items():
+        for i, path in enumerate(sorted(paths, key=lambda p: p.rsplit("/", 1)[1])):
+            target = f"{folder}/part-{i:05d}{suffix}"
+            if path != target:
+                filesystem.move(path, target)
