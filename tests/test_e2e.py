@@ -125,6 +125,7 @@ spark.stop()
 """
 
 
+@pytest.mark.cluster
 def test_the_dag_on_a_spark_standalone_cluster_gives_the_local_outputs(two_runs, tmp_path_factory, redis_server):
     """The same DAG against a real standalone master and worker (only SPARK_MASTER changes):
     every output equals the local[2] run's, and the executors import the shipped package."""

@@ -30,7 +30,7 @@ import pytest
 from edgecache.dashboards import DASHBOARDS, queries
 from tests.services import require_binary
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "predictive_caching"
