@@ -150,3 +150,22 @@ def test_the_evaluation_reads_its_inputs_through_spark(spark, tmp_path, monkeypa
     assert (counts["lines_in"], counts["accepted"], counts["duplicates"], counts["quarantined"]) == (4, 2, 1, 1)
     table = read_parquet(spark, (tmp_path / "out").as_uri(), ["content_id", "n"])
     assert table.to_pylist() == [{"content_id": "C1", "n": 3}]
+
+
+def test_jobs_side_by_side_keep_their_order_and_raise_after_all_end(spark):
+    from edgecache.spark import in_parallel
+
+    done = []
+
+    def job(n: int) -> int:
+        if n == 2:
+            raise ValueError("day 2 is bad")
+        total = spark.range(n * 1000).selectExpr("sum(id) AS s").first()["s"]
+        done.append(n)
+        return total
+
+    assert in_parallel(job, [3, 1, 4]) == [sum(range(3000)), sum(range(1000)), sum(range(4000))]
+    done.clear()
+    with pytest.raises(ValueError, match="day 2"):
+        in_parallel(job, [1, 2, 3, 4, 5])
+    assert sorted(done) == [1, 3, 4, 5]  # the others ran to their end

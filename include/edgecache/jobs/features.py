@@ -23,6 +23,7 @@ from edgecache.features import build_features
 from edgecache.jobs.common import InputError, base_parser, positive_float, positive_int, run_job
 from edgecache.layout import COMMIT_MARKER, Layout, committed, read_json, staging, write_json_atomic
 from edgecache.settings import Settings
+from edgecache.spark import in_parallel
 from edgecache.validate import accepted, classify, counts, quarantined
 
 
@@ -77,11 +78,15 @@ def write_features(spark: SparkSession, layout: Layout, events: DataFrame, catal
     """Build every feature table for ``cutoff`` and commit them with their manifest as one
     folder (the day's old folder stays in place until then); return rows per table."""
     days = [d for d in window_dates(cutoff, args.window_days) if committed(layout.events(d))]
-    rows = {}
     with staging(layout.features_day(cutoff)) as tmp:
-        for name, df in build_features(events, catalog, cutoff, args.window_days, args.decay_days).items():
+
+        def write(table: tuple[str, DataFrame]) -> tuple[str, int]:
+            name, df = table
             df.write.mode("overwrite").parquet(str(tmp / name))
-            rows[name] = spark.read.parquet(str(tmp / name)).count()
+            return name, spark.read.parquet(str(tmp / name)).count()
+
+        tables = build_features(events, catalog, cutoff, args.window_days, args.decay_days)
+        rows = dict(in_parallel(write, tables.items()))
         write_json_atomic(tmp / "manifest.json", manifest(cutoff, args, days))
     return rows
 
@@ -128,20 +133,17 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     layout = Layout(args.data_dir.resolve())
     date = args.date
 
-    outcome = validate_day(spark, layout, date)
+    # The window of D and of D-1 (yesterday's features train today's model): validate any
+    # day whose logs are committed but whose events are not (a first run, a backfill, or a
+    # validation that was killed part-way), beside D itself. Each day commits on its own.
+    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    span = window_dates(date, args.window_days + 1)
+    backfilled = [d for d in span[:-1] if not committed(layout.events(d)) and layout.has_logs(d)]
+    outcome = in_parallel(lambda d: validate_day(spark, layout, d), [date, *backfilled])[0]
     active_users = spark.read.parquet(str(layout.events(date))).select("user_id").distinct().count()
     lines_in = sum(outcome.values())
     accepted_n = outcome.pop("accepted")
     duplicates = outcome.pop("duplicate")
-
-    # The window of D and of D-1 (yesterday's features train today's model): validate any
-    # day whose logs are committed but whose events are not (a first run, a backfill, or a
-    # validation that was killed part-way).
-    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
-    span = window_dates(date, args.window_days + 1)
-    backfilled = [d for d in span[:-1] if not committed(layout.events(d)) and layout.has_logs(d)]
-    for d in backfilled:
-        validate_day(spark, layout, d)
     days = [d for d in span if committed(layout.events(d))]
     build_previous = previous in days and not features_ready(layout, previous, args)
     # On a nightly run D-1's features exist, so the day before D's window is not read.
@@ -150,9 +152,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     inferred = infer_catalog_from(spark, layout, events)
     catalog = read_spark(spark, layout.catalog)
 
-    rows = write_features(spark, layout, events, catalog, date, args)
-    if build_previous:
-        write_features(spark, layout, events, catalog, previous, args)
+    cutoffs = [date, previous] if build_previous else [date]
+    rows = in_parallel(lambda c: write_features(spark, layout, events, catalog, c, args), cutoffs)[0]
     events.unpersist()
     return {
         "lines_in": lines_in,
