@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame
 
 LINKS = ("logit", "log")
@@ -244,11 +245,21 @@ def negative_sample(rows: DataFrame, max_rows: int, seed: int, keys: Sequence[st
     )
 
 
-def auc(scored: DataFrame, score: str, label: str = "label") -> float | None:
-    """Area under the ROC curve of ``score`` against a 0/1 ``label``; None if one class is missing."""
-    from pyspark.ml.evaluation import BinaryClassificationEvaluator
-
-    counts = {r[0]: r[1] for r in scored.groupBy(label).count().collect()}
-    if len(counts) < 2:
+def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """ROC AUC by Mann-Whitney: the chance a positive outranks a negative, ties counting
+    half; None if one class is missing."""
+    y = np.asarray(labels, dtype=np.float64)
+    pos, neg = int((y == 1).sum()), int((y == 0).sum())
+    if not (pos and neg):
         return None
-    return float(BinaryClassificationEvaluator(rawPredictionCol=score, labelCol=label).evaluate(scored))
+    ranks = pd.Series(np.asarray(scores, dtype=np.float64)).rank(method="average").to_numpy()
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def auc(scored: DataFrame, score: str, label: str = "label") -> float | None:
+    """Area under the ROC curve of ``score`` against a 0/1 ``label``; None if one class is
+    missing. Exact, in the driver: two columns of a training sample (at most a few hundred
+    thousand rows) cost less there than Spark ML's evaluator, which took 5 s of a small run."""
+    table = scored.select(score, label).toArrow()
+    return rank_auc(table.column(score).to_numpy(zero_copy_only=False),
+                    table.column(label).to_numpy(zero_copy_only=False))

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 
 from edgecache.federated.model import Update, contribution
 from edgecache.federated.secagg import Client
+from edgecache.scorer import rank_auc
 
 # What a task sends the server for one edge and one round. Without secure aggregation:
 # the parameters and the row count. With it: only the masked contribution (params and
@@ -70,12 +71,8 @@ def validation(x: np.ndarray, y: np.ndarray, params: np.ndarray, weight: np.ndar
     w = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
     p = np.clip(_sigmoid(x @ params[:-1] + params[-1]), 1e-12, 1 - 1e-12)
     logloss = float(-(w * (y * np.log(p) + (1 - y) * np.log1p(-p))).sum() / w.sum())
-    pos, neg = int((y == 1).sum()), int((y == 0).sum())
-    auc = float("nan")
-    if pos and neg:  # Mann-Whitney: the chance a positive outranks a negative (ties half)
-        ranks = pd.Series(p).rank(method="average").to_numpy()
-        auc = float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
-    return {"rows": n, "logloss": logloss, "auc": auc}
+    auc = rank_auc(p, y)
+    return {"rows": n, "logloss": logloss, "auc": float("nan") if auc is None else auc}
 
 
 @dataclass(frozen=True)
