@@ -144,9 +144,9 @@ def trigger_from_the_dialog(page, expect, attempts: int = 4) -> None:  # noqa: A
         dialog = page.get_by_role("dialog")
         expect(dialog).to_be_visible()
         unpause = dialog.get_by_role("checkbox", name=re.compile("Unpause"))
-        if unpause.count() and not unpause.is_checked():
-            unpause.check()
-        try:
+        try:  # the dialog can close between any two of these steps (see above)
+            if unpause.count() and not unpause.is_checked(timeout=10_000):
+                unpause.check(timeout=10_000)
             dialog.get_by_role("button", name="Trigger").click(timeout=30_000)
             expect(dialog).to_be_hidden()
             return
