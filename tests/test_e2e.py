@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -126,28 +128,43 @@ spark.stop()
 
 
 @pytest.mark.cluster
-def test_the_dag_on_a_spark_standalone_cluster_gives_the_local_outputs(two_runs, tmp_path_factory, redis_server):
-    """The same DAG against a real standalone master and worker (only SPARK_MASTER changes):
-    every output equals the local[2] run's, and the executors import the shipped package."""
+def test_the_spark_jobs_on_a_standalone_cluster_give_the_local_outputs(two_runs, tmp_path_factory):
+    """Day D's Spark work done again by spark-submit against a real standalone master and
+    worker, from a copy of the local run's folders: the validation, features and
+    predictions of D equal the local[2] run's, and the executors import the shipped package.
+    (The jobs are what runs on Spark; the DAG around them does not change with the master.)"""
     from tests.services import spark_standalone
 
+    local = two_runs["layout"]
     tmp = tmp_path_factory.mktemp("standalone")
+    data = Layout(tmp / "data")
+    shutil.copytree(local.root, data.root)
+    for path in (data.events(DATE), data.quarantine(DATE), data.features_day(DATE), data.predictions_day(DATE)):
+        shutil.rmtree(path)
+    bin_dir = os.path.dirname(sys.executable)
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, EDGECACHE_LOCAL_DIR=str(tmp / "local"))
+    jobs = Path(__file__).resolve().parents[1] / "spark_jobs"
     with spark_standalone(tmp) as master:
+
+        def submit(script: Path, *args: str) -> str:
+            out = subprocess.run([os.path.join(bin_dir, "spark-submit"), "--master", master, "--conf",
+                                  "spark.ui.enabled=false", str(script), *args],
+                                 capture_output=True, text=True, timeout=600, env=env)
+            assert out.returncode == 0, out.stderr[-3000:]
+            return out.stdout
+
         probe = tmp / "probe.py"
         probe.write_text(PROBE)
-        spark_submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
-        out = subprocess.run([spark_submit, "--master", master, str(probe)], capture_output=True, text=True,
-                             timeout=300, env=dict(os.environ, PYSPARK_PYTHON=sys.executable))
-        assert out.returncode == 0, out.stderr[-3000:]
-        line = next(x for x in out.stdout.splitlines() if x.startswith("EXECUTOR"))
+        line = next(x for x in submit(probe).splitlines() if x.startswith("EXECUTOR"))
         assert line.count("edgecache.zip") == 2, line  # from the zip, not the installed package
-        run_dag(tmp, redis_server.url, master=master)
+        common = ["--date", DATE, "--data-dir", str(data.root)]
+        submit(jobs / "features.py", *common, "--window-days", str(CONF["window_days"]))
+        submit(jobs / "predict.py", *common, "--top-k", str(CONF["top_k"]), "--cache-gb", str(CONF["cache_gb"]))
 
     def in_place(out: dict, root) -> dict:  # quarantined lines name their file: drop the folder
         return {**out, "quarantine": [line.replace(str(root), "<data>") for line in out["quarantine"]]}
 
-    local = two_runs["layout"].root
-    assert in_place(outputs(Layout(tmp / "data")), tmp / "data") == in_place(two_runs["outputs"][0], local)
+    assert in_place(outputs(data), data.root) == in_place(two_runs["outputs"][0], local.root)
 
 
 def test_replay_through_the_service_matches_the_evaluation(two_runs, redis_server):
