@@ -50,9 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--titles", type=int, default=20_000)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="3g")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="write the data under this folder and keep it (one size only), to run a job again")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other sizes already in bench/results/engine.json")
     args = parser.parse_args(argv)
+    if args.keep and len(args.events) > 1:
+        parser.error("--keep takes one size")
 
     ref = bare_spark_submit(args.master)
     gib = 1024**3
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     for total in args.events:
         per_day = total // days
         users = int(per_day / args.views_per_user)
-        data = Path(tempfile.mkdtemp(prefix="edgecache-bench-engine-"))
+        data = args.keep or Path(tempfile.mkdtemp(prefix="edgecache-bench-engine-"))
+        data.mkdir(parents=True, exist_ok=True)
         try:
             common = ["--data-dir", str(data)]
             measure(spark_submit(args, "generate_logs.py", *common, "--events", str(per_day), "--users", str(users),
@@ -79,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             events = sum(json.loads((data / "reports" / f"date={DATE}" / "generate.json").read_text())
                          ["lines_per_edge"].values())
         finally:
-            shutil.rmtree(data, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(data, ignore_errors=True)
         row = {
             "events": total, "events_per_day": per_day, "events_on_D": events, "users": users,
             "titles": args.titles, "days": days,
@@ -93,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             "predict_without_gate_seconds": round(ungated.seconds, 1),
             "gate_added": round(pred.seconds / ungated.seconds - 1, 3),
             "gate_seconds_in_job": reports["predict"].get("seconds", {}).get("gate"),
+            "predict_steps_seconds": {**reports["predict"].get("seconds", {}),
+                                      **{f"train_{k}": v for k, v in
+                                         reports["predict"]["training"].get("seconds", {}).items()}},
             "reference_seconds": round(ref.seconds, 1),
             "measured_on": dt.date.today().isoformat(),
         }

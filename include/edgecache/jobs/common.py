@@ -116,3 +116,16 @@ def run_job(
     write_json_atomic(Layout(args.data_dir.resolve()).report(args.date, name), report)
     print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in sorted(report.items()) if not isinstance(v, dict)))
     return 0
+
+
+class Laps:
+    """Wall seconds of a job's steps, each step timed from the end of the one before."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._clock, 2)
+        self._clock = now

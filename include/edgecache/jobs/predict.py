@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +62,7 @@ from edgecache.jobs.common import (
     positive_float,
     positive_int,
     run_job,
+    Laps,
 )
 from edgecache.layout import Layout, committed, read_json, staging, write_json_atomic
 from edgecache.predict import edge_demand, predict_users, rank_candidates, top_lists
@@ -147,12 +147,14 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     """Fit the scorer (federated, central or per edge, as ``args.training`` says) and the
     demand model on D-1's features against D's requests."""
     previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    laps = Laps()
     feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
     feats, rate = sample_users(feats, MAX_TRAINING_USERS)
     titles = materialize(title_features(catalog, previous))
     labels = spark.read.parquet(str(layout.events(date)))
     rows = materialize(with_labels(candidate_rows(feats, titles, manifest["window_days"]), labels))
     sample = materialize(negative_sample(rows, MAX_TRAINING_ROWS, seed=0, keys=("user_id", "content_id")))
+    laps.lap("candidates")
     per_edge: dict[str, LinearModel] = {}
     federated = None
     if args.training == "central":
@@ -163,6 +165,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         per_edge = train_local(sample, FEATURES, REG)
         # an edge with no rows of its own has nothing to learn from: it gets the mean model
         scorer = _mean_model(list(per_edge.values()))
+    laps.lap("fit")
     scored = materialize(apply_by_edge(rows, per_edge, scorer, "p"))
     counts = scored.agg(F.count("*").alias("rows"), F.sum("label").alias("positives"),
                         F.stddev_pop("p").alias("spread")).first()
@@ -171,6 +174,9 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     demand_fit = fit_poisson_checked(demand_train, DEMAND_FEATURES)
     demand_stats = demand_train.selectExpr("count(*) AS n",
                                            f"stddev_pop({demand_fit.model.linear_sql()}) AS spread").first()
+    laps.lap("demand")
+    auc_training_day = auc(apply_by_edge(sample, per_edge, scorer, "p"), "p")
+    laps.lap("auc")
     stats = {
         "trained_on": {"features": previous, "labels": date},
         "training": args.training,
@@ -178,11 +184,12 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         "scorer_rows": counts["rows"],
         "scorer_positives": int(counts["positives"] or 0),
         # on the training sample: the full day's rows would cost a sort of all of them
-        "scorer_auc_training_day": auc(apply_by_edge(sample, per_edge, scorer, "p"), "p"),
+        "scorer_auc_training_day": auc_training_day,
         "demand_rows": demand_stats["n"],
         "demand_fit": {"converged": demand_fit.converged, "iterations": demand_fit.iterations,
                        "dropped_features": list(demand_fit.dropped)},
         "federated": federated,
+        "seconds": laps.seconds,
     }
     return Trained(scorer, per_edge, demand_fit, stats, feats, manifest["window_days"], titles, labels, scored,
                    demand_train, counts["spread"], demand_stats["spread"])
@@ -254,17 +261,16 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     deployed = {"prefetch": "simple", "lists": "simple"}
     models: dict[str, Any] = {}
     capacity = int(args.cache_gb * 1e9)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
+    laps = Laps()
     if model == "learned":
         t = train(spark, layout, date, catalog, args)
         stats = t.stats
-        seconds["train"], clock = time.perf_counter() - clock, time.perf_counter()
+        laps.lap("train")
         if args.gate:
             verdicts = run_gate(layout, date, catalog, t, capacity)
             gate = {k: v.to_dict() for k, v in verdicts.items()}
             deployed = {k: v.chosen for k, v in verdicts.items()}
-            seconds["gate"], clock = time.perf_counter() - clock, time.perf_counter()
+            laps.lap("gate")
         else:
             gate = {"skipped": "--gate false: the learned model is deployed unchecked"}
             deployed = {"prefetch": "learned", "lists": "learned"}
@@ -280,6 +286,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         scored = materialize(rank_candidates(apply_by_edge(candidate_rows(feats, titles, manifest["window_days"]),
                                                            t.per_edge, t.scorer, "p"))
                              .select("user_id", "edge_id", "content_id", "p", "r", "source"))
+        laps.lap("score_candidates")
     if deployed["lists"] == "learned":
         users = top_lists(scored, args.top_k)
     elif deployed["lists"] == "edge_popular":
@@ -310,7 +317,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         # Without yesterday's set (the first night) every title of the new set must be loaded.
         before = spark.read.parquet(str(layout.predictions(previous, "prefetch"))) if has_yesterday else pf.limit(0)
         fill = {r["edge_id"]: r.asDict() for r in fill_traffic(pf, before).collect()}
-        seconds["predict_and_write"] = time.perf_counter() - clock
+        laps.lap("rank_and_write")
         for v in fill.values():
             v.pop("edge_id")
         summary = {
@@ -330,7 +337,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             "fill_from_empty": not has_yesterday,
             "top_k": args.top_k,
             "cache_bytes": capacity,
-            "seconds": {k: round(v, 2) for k, v in seconds.items()},
+            "seconds": laps.seconds,
         }
         write_json_atomic(out / "summary.json", summary)
     return {**summary, "output": str(layout.predictions(date, ""))}
