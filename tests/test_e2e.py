@@ -25,13 +25,13 @@ CONF = {"users": 300, "edges": 3, "titles": 120, "events": 2000, "seed": 11, "ba
         "cache_gb": 20, "window_days": 3}
 
 
-def run_dag(tmp_path, redis_url: str, master: str = "local[2]") -> subprocess.CompletedProcess:
+def run_dag(tmp_path, redis_url: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update({
         "EDGECACHE_DATA_DIR": str(tmp_path / "data"),
         "EDGECACHE_LOCAL_DIR": str(tmp_path / "local"),
         "REDIS_URL": redis_url,
-        "SPARK_MASTER": master,
+        "SPARK_MASTER": "local[2]",
     })
     # The test process points AIRFLOW_HOME at its own folder; the run makes its own.
     env.pop("AIRFLOW_HOME", None)

@@ -54,6 +54,7 @@ from edgecache.federated.config import FedConfig
 from edgecache.federated.model import from_vector, to_vector
 from edgecache.federated.training import apply_by_edge, train_federated, train_local
 from edgecache.jobs.common import (
+    Laps,
     base_parser,
     boolean,
     non_negative_float,
@@ -62,7 +63,6 @@ from edgecache.jobs.common import (
     positive_float,
     positive_int,
     run_job,
-    Laps,
 )
 from edgecache.layout import Layout, committed, read_json, staging, write_json_atomic
 from edgecache.predict import edge_demand, predict_users, rank_candidates, top_lists
