@@ -8,8 +8,11 @@ one SparkSession, each of these runs ``--repeat`` times and the best time counts
   reference   ``spark.read.text(day).count()``: Spark reads every line and does nothing;
   ingest      ``edgecache ingest`` of that day into a second data directory (copies the
               lines into the layout, routed by edge);
-  validate    the features job's validation of the day: every line checked
-              (``edgecache.validate.check_line`` in Python workers), events and quarantine
+  copy        the lines written to Parquet unchanged, one column: the least any
+              validation that writes its events costs here;
+  validate    the features job's validation of the day: every line checked (lines in the
+              seed's shape by one pattern in the JVM, the others by
+              ``edgecache.validate.check_line`` in Python workers), events and quarantine
               written, exact duplicates dropped, outcomes counted;
   from_json   for comparison, a bare ``from_json`` of every line into the record's fields
               (what Spark's own JSON reader costs, with none of the contract's checks).
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         day = str(src.logs(DATE))
 
         ref = best_of(args.repeat, lambda: spark.read.text(day).count())
+        copy_s = best_of(args.repeat, lambda: spark.read.text(day).write.mode("overwrite").parquet(
+            str(work / "copy")))
         ingest_args = ingest.build_parser().parse_args(
             ["--date", DATE, "--data-dir", str(dst.root), "--source", str(src.root / "logs")])
         ingest.check(ingest_args)
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
 
     assert sum(outcome.values()) == lines, (outcome, lines)
-    rows = {"reference": ref, "ingest": ingest_s, "validate": validate_s, "from_json": from_json_s}
+    rows = {"reference": ref, "copy": copy_s, "ingest": ingest_s, "validate": validate_s, "from_json": from_json_s}
     print(f"\n{lines:,} lines on {args.master}, best of {args.repeat}")
     print("| step | seconds | lines per second | x reference |")
     print("| --- | ---: | ---: | ---: |")

@@ -18,6 +18,8 @@ from edgecache.validate import (
     check_line,
     check_line_slowly,
     classify,
+    plain_pattern,
+    split_plain,
     counts,
     quarantined,
     sort_lines,
@@ -190,3 +192,101 @@ def test_quarantine_keeps_each_line_verbatim_with_its_file(classified, shipped):
                   for reason, value in out.quarantined)
     assert got == want
     assert all(r.line is not None for r in rows)
+
+
+# --- the JVM's pattern: it accepts only what check_line accepts, with the same event ----------
+
+def _fuzzed_lines(n: int, seed: int) -> list[bytes]:
+    """Records in the seed's shape and near it: tricky values, other spacings and key
+    orders, a BOM, no edge, and one random change of a character in half of them."""
+    import random
+
+    rnd = random.Random(seed)
+    ids = ["U1", "C_9-x", "e" * 64, "e" * 65, "", "U 1", "U\\u0031", "é", "U1\"", "0"]
+    devices = ["TV", "Mobile", "Tablet", "Laptop", "Desktop", "tv", "Toaster", "TV "]
+    durations = ["0", "42", "1440", "1441", "1440.0", "1440.5", "1439.99999999999999999", "0.99999999999999999999",
+                 "01", "-0", "-1", "1e3", "1.5e2", "10000", "7.", ".5", "12.70", "true", "null", '"42"']
+    times = ["22:30:00", "00:00:00", "23:59:59", "24:00:00", "12:60:00", "9:00:00", "12:00:00.5", "12:00"]
+    days = [DAY] * 6 + ["2025-04-11", "2025-02-30", "2025-4-12"]
+    seps = [(", ", ": "), (",", ":"), (" , ", " : "), ("\t,\t", "\t:\t"), (",  ", ":  "), (",\u00a0", ": ")]
+    alphabet = ['"', "{", "}", ",", ":", " ", "\\", "0", "9", ".", "-", "e", "x", "\t", "é", "\u2028", "\ufeff", "\x00"]
+    out = []
+    for _ in range(n):
+        fields = {"user_id": f'"{rnd.choice(ids)}"', "device": f'"{rnd.choice(devices)}"',
+                  "content_id": f'"{rnd.choice(ids)}"', "duration": rnd.choice(durations),
+                  "timestamp": f'"{rnd.choice(days)} {rnd.choice(times)}"', "edge_id": f'"{rnd.choice(ids)}"'}
+        if rnd.random() < 0.7:  # most values good, so that the pattern's edges are what varies
+            for k, v in GOOD.items():
+                if rnd.random() < 0.6:
+                    fields[k] = json.dumps(v)
+        keys = list(fields)
+        if rnd.random() < 0.2:
+            keys.remove("edge_id")
+        if rnd.random() < 0.1:
+            fields["edge_id"] = "null"
+        if rnd.random() < 0.1:
+            rnd.shuffle(keys)
+        comma, colon = rnd.choice(seps)
+        text = "{" + comma.join(f'"{k}"{colon}{fields[k]}' for k in keys) + "}"
+        if rnd.random() < 0.05:
+            text = "\ufeff" + text
+        if rnd.random() < 0.1:
+            text = rnd.choice([" ", "\t", "  "]) + text + rnd.choice([" ", "\t", ""])
+        if rnd.random() < 0.5:
+            i = rnd.randrange(len(text) + 1)
+            text = text[:i] + rnd.choice(alphabet + [""]) + text[i + rnd.choice([0, 1]):]
+        data = text.encode()
+        if rnd.random() < 0.02:
+            data = data.replace(b"U", b"\xff", 1)
+        out.append(data)
+    return out
+
+
+def test_the_pattern_is_java_and_anchored():
+    pattern = plain_pattern(DAY)
+    assert pattern.startswith(r"\A") and pattern.endswith(r"\z")  # Java's $ would allow a final break
+
+
+def test_the_jvm_accepts_the_seed_shape_and_agrees_with_check_line(spark, tmp_path):
+    """Thousands of lines near the seed's shape: each is judged by the pattern or by
+    check_line in Python, and the outcome is the reference's, line for line."""
+    from collections import Counter
+
+    from pyspark.sql import functions as F
+
+    lines = _fuzzed_lines(4000, seed=7)
+    lines += [raw(v) for v in GOOD_LINES] + [raw(line(duration=d)) for d in (0, 1440, 12.5, 1439.999)]
+    files = {"edge=edge-09/a.jsonl": lines[0::2], "edge=__HIVE_DEFAULT_PARTITION__/b.jsonl": lines[1::2]}
+    want: Counter = Counter()
+    for name, part in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"\n".join(part) + b"\n")
+        edge = "edge-09" if name.startswith("edge=edge") else None
+        for value in part:
+            reason, event = check_line(value, DAY, edge)
+            want[(reason,) + ((event.user_id, event.device, event.content_id, event.duration, event.timestamp,
+                               event.edge_id) if event else (None,) * 6)] += 1
+    read = spark.read.text(str(tmp_path)).select("value", F.col("_metadata.file_path").alias("source"))
+    got = Counter(tuple(r) for r in classify(read, DAY).select(
+        "reason", "user_id", "device", "content_id", "duration", "timestamp", "edge_id").collect())
+    assert got == want
+    # The JVM took most of the good lines itself: the agreement is not Python's alone.
+    in_jvm = split_plain(read, DAY).where("line IS NULL").count()
+    accepted_lines = sum(n for key, n in want.items() if key[0] is None)
+    assert 0.5 * accepted_lines < in_jvm <= accepted_lines, (in_jvm, accepted_lines)
+
+
+def test_the_jvm_takes_the_seed_shape_in_every_spacing(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    compact = json.dumps(GOOD, separators=(",", ":"))
+    no_edge = json.dumps({k: v for k, v in GOOD.items() if k != "edge_id"})
+    values = [line(), compact, "\ufeff" + line(), " \t" + line() + " ", line(duration=1439.75), no_edge]
+    path = tmp_path / "edge=edge-04" / "a.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes("\n".join(values).encode() + b"\n")
+    read = spark.read.text(str(tmp_path)).select("value", F.col("_metadata.file_path").alias("source"))
+    rows = split_plain(read, DAY).collect()
+    assert all(r.line is None and r.reason is None for r in rows)
+    assert [r.duration for r in rows] == [42, 42, 42, 42, 1439, 42]
+    assert [r.edge_id for r in rows] == ["edge-01"] * 5 + ["edge-04"]

@@ -2,8 +2,10 @@
 
 The check of one line is a pure function (``check_line``) on its bytes, so it is exact
 (a JSON parser that stops after the first object, or reads text, cannot see trailing data,
-a second record or invalid UTF-8) and property-tested on any input. Spark runs it over a
-day's lines in Python workers (``classify``), then drops exact duplicate records.
+a second record or invalid UTF-8) and property-tested on any input. In Spark, lines in the
+seed's own shape are accepted by one pattern in the JVM (``plain_record``), which accepts
+only lines ``check_line`` accepts, with the same event; every other line goes to
+``check_line`` in Python workers (``classify``). Then exact duplicate records are dropped.
 
 For every day: lines in = events accepted + duplicates + lines quarantined; each
 quarantined line keeps its bytes, its reason and the file it came from.
@@ -241,13 +243,73 @@ def _check_arrays(values: Any, folders: Any, day: str | None) -> Any:
     ], names=["reason", "user_id", "device", "content_id", "duration", "timestamp", "edge_id"])
 
 
-def classify(lines: Any, day: str | None) -> Any:
-    """Check every line of ``lines`` (a DataFrame of Spark's text source: ``value``, and
-    ``source``, the file) filed under ``day``: the columns of ``CHECKED_DDL``, plus ``line``
-    (the bytes) and ``source``.
+_ID = r'"([A-Za-z0-9_-]{1,64}+)"'
+_SP = "[ \t]*+"  # JSON's blanks inside a line
 
-    The edge a line's folder names (``.../edge=E/file``) stands in for a record without
-    ``edge_id``. Only the line and its folder's edge go to the Python workers."""
+
+def plain_pattern(day: str) -> str:
+    """A Java pattern for a record of ``day`` in the seed's shape, its fields in groups 1-6:
+    ``{"user_id": "..", "device": "..", "content_id": "..", "duration": N, "timestamp": ".."
+    [, "edge_id": ".."]}``, keys in that order, blanks allowed between tokens, a BOM first.
+
+    Each group is checked to the character, so the pattern matches only lines that
+    ``check_line`` accepts: ids against their alphabet, a device by name, a plain decimal
+    duration of at most four integer digits (its bound, 1,440, is checked after), the time
+    of day on ``day``. No escapes, no other keys, nothing after the object."""
+
+    def key(name: str) -> str:
+        return f'{_SP}"{name}"{_SP}:{_SP}'
+
+    return (r"\A\uFEFF?" + _SP + r"\{" + key("user_id") + _ID + _SP + ","
+            + key("device") + '"(' + "|".join(DEVICES) + ')"' + _SP + ","
+            + key("content_id") + _ID + _SP + ","
+            + key("duration") + r"((?:0|[1-9][0-9]{0,3}+)(?:\.[0-9]{1,20}+)?)" + _SP + ","
+            + key("timestamp") + '"(' + re.escape(day) + r' (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])"' + _SP
+            + "(?:," + key("edge_id") + _ID + _SP + ")?"
+            + r"\}" + _SP + r"\r?\z")
+
+
+def plain_record(lines: Any, day: str) -> tuple[Any, Any, dict[str, Any]]:
+    """``lines`` with a column ``_parts`` added, and (accepted, the event's columns as in
+    ``CHECKED_DDL``) over it, by ``plain_pattern`` in the JVM.
+
+    Matching one pattern costs about a microsecond a line, against several in Python with
+    the transfer to its workers. A line it does not accept is not judged: ``check_line``
+    gives the verdict (other key orders, escapes, extra keys, a null edge, bad lines)."""
+    from pyspark.sql import functions as F
+
+    # One match, its groups joined by \x01 (which a line that matched cannot hold). Each
+    # step is a column of its own: an expression that several columns use would otherwise
+    # run once for each of them.
+    joined = F.regexp_replace("value", plain_pattern(day), "".join(f"\x01${i}" for i in range(1, 7)))
+    lines = (lines.withColumn("_joined", joined)
+             .withColumn("_parts", F.when(F.startswith("_joined", F.lit("\x01")), F.split("_joined", "\x01")))
+             .withColumn("_folder_edge", folder_edge_of(F.col("source"))))
+    field = [F.get("_parts", i) for i in range(7)]
+    lines = lines.withColumn("_edge", F.coalesce(F.nullif(field[6], F.lit("")), F.col("_folder_edge"))).withColumn(
+        "_duration", field[4].try_cast("double"))
+    ok = F.col("_parts").isNotNull() & (F.col("_duration") <= MAX_DURATION_MIN) & F.col("_edge").isNotNull()
+    lines = lines.withColumn("_ok", F.coalesce(ok, F.lit(False)))
+    columns = {"user_id": field[1], "device": field[2], "content_id": field[3],
+               "duration": F.floor("_duration").cast("bigint"), "timestamp": field[5], "edge_id": F.col("_edge")}
+    return lines, F.col("_ok"), columns
+
+
+def folder_edge_of(source: Any) -> Any:
+    """The edge a line's folder names (``.../edge=E/file``), or null."""
+    from pyspark.sql import functions as F
+
+    folder = F.substring_index(F.substring_index(source, "/", -2), "/", 1)  # its last folder
+    edge = F.substr(folder, F.lit(6))
+    # Spark files lines with no edge under __HIVE_DEFAULT_PARTITION__: no edge at all.
+    return F.when(F.startswith(folder, F.lit("edge=")) & (edge != "") & (edge != "__HIVE_DEFAULT_PARTITION__")
+                  & F.contains(source, F.lit("/")), edge)
+
+
+def check_in_python(lines: Any, day: str | None) -> Any:
+    """``check_line`` over every line of ``lines`` (``value``, ``source``) in Python workers:
+    the columns of ``CHECKED_DDL``, plus ``line`` (the bytes) and ``source`` for the lines
+    quarantined (a cached day stays small). Only the line and its folder's edge are sent."""
     import pyarrow as pa
     from pyspark.sql import functions as F
 
@@ -258,14 +320,60 @@ def classify(lines: Any, day: str | None) -> Any:
     check.__annotations__ = {"values": pa.Array, "folders": pa.Array, "return": pa.Array}
     check = F.arrow_udf(check, CHECKED_DDL)
 
-    folder = F.regexp_extract("source", r"/edge=([^/]+)/[^/]*$", 1)
-    # Spark files lines with no edge under __HIVE_DEFAULT_PARTITION__: no edge at all.
-    folder_edge = F.when((folder != "") & (folder != "__HIVE_DEFAULT_PARTITION__"), folder)
     line = F.col("value").cast("binary")
-    checked = lines.select(check(line, folder_edge).alias("c"), line.alias("line"), "source")
-    # Only quarantined lines keep their bytes and their file: a cached day stays small.
+    checked = lines.select(check(line, folder_edge_of(F.col("source"))).alias("c"), line.alias("line"), "source")
     bad = F.col("c.reason").isNotNull()
     return checked.select("c.*", F.when(bad, F.col("line")).alias("line"), F.when(bad, F.col("source")).alias("source"))
+
+
+def split_plain(lines: Any, day: str | None) -> Any:
+    """``lines`` with the columns of ``classify``, the lines ``plain_record`` accepts already
+    filled in; the others have no fields yet, and their ``line`` and ``source`` set, for
+    ``check_in_python`` to judge (``judged``)."""
+    from pyspark.sql import functions as F
+
+    if day is None:  # a date then needs a calendar check: leave every line to check_line
+        return with_hash(lines.select(F.lit(None).cast("string").alias("reason"),
+                                      *[F.lit(None).cast(t).alias(k) for k, t in _FIELD_TYPES.items()],
+                                      F.col("value").cast("binary").alias("line"), "source"))
+    lines, ok, fields = plain_record(lines, day)
+    return with_hash(lines.select(F.lit(None).cast("string").alias("reason"),
+                                  *[F.when(ok, v).alias(k) for k, v in fields.items()],
+                                  F.when(~ok, F.col("value").cast("binary")).alias("line"),
+                                  F.when(~ok, F.col("source")).alias("source")))
+
+
+def with_hash(checked: Any) -> Any:
+    """``checked`` with ``_hash``, an 8-byte hash of each accepted record (null for the
+    others): ``accepted`` finds repeated records by it. Computed on the way into staging,
+    so that finding them reads one column, not six."""
+    from pyspark.sql import functions as F
+
+    return checked.withColumn("_hash", F.when(F.col("reason").isNull() & F.col("user_id").isNotNull(),
+                                              F.xxhash64(*_FIELD_TYPES)))
+
+
+_FIELD_TYPES = {"user_id": "string", "device": "string", "content_id": "string", "duration": "bigint",
+                "timestamp": "string", "edge_id": "string"}
+
+
+def judged(split: Any, day: str | None) -> Any:
+    """The rows of ``split_plain`` that still need ``check_in_python``, judged by it."""
+    from pyspark.sql import functions as F
+
+    rest = split.where("line IS NOT NULL").select(F.col("line").cast("string").alias("value"), "source")
+    return with_hash(check_in_python(rest, day))
+
+
+def classify(lines: Any, day: str | None) -> Any:
+    """Check every line of ``lines`` (a DataFrame of Spark's text source: ``value``, and
+    ``source``, the file) filed under ``day``: the columns of ``CHECKED_DDL``, plus ``line``
+    (the bytes) and ``source`` of the lines quarantined.
+
+    The edge a line's folder names (``.../edge=E/file``) stands in for a record without
+    ``edge_id``. Lines in the seed's shape are accepted in the JVM; the rest go to Python."""
+    split = split_plain(lines, day)
+    return split.where("line IS NULL").unionByName(judged(split, day)).drop("_hash")
 
 
 MAX_LISTED_HASHES = 100_000  # more repeated records than this are matched by a join
@@ -281,12 +389,13 @@ def accepted(classified: Any) -> Any:
     change with the shuffle's order)."""
     from pyspark.sql import functions as F
 
-    records = classified.where("reason IS NULL").select(*_event_columns())
-    hashed = records.withColumn("_hash", F.xxhash64(*records.columns))
+    if "_hash" not in classified.columns:
+        classified = with_hash(classified)
+    hashed = classified.where("reason IS NULL").select(*_event_columns(), "_hash")
     repeated = hashed.groupBy("_hash").count().where("count > 1").select("_hash")
     listed = repeated.limit(MAX_LISTED_HASHES + 1).collect()
     if not listed:
-        return records
+        return hashed.drop("_hash")
     if len(listed) <= MAX_LISTED_HASHES:  # a filter on a set of literals: no join, no shuffle
         is_repeated = F.col("_hash").isin([r["_hash"] for r in listed])
         unique, again = hashed.where(~is_repeated), hashed.where(is_repeated)

@@ -24,7 +24,7 @@ from edgecache.jobs.common import InputError, base_parser, positive_float, posit
 from edgecache.layout import COMMIT_MARKER, Layout, committed, read_json, staging, write_json_atomic
 from edgecache.settings import Settings
 from edgecache.spark import in_parallel
-from edgecache.validate import accepted, classify, counts, quarantined
+from edgecache.validate import accepted, counts, judged, quarantined, split_plain
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,11 +50,14 @@ def validate_day(spark: SparkSession, layout: Layout, date: str) -> dict[str, in
     """Split a day's log lines into events and quarantine; return the lines by outcome:
     ``accepted`` (distinct events), ``duplicate`` and each quarantine reason."""
     lines = spark.read.text(str(layout.logs(date))).select("value", F.col("_metadata.file_path").alias("source"))
-    # Each line is checked once, into a staging table the three outputs then read: cheaper
-    # than caching a day of 10 million rows in the JVM's heap.
+    # Each line is checked once, into staging tables the three outputs then read: cheaper
+    # than caching a day of 10 million rows in the JVM's heap. The lines in the seed's shape
+    # are accepted in the JVM on the way in; only the others (few, as a rule) go to Python.
     checked = layout.root / ".staging" / f"validate-{date}"
-    classify(lines, date).write.mode("overwrite").parquet(str(checked))
-    classified = spark.read.parquet(str(checked))
+    split_plain(lines, date).write.mode("overwrite").parquet(str(checked / "plain"))
+    split = spark.read.parquet(str(checked / "plain"))
+    judged(split, date).write.mode("overwrite").parquet(str(checked / "judged"))
+    classified = split.where("line IS NULL").unionByName(spark.read.parquet(str(checked / "judged")))
     with staging(layout.quarantine(date)) as tmp:
         quarantined(classified).write.mode("overwrite").json(str(tmp))
     by_outcome = counts(classified)
