@@ -270,8 +270,9 @@ def plain_pattern(day: str) -> str:
 
 
 def plain_record(lines: Any, day: str) -> tuple[Any, Any, dict[str, Any]]:
-    """``lines`` with a column ``_parts`` added, and (accepted, the event's columns as in
-    ``CHECKED_DDL``) over it, by ``plain_pattern`` in the JVM.
+    """``lines`` with working columns (``_parts``, ``_edge``, ``_duration``, ``_ok``...) added,
+    and (accepted, the event's columns as in ``CHECKED_DDL``) over them, by ``plain_pattern``
+    in the JVM.
 
     Matching one pattern costs about a microsecond a line, against several in Python with
     the transfer to its workers. A line it does not accept is not judged: ``check_line``
@@ -321,9 +322,9 @@ def check_in_python(lines: Any, day: str | None) -> Any:
     check = F.arrow_udf(check, CHECKED_DDL)
 
     line = F.col("value").cast("binary")
-    checked = lines.select(check(line, folder_edge_of(F.col("source"))).alias("c"), line.alias("line"), "source")
+    out = lines.select(check(line, folder_edge_of(F.col("source"))).alias("c"), line.alias("line"), "source")
     bad = F.col("c.reason").isNotNull()
-    return checked.select("c.*", F.when(bad, F.col("line")).alias("line"), F.when(bad, F.col("source")).alias("source"))
+    return out.select("c.*", F.when(bad, F.col("line")).alias("line"), F.when(bad, F.col("source")).alias("source"))
 
 
 def split_plain(lines: Any, day: str | None) -> Any:
@@ -333,23 +334,28 @@ def split_plain(lines: Any, day: str | None) -> Any:
     from pyspark.sql import functions as F
 
     if day is None:  # a date then needs a calendar check: leave every line to check_line
-        return with_hash(lines.select(F.lit(None).cast("string").alias("reason"),
-                                      *[F.lit(None).cast(t).alias(k) for k, t in _FIELD_TYPES.items()],
-                                      F.col("value").cast("binary").alias("line"), "source"))
-    lines, ok, fields = plain_record(lines, day)
+        ok, fields = F.lit(False), {k: F.lit(None).cast(t) for k, t in _FIELD_TYPES.items()}
+    else:
+        lines, ok, fields = plain_record(lines, day)
     return with_hash(lines.select(F.lit(None).cast("string").alias("reason"),
                                   *[F.when(ok, v).alias(k) for k, v in fields.items()],
                                   F.when(~ok, F.col("value").cast("binary")).alias("line"),
                                   F.when(~ok, F.col("source")).alias("source")))
 
 
-def with_hash(checked: Any) -> Any:
-    """``checked`` with ``_hash``, an 8-byte hash of each accepted record (null for the
+def checked(split: Any, judged_rest: Any) -> Any:
+    """Every line's outcome: the rows of ``split_plain`` accepted in the JVM, and the rest
+    as ``judged`` gave them (both with ``_hash``)."""
+    return split.where("line IS NULL").unionByName(judged_rest)
+
+
+def with_hash(rows: Any) -> Any:
+    """``rows`` with ``_hash``, an 8-byte hash of each accepted record (null for the
     others): ``accepted`` finds repeated records by it. Computed on the way into staging,
     so that finding them reads one column, not six."""
     from pyspark.sql import functions as F
 
-    return checked.withColumn("_hash", F.when(F.col("reason").isNull() & F.col("user_id").isNotNull(),
+    return rows.withColumn("_hash", F.when(F.col("reason").isNull() & F.col("user_id").isNotNull(),
                                               F.xxhash64(*_FIELD_TYPES)))
 
 
@@ -373,7 +379,7 @@ def classify(lines: Any, day: str | None) -> Any:
     The edge a line's folder names (``.../edge=E/file``) stands in for a record without
     ``edge_id``. Lines in the seed's shape are accepted in the JVM; the rest go to Python."""
     split = split_plain(lines, day)
-    return split.where("line IS NULL").unionByName(judged(split, day)).drop("_hash")
+    return checked(split, judged(split, day)).drop("_hash")
 
 
 MAX_LISTED_HASHES = 100_000  # more repeated records than this are matched by a join

@@ -24,7 +24,7 @@ from edgecache.jobs.common import InputError, base_parser, positive_float, posit
 from edgecache.layout import COMMIT_MARKER, Layout, committed, read_json, staging, write_json_atomic
 from edgecache.settings import Settings
 from edgecache.spark import in_parallel
-from edgecache.validate import accepted, counts, judged, quarantined, split_plain
+from edgecache.validate import accepted, checked, counts, judged, quarantined, split_plain
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,11 +53,11 @@ def validate_day(spark: SparkSession, layout: Layout, date: str) -> dict[str, in
     # Each line is checked once, into staging tables the three outputs then read: cheaper
     # than caching a day of 10 million rows in the JVM's heap. The lines in the seed's shape
     # are accepted in the JVM on the way in; only the others (few, as a rule) go to Python.
-    checked = layout.root / ".staging" / f"validate-{date}"
-    split_plain(lines, date).write.mode("overwrite").parquet(str(checked / "plain"))
-    split = spark.read.parquet(str(checked / "plain"))
-    judged(split, date).write.mode("overwrite").parquet(str(checked / "judged"))
-    classified = split.where("line IS NULL").unionByName(spark.read.parquet(str(checked / "judged")))
+    stage = layout.root / ".staging" / f"validate-{date}"
+    split_plain(lines, date).write.mode("overwrite").parquet(str(stage / "plain"))
+    split = spark.read.parquet(str(stage / "plain"))
+    judged(split, date).write.mode("overwrite").parquet(str(stage / "judged"))
+    classified = checked(split, spark.read.parquet(str(stage / "judged")))
     with staging(layout.quarantine(date)) as tmp:
         quarantined(classified).write.mode("overwrite").json(str(tmp))
     by_outcome = counts(classified)
@@ -65,7 +65,7 @@ def validate_day(spark: SparkSession, layout: Layout, date: str) -> dict[str, in
     # checked lines go just before, so a kill leaves them only for a day validated again.
     with staging(layout.events(date)) as tmp:
         accepted(classified).write.mode("overwrite").parquet(str(tmp))
-        shutil.rmtree(checked, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
     events = spark.read.parquet(str(layout.events(date))).count()
     by_outcome["duplicate"] = by_outcome.pop("accepted", 0) - events
     by_outcome["accepted"] = events
