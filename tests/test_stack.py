@@ -145,7 +145,10 @@ def trigger_from_the_dialog(page, expect, attempts: int = 4) -> None:  # noqa: A
         expect(dialog).to_be_visible()
         unpause = dialog.get_by_role("checkbox", name=re.compile("Unpause"))
         try:  # the dialog can close between any two of these steps (see above)
-            if unpause.count() and not unpause.is_checked(timeout=10_000):
+            # The box renders after the dialog opens, once the UI knows the DAG is paused:
+            # wait for it (counting at once could miss it, and the run would wait forever).
+            expect(unpause).to_be_visible(timeout=15_000)
+            if not unpause.is_checked(timeout=10_000):
                 unpause.check(timeout=10_000)
             dialog.get_by_role("button", name="Trigger").click(timeout=30_000)
             expect(dialog).to_be_hidden()
@@ -214,6 +217,10 @@ def triggered(stack) -> dict[str, Any]:
                     state = row.inner_text().split()[-1].lower()
                     if state in ("success", "failed"):
                         break
+                    # A paused DAG's run waits in the queue for ever: say so now, not in 20 minutes.
+                    if state == "queued" and time.monotonic() > deadline - 1170:
+                        paused = _api(base, f"/api/v2/dags/{DAG_ID}", _token(base, user, password))["is_paused"]
+                        assert not paused, "the DAG is still paused 30 s after the trigger: its run cannot start"
                     page.goto("about:blank")
                     time.sleep(15)
                 page.goto(run_url)
