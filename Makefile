@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATE ?= 2025-04-12
 
-.PHONY: run test test-fast system-tools bench java up down dashboards redis-stop clean constraints help
+.PHONY: run test test-fast lint system-tools bench java up down dashboards redis-stop clean constraints help
 
 help:
 	@echo "make run    - set up, run the DAG predictive_caching once for DATE=$(DATE), print a summary"
 	@echo "make test   - set up, run the whole test suite"
+	@echo "make lint   - ruff (lint and format) and mypy over the package, the DAGs and the Spark jobs"
 	@echo "make bench  - wall time per task of the default DAG run, then the delivery path's benchmarks"
 	@echo "make up     - start Airflow (web UI), the edge services, the metrics bridge, Prometheus and the"
 	@echo "              Pushgateway on 127.0.0.1 and print their URLs and the Airflow login"
@@ -44,6 +45,14 @@ test: java system-tools
 
 test-fast: java system-tools
 	$(BIN)/python -m pytest -m "not e2e and not stack and not cluster"
+
+# The code paths ruff and mypy check (mypy's list is in pyproject.toml).
+LINTED := include dags spark_jobs
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
 
 bench: java
 	$(BIN)/python bench/pipeline.py --date $(DATE)

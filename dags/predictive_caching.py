@@ -47,8 +47,15 @@ from edgecache.settings import WORKLOAD_CHOICES, WORKLOAD_HELP, Settings, Worklo
 
 SETTINGS = Settings.from_env()  # environment only: no connection or network look-up here
 FED = FedConfig()
-FED_ARGS = ("fl_rounds", "fl_fraction", "fl_local_steps", "fl_fine_tune_steps", "fl_epsilon", "fl_clip_norm",
-            "fl_secure")
+FED_ARGS = (
+    "fl_rounds",
+    "fl_fraction",
+    "fl_local_steps",
+    "fl_fine_tune_steps",
+    "fl_epsilon",
+    "fl_clip_norm",
+    "fl_secure",
+)
 WORKLOAD = WorkloadParams.from_env()
 DATA_DIR = str(SETTINGS.data_dir)
 JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
@@ -103,40 +110,86 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
     },
     params={
         # Where the logs come from: the generator, or an operator's own files.
-        "source": Param(SETTINGS.source, type="string", enum=["generate", "ingest"],
-                        description="generate synthetic logs, or ingest your own from logs_path"),
+        "source": Param(
+            SETTINGS.source,
+            type="string",
+            enum=["generate", "ingest"],
+            description="generate synthetic logs, or ingest your own from logs_path",
+        ),
         # Optional: the trigger form sends an empty field as null, which a plain string refuses.
-        "logs_path": Param(SETTINGS.logs_path or None, type=["null", "string"],
-                           description="with source=ingest: folder or glob of your JSON Lines logs ({date} = the day)"),
-        "catalog_path": Param(SETTINGS.catalog_path or None, type=["null", "string"],
-                              description="with source=ingest: your catalog, CSV or Parquet (empty: keep or infer)"),
+        "logs_path": Param(
+            SETTINGS.logs_path or None,
+            type=["null", "string"],
+            description="with source=ingest: folder or glob of your JSON Lines logs ({date} = the day)",
+        ),
+        "catalog_path": Param(
+            SETTINGS.catalog_path or None,
+            type=["null", "string"],
+            description="with source=ingest: your catalog, CSV or Parquet (empty: keep or infer)",
+        ),
         # Every workload knob (see edgecache.settings.WorkloadParams), then the model's.
         **{f.name: workload_param(f.name, f.type) for f in fields(WorkloadParams)},
         "top_k": Param(SETTINGS.top_k, type="integer", minimum=1, description="titles predicted per viewer"),
-        "cache_gb": Param(SETTINGS.cache_gb, type="number", exclusiveMinimum=0,
-                          description="prefetch capacity of each edge cache, in GB"),
-        "window_days": Param(SETTINGS.window_days, type="integer", minimum=1,
-                             description="days of history the features cover"),
-        "decay_days": Param(SETTINGS.decay_days, type="number", exclusiveMinimum=0,
-                            description="e-folding time of the popularity decay, in days"),
-        "model": Param(SETTINGS.model, type="string", enum=["learned", "simple"],
-                       description="learned scorer, or the simple tiered baseline"),
+        "cache_gb": Param(
+            SETTINGS.cache_gb,
+            type="number",
+            exclusiveMinimum=0,
+            description="prefetch capacity of each edge cache, in GB",
+        ),
+        "window_days": Param(
+            SETTINGS.window_days, type="integer", minimum=1, description="days of history the features cover"
+        ),
+        "decay_days": Param(
+            SETTINGS.decay_days,
+            type="number",
+            exclusiveMinimum=0,
+            description="e-folding time of the popularity decay, in days",
+        ),
+        "model": Param(
+            SETTINGS.model,
+            type="string",
+            enum=["learned", "simple"],
+            description="learned scorer, or the simple tiered baseline",
+        ),
         # How the learned scorer trains (see edgecache.federated): federated by default.
-        "training": Param(SETTINGS.training, type="string", enum=["federated", "central", "local"],
-                          description="federated across edges, central (all logs pooled) or local (each edge alone)"),
+        "training": Param(
+            SETTINGS.training,
+            type="string",
+            enum=["federated", "central", "local"],
+            description="federated across edges, central (all logs pooled) or local (each edge alone)",
+        ),
         "fl_rounds": Param(FED.rounds, type="integer", minimum=1, description="federated rounds"),
-        "fl_fraction": Param(FED.fraction, type="number", exclusiveMinimum=0, maximum=1,
-                             description="share of the edges that train in each round"),
-        "fl_local_steps": Param(FED.local_steps, type="integer", minimum=1,
-                                description="local epochs: Newton steps per edge per round"),
-        "fl_fine_tune_steps": Param(FED.fine_tune_steps, type="integer", minimum=0,
-                                    description="local fine-tuning steps per edge after the rounds (0: off)"),
-        "fl_epsilon": Param(FED.epsilon, type="number", minimum=0,
-                            description="client-level differential privacy budget over all rounds (0: off)"),
-        "fl_clip_norm": Param(FED.clip_norm, type="number", exclusiveMinimum=0,
-                              description="differential privacy: bound of one edge's change per round"),
-        "fl_secure": Param(FED.secure, type="boolean",
-                           description="secure aggregation: the server learns only the sum of the updates"),
+        "fl_fraction": Param(
+            FED.fraction,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=1,
+            description="share of the edges that train in each round",
+        ),
+        "fl_local_steps": Param(
+            FED.local_steps, type="integer", minimum=1, description="local epochs: Newton steps per edge per round"
+        ),
+        "fl_fine_tune_steps": Param(
+            FED.fine_tune_steps,
+            type="integer",
+            minimum=0,
+            description="local fine-tuning steps per edge after the rounds (0: off)",
+        ),
+        "fl_epsilon": Param(
+            FED.epsilon,
+            type="number",
+            minimum=0,
+            description="client-level differential privacy budget over all rounds (0: off)",
+        ),
+        "fl_clip_norm": Param(
+            FED.clip_norm,
+            type="number",
+            exclusiveMinimum=0,
+            description="differential privacy: bound of one edge's change per round",
+        ),
+        "fl_secure": Param(
+            FED.secure, type="boolean", description="secure aggregation: the server learns only the sum of the updates"
+        ),
     },
 )
 def predictive_caching():
@@ -145,8 +198,10 @@ def predictive_caching():
         return "ingest_logs" if source == "ingest" else "generate_logs"
 
     ingest_logs = spark_job(
-        "ingest_logs", "ingest_logs.py",
-        ["--source", "{{ params.logs_path or '' }}", "--catalog", "{{ params.catalog_path or '' }}"], [LOGS],
+        "ingest_logs",
+        "ingest_logs.py",
+        ["--source", "{{ params.logs_path or '' }}", "--catalog", "{{ params.catalog_path or '' }}"],
+        [LOGS],
     )
     generate_logs = spark_job(
         "generate_logs",
@@ -156,15 +211,25 @@ def predictive_caching():
         [LOGS],
     )
     spark_features = spark_job(
-        "spark_features", "features.py",
-        ["--window-days", "{{ params.window_days }}", "--decay-days", "{{ params.decay_days }}"], [FEATURES]
+        "spark_features",
+        "features.py",
+        ["--window-days", "{{ params.window_days }}", "--decay-days", "{{ params.decay_days }}"],
+        [FEATURES],
     )
     spark_features.trigger_rule = "none_failed_min_one_success"  # one of generate and ingest is skipped
     spark_predict = spark_job(
         "spark_predict",
         "predict.py",
-        ["--top-k", "{{ params.top_k }}", "--cache-gb", "{{ params.cache_gb }}", "--model", "{{ params.model }}",
-         "--training", "{{ params.training }}"]
+        [
+            "--top-k",
+            "{{ params.top_k }}",
+            "--cache-gb",
+            "{{ params.cache_gb }}",
+            "--model",
+            "{{ params.model }}",
+            "--training",
+            "{{ params.training }}",
+        ]
         + [arg for name in FED_ARGS for arg in (f"--{name.replace('_', '-')}", f"{{{{ params.{name} }}}}")],
         [PREDICTIONS],
     )

@@ -31,6 +31,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import redis
 from redis.cluster import REDIS_CLUSTER_HASH_SLOTS as REDIS_CLUSTER_SLOTS
-from redis.cluster import key_slot
+from redis.cluster import RedisCluster, key_slot
 
 from edgecache.delivery.state import format_catalog_entry
 from edgecache.evaluate import next_episode_rows
@@ -59,7 +60,7 @@ from edgecache.keys import (
 )
 from edgecache.layout import Layout, committed, write_json_atomic
 from edgecache.policies import ADMISSION_COUNTS, ADMISSION_EPS, ADMISSION_UNASKED, RANKINGS
-from edgecache.redis_conn import check_access, is_cluster
+from edgecache.redis_conn import Client, check_access, is_cluster
 from edgecache.redis_server import redis_cli_binary
 from edgecache.schema import ID_RE
 
@@ -83,7 +84,7 @@ def _frame(path: Path, columns: list[str]) -> pd.DataFrame:
 
 def day_start(date: str) -> int:
     """Midnight UTC of ``date`` in Unix seconds."""
-    return int(dt.datetime.fromisoformat(date).replace(tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp())
 
 
 def admission_values(scores: pd.Series) -> list[float]:
@@ -103,8 +104,9 @@ def catalog_entries(catalog: pd.DataFrame) -> dict[str, str]:
 def top_followers(transitions: pd.DataFrame, n: int = TRANSITIONS_PER_TITLE) -> pd.DataFrame:
     """Per edge and title, the ``n`` titles watched after it most often (ties: lower id), as
     JSON lists: edge_id, from_content_id, to."""
-    t = transitions.sort_values(["edge_id", "from_content_id", "transitions", "to_content_id"],
-                                ascending=[True, True, False, True])
+    t = transitions.sort_values(
+        ["edge_id", "from_content_id", "transitions", "to_content_id"], ascending=[True, True, False, True]
+    )
     t = t.groupby(["edge_id", "from_content_id"], sort=False).head(n)
     lists = t.groupby(["edge_id", "from_content_id"], sort=True)["to_content_id"].agg(lambda s: json.dumps(list(s)))
     return lists.rename("to").reset_index()
@@ -141,8 +143,17 @@ def resp_sets(keys: pa.Array, values: pa.Array, ttl_seconds: int) -> bytes:
         return pc.binary_length(a).cast(pa.string()).cast(pa.binary())
 
     cmds = pc.binary_join_element_wise(
-        b"*5\r\n$3\r\nSET\r\n$", length(keys), b"\r\n", keys, b"\r\n$", length(values), b"\r\n", values,
-        f"\r\n$2\r\nEX\r\n${len(ttl)}\r\n{ttl}\r\n".encode(), b"")
+        b"*5\r\n$3\r\nSET\r\n$",
+        length(keys),
+        b"\r\n",
+        keys,
+        b"\r\n$",
+        length(values),
+        b"\r\n",
+        values,
+        f"\r\n$2\r\nEX\r\n${len(ttl)}\r\n{ttl}\r\n".encode(),
+        b"",
+    )
     return b"".join(cmds.to_pylist())
 
 
@@ -151,8 +162,11 @@ def redis_cli_pipe(client: redis.Redis) -> tuple[list[str], dict[str, str]]:
     environment, never on the command line)."""
     kw = client.connection_pool.connection_kwargs
     cmd = [redis_cli_binary(), "-n", str(kw.get("db") or 0)]
-    cmd += ["-s", kw["path"]] if kw.get("path") else ["-h", str(kw.get("host", "127.0.0.1")),
-                                                       "-p", str(kw.get("port", 6379))]
+    cmd += (
+        ["-s", kw["path"]]
+        if kw.get("path")
+        else ["-h", str(kw.get("host", "127.0.0.1")), "-p", str(kw.get("port", 6379))]
+    )
     if kw.get("username"):
         cmd += ["--user", kw["username"]]
     if client.connection_pool.connection_class.__name__ == "SSLConnection":
@@ -167,24 +181,30 @@ class MassInsert:
     """``redis-cli --pipe`` streams, one per server (one per primary of a Redis Cluster, each
     sent the keys of its own slots); ``close`` checks that every command got an OK."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.cluster = is_cluster(client)
-        nodes = client.get_primaries() if self.cluster else [None]
+        nodes: list[Any] = client.get_primaries() if is_cluster(client) else [None]
         self.names = [n.name if n else "redis" for n in nodes]
         self.sent = [0] * len(nodes)
         self.outs = [tempfile.TemporaryFile() for _ in nodes]
-        self.procs = []
+        self.procs: list[subprocess.Popen[bytes]] = []
         self._said: list[str] = []  # what each redis-cli said, once closed
         self._closed = False
         for node, out in zip(nodes, self.outs):
-            cmd, env = redis_cli_pipe(node.redis_connection if node else client)
-            self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-                                               env=env))
+            cmd, env = redis_cli_pipe(node.redis_connection if node else cast(redis.Redis, client))
+            self.procs.append(
+                subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=env)
+            )
         if self.cluster:
             # slot -> index of the primary that holds it
             index = {n.name: i for i, n in enumerate(nodes)}
-            self.slot_node = np.array([index[client.nodes_manager.get_node_from_slot(s).name]
-                                       for s in range(REDIS_CLUSTER_SLOTS)], dtype=np.int64)
+            self.slot_node = np.array(
+                [
+                    index[cast(RedisCluster, client).nodes_manager.get_node_from_slot(s).name]
+                    for s in range(REDIS_CLUSTER_SLOTS)
+                ],
+                dtype=np.int64,
+            )
 
     def set_many(self, keys: pa.Array, values: pa.Array, ttl_seconds: int) -> None:
         if not self.cluster:
@@ -197,7 +217,9 @@ class MassInsert:
 
     def _write(self, i: int, payload: bytes, commands: int) -> None:
         try:
-            self.procs[i].stdin.write(payload)
+            stdin = self.procs[i].stdin
+            assert stdin is not None  # opened with stdin=PIPE
+            stdin.write(payload)
         except BrokenPipeError:  # redis-cli gave up (e.g. AUTH failed): say why, not where
             self.close(check=False)
             raise RuntimeError(f"redis-cli --pipe to {self.names[i]} stopped early: {self._said[i]}") from None
@@ -211,6 +233,7 @@ class MassInsert:
         problems = []
         for name, proc, out, sent in zip(self.names, self.procs, self.outs, self.sent):
             try:
+                assert proc.stdin is not None
                 proc.stdin.close()  # what was written so far lands whole
             except BrokenPipeError:
                 pass
@@ -235,8 +258,7 @@ def pipe_summary(report: str) -> str:
     return said or "no output"
 
 
-def warm_users(client: redis.Redis, layout: Layout, date: str, ttl_seconds: int,
-               edges: list[str] | None = None) -> int:
+def warm_users(client: Client, layout: Layout, date: str, ttl_seconds: int, edges: list[str] | None = None) -> int:
     """Write every viewer's top title and ranked list (only the viewers of ``edges`` when
     given); return how many viewers.
 
@@ -253,12 +275,15 @@ def warm_users(client: redis.Redis, layout: Layout, date: str, ttl_seconds: int,
     streams = MassInsert(client)
     try:
         for batch in ds.dataset(str(path), format="parquet").to_batches(
-                columns=["user_id", "content_id", "ranked"], filter=only, batch_size=USERS_PER_BATCH):
+            columns=["user_id", "content_id", "ranked"], filter=only, batch_size=USERS_PER_BATCH
+        ):
             ids = _checked_ids(batch.column("user_id"))
-            streams.set_many(pc.binary_join_element_wise(USER_PREFIX, ids, ""), batch.column("content_id"),
-                             ttl_seconds)
-            streams.set_many(pc.binary_join_element_wise(USER_PREFIX, ids, TOPK_SUFFIX, ""),
-                             json_lists(batch.column("ranked")), ttl_seconds)
+            streams.set_many(pc.binary_join_element_wise(USER_PREFIX, ids, ""), batch.column("content_id"), ttl_seconds)
+            streams.set_many(
+                pc.binary_join_element_wise(USER_PREFIX, ids, TOPK_SUFFIX, ""),
+                json_lists(batch.column("ranked")),
+                ttl_seconds,
+            )
             users += batch.num_rows
     except BaseException:
         streams.close(check=False)
@@ -267,8 +292,7 @@ def warm_users(client: redis.Redis, layout: Layout, date: str, ttl_seconds: int,
     return users
 
 
-def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int,
-         edges: list[str] | None = None) -> WarmResult:
+def warm(client: Client, data_dir: Path, date: str, ttl_seconds: int, edges: list[str] | None = None) -> WarmResult:
     """Write day ``date``'s predictions from ``data_dir`` into Redis; return what was written.
 
     With ``edges``, only those edges (their viewers, the catalog and the edges' keys) and no
@@ -286,8 +310,11 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int,
     prefetch = _frame(layout.predictions(date, "prefetch"), ["edge_id", "content_id", "score", "size_bytes"])
     demand = _frame(layout.predictions(date, "edge_demand"), ["edge_id", "content_id", "score"])
     trans_path = layout.features(date, "transitions")
-    followers = (top_followers(pq.read_table(trans_path).to_pandas()) if trans_path.exists()
-                 else pd.DataFrame(columns=["edge_id", "from_content_id", "to"]))
+    followers = (
+        top_followers(pq.read_table(trans_path).to_pandas())
+        if trans_path.exists()
+        else pd.DataFrame(columns=["edge_id", "from_content_id", "to"])
+    )
     catalog = pq.read_table(layout.catalog).to_pandas()
     covered = set(prefetch["edge_id"]) | set(demand["edge_id"])
     if wanted is not None and (uncovered := [e for e in wanted if e not in covered]):
@@ -300,7 +327,7 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int,
     users = warm_users(client, layout, date, ttl_seconds, wanted)
     pipe = client.pipeline(transaction=True)
     pipe.delete(CATALOG_KEY)
-    pipe.hset(CATALOG_KEY, mapping=catalog_entries(catalog))
+    pipe.hset(CATALOG_KEY, mapping=catalog_entries(catalog))  # type: ignore[arg-type]  # str keys are keys
     pipe.expire(CATALOG_KEY, ttl_seconds)
     pipe.execute()
 
@@ -311,8 +338,13 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int,
     titles = edge_keys = 0
     for edge_id in edges:
         pf, dm, fo = (g.get(edge_id, empty) for g in (prefetch_g, demand_g, followers_g))
-        keys = [edge_cache_key(edge_id), edge_sizes_key(edge_id), edge_prior_key(edge_id),
-                edge_transitions_key(edge_id), edge_meta_key(edge_id)]
+        keys = [
+            edge_cache_key(edge_id),
+            edge_sizes_key(edge_id),
+            edge_prior_key(edge_id),
+            edge_transitions_key(edge_id),
+            edge_meta_key(edge_id),
+        ]
         # the rankings' keys (yesterday's request counts must not carry over): the cache under
         # each counting ranking, then every ranking's titles, pred's first
         counting = [edge_cache_key(edge_id, name) for name, _ in ADMISSION_COUNTS]
@@ -337,8 +369,7 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int,
         if len(fo):
             pipe.hset(keys[3], mapping=dict(zip(fo["from_content_id"], fo["to"])))
         # the warm marker (date, t0) goes in with the rest of the edge: present means all of it is
-        pipe.hset(keys[4], mapping={"date": date, "titles": len(pf), "used": int(pf["size_bytes"].sum()),
-                                    "t0": t0})
+        pipe.hset(keys[4], mapping={"date": date, "titles": len(pf), "used": int(pf["size_bytes"].sum()), "t0": t0})
         for key in keys + ranked:
             pipe.expire(key, ttl_seconds)
         pipe.execute()
@@ -356,14 +387,13 @@ def warm(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int,
         return result
     # Written last: its presence says the whole warm for this date completed.
     client.hset(
-        LAST_WARM_KEY,
-        mapping={"date": date, "users": result.users, "edges": result.edges, "keys": result.keys_written},
+        LAST_WARM_KEY, mapping={"date": date, "users": result.users, "edges": result.edges, "keys": result.keys_written}
     )
     client.expire(LAST_WARM_KEY, ttl_seconds)
     return result
 
 
-def warm_stage(client: redis.Redis, data_dir: Path, date: str, ttl_seconds: int) -> dict:
+def warm_stage(client: Client, data_dir: Path, date: str, ttl_seconds: int) -> dict:
     """Run the warm as a pipeline stage: time it and write its report beside the others."""
     started = time.perf_counter()
     result = warm(client, data_dir, date, ttl_seconds)
@@ -393,8 +423,9 @@ def predictions_complete(layout: Layout, date: str) -> bool:
 def latest_predictions(data_dir: Path) -> str | None:
     """The newest day whose predictions are complete under ``data_dir``, or None."""
     layout = Layout(data_dir)
-    days = sorted((p.name.removeprefix("date=") for p in (data_dir / "predictions").glob("date=*") if p.is_dir()),
-                  reverse=True)
+    days = sorted(
+        (p.name.removeprefix("date=") for p in (data_dir / "predictions").glob("date=*") if p.is_dir()), reverse=True
+    )
     return next((d for d in days if DATE_RE.fullmatch(d) and predictions_complete(layout, d)), None)
 
 

@@ -16,6 +16,7 @@ Candidates for a viewer at cutoff T, each tagged with every source that proposed
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import DataFrame
 
@@ -65,13 +66,20 @@ def edge_lists(at_edge: DataFrame, transitions: DataFrame, params: CandidatePara
     (edge_id, from_content_id, ids: the top moves out of each title). ``at_edge`` is
     ``edge_titles``: every released title at every edge, with its requests there."""
     spark = at_edge.sparkSession
-    common = dict(
-        args={"n_popular": params.popular, "n_transitions": params.transitions, "n_genre": params.genre,
-              "n_fresh": params.fresh, "fresh_days": int(LAUNCH_DAYS)},
-        at_edge=at_edge, transitions=transitions,
+    common: dict[str, Any] = dict(
+        args={
+            "n_popular": params.popular,
+            "n_transitions": params.transitions,
+            "n_genre": params.genre,
+            "n_fresh": params.fresh,
+            "fresh_days": int(LAUNCH_DAYS),
+        },
+        at_edge=at_edge,
+        transitions=transitions,
     )
-    ranked = materialize(spark.sql(
-        """
+    ranked = materialize(
+        spark.sql(
+            """
         SELECT edge_id, content_id, genre,
                CASE WHEN requests_decayed IS NOT NULL THEN
                  row_number() OVER (PARTITION BY edge_id, requests_decayed IS NULL
@@ -85,7 +93,10 @@ def edge_lists(at_edge: DataFrame, transitions: DataFrame, params: CandidatePara
                                     ORDER BY coalesce(requests_decayed, 0) + launch DESC, content_id) END
                  AS fresh_rank
         FROM {at_edge}
-        """, **common))
+        """,
+            **common,
+        )
+    )
     edges = spark.sql(
         """
         SELECT edge_id,
@@ -96,12 +107,18 @@ def edge_lists(at_edge: DataFrame, transitions: DataFrame, params: CandidatePara
                                                       THEN struct(fresh_rank, content_id) END)),
                          x -> x.content_id) AS fresh
         FROM {ranked} GROUP BY edge_id
-        """, ranked=ranked, **common)
+        """,
+        ranked=ranked,
+        **common,
+    )
     genres = spark.sql(
         """
         SELECT edge_id, genre, collect_list(content_id) AS ids FROM {ranked}
         WHERE genre_rank <= :n_genre GROUP BY edge_id, genre
-        """, ranked=ranked, **common)
+        """,
+        ranked=ranked,
+        **common,
+    )
     # an edge's top moves from each title, ranked before any viewer is joined: joining
     # every move to every viewer first multiplies rows by the popular titles' fan-out
     moves = spark.sql(
@@ -111,7 +128,9 @@ def edge_lists(at_edge: DataFrame, transitions: DataFrame, params: CandidatePara
                                        ORDER BY transitions DESC, to_content_id) AS r
           FROM {transitions}) WHERE r <= :n_transitions
         GROUP BY edge_id, from_content_id
-        """, **common)
+        """,
+        **common,
+    )
     return {"edges": materialize(edges), "genres": materialize(genres), "moves": materialize(moves)}
 
 
@@ -169,8 +188,12 @@ def profiles(feats: dict[str, DataFrame], titles: DataFrame, edge_genre: DataFra
         LEFT JOIN seen ON seen.user_id = u.user_id
         LEFT JOIN genres g ON g.user_id = u.user_id
         """,
-        users=feats["users"], user_series=feats["user_series"], user_titles=feats["user_titles"],
-        user_genres=feats["user_genres"], edge_genre=edge_genre, titles=titles,
+        users=feats["users"],
+        user_series=feats["user_series"],
+        user_titles=feats["user_titles"],
+        user_genres=feats["user_genres"],
+        edge_genre=edge_genre,
+        titles=titles,
     )
 
 
@@ -186,12 +209,14 @@ def affinity_sql(c: str, genre: str, edge_share: str) -> str:
     plus the picked genres' weights (``aff_norm``, scaled by exp(-aff_max) against overflow).
     A viewer with no genre history has 0.
     """
-    return (f"CASE WHEN {c}.picked_ll IS NULL THEN 0.0 ELSE coalesce("
-            f"exp(try_element_at({c}.picked_ll, {genre}) - {c}.aff_max), "
-            f"{edge_share} * exp(-{c}.aff_max), 0.0) / {c}.aff_norm END")
+    return (
+        f"CASE WHEN {c}.picked_ll IS NULL THEN 0.0 ELSE coalesce("
+        f"exp(try_element_at({c}.picked_ll, {genre}) - {c}.aff_max), "
+        f"{edge_share} * exp(-{c}.aff_max), 0.0) / {c}.aff_norm END"
+    )
 
 
-def proposals(profile: DataFrame, lists: dict[str, DataFrame], at_edge: DataFrame) -> DataFrame:
+def proposals(profile: DataFrame, lists: dict[str, Any], at_edge: DataFrame) -> DataFrame:
     """Each viewer's profile row once per distinct candidate title (``content_id``) out by
     T+1, with one 0/1 column per source and the title's row of ``edge_titles``.
 
@@ -201,8 +226,11 @@ def proposals(profile: DataFrame, lists: dict[str, DataFrame], at_edge: DataFram
     """
     empty = "CAST(array() AS array<string>)"
     parts = {
-        "next_episode": "p.next_ids", "restart": "p.restart_ids", "transition": f"coalesce(m.ids, {empty})",
-        "edge_popular": f"coalesce(e.popular, {empty})", "genre": f"coalesce(g.ids, {empty})",
+        "next_episode": "p.next_ids",
+        "restart": "p.restart_ids",
+        "transition": f"coalesce(m.ids, {empty})",
+        "edge_popular": f"coalesce(e.popular, {empty})",
+        "genre": f"coalesce(g.ids, {empty})",
         "fresh": f"coalesce(e.fresh, {empty})",
     }
     flags = ",\n".join(f"CAST(array_contains(c.src_{s}_ids, c.content_id) AS int) AS src_{s}" for s in SOURCES)
@@ -220,7 +248,9 @@ def proposals(profile: DataFrame, lists: dict[str, DataFrame], at_edge: DataFram
         SELECT /*+ BROADCAST(t) */ c.*, {flags}, t.* EXCEPT (edge_id, content_id)
         FROM c JOIN {{at_edge}} t ON t.edge_id = c.edge_id AND t.content_id = c.content_id  -- out by T+1
         """,
-        profile=profile, at_edge=at_edge, **lists,
+        profile=profile,
+        at_edge=at_edge,
+        **lists,
     ).drop(*(f"src_{s}_ids" for s in SOURCES))
 
 
@@ -228,11 +258,14 @@ def _proposed(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateP
     """``proposals`` built from the feature tables: profiles, edge lists and edge titles."""
     shares = title_shares(feats["popularity"], titles)
     at_edge = edge_titles(feats["popularity"], titles, shares)
-    return proposals(profiles(feats, titles, shares["edge_genre"]), edge_lists(at_edge, feats["transitions"], params),
-                     at_edge)
+    return proposals(
+        profiles(feats, titles, shares["edge_genre"]), edge_lists(at_edge, feats["transitions"], params), at_edge
+    )
 
 
-def candidates(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams = CandidateParams()) -> DataFrame:
+def candidates(
+    feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams = CandidateParams()
+) -> DataFrame:
     """Per viewer: user_id, edge_id, content_id and one 0/1 column per source."""
     return _proposed(feats, titles, params).select("user_id", "edge_id", "content_id", *(f"src_{s}" for s in SOURCES))
 
@@ -275,8 +308,9 @@ def title_shares(popularity: DataFrame, titles: DataFrame) -> dict[str, DataFram
     ``edge_genre`` per edge and genre (the edge's share of requests in the genre) and
     ``taste`` (that share over the service's: how much more the edge likes the genre)."""
     spark = titles.sparkSession
-    tp = materialize(spark.sql(
-        """
+    tp = materialize(
+        spark.sql(
+            """
         WITH j AS (
           SELECT p.edge_id, p.content_id, p.requests_decayed, t.genre
           FROM {popularity} p JOIN {titles} t ON t.content_id = p.content_id
@@ -286,8 +320,10 @@ def title_shares(popularity: DataFrame, titles: DataFrame) -> dict[str, DataFram
         SELECT j.*, total.all_decayed
         FROM j CROSS JOIN (SELECT sum(requests_decayed) AS all_decayed FROM j) total
         """,
-        popularity=popularity, titles=titles,
-    ))
+            popularity=popularity,
+            titles=titles,
+        )
+    )
     glob = spark.sql(
         """
         SELECT content_id, genre, sum(requests_decayed) / first(all_decayed) AS global_share,
@@ -311,7 +347,8 @@ def title_shares(popularity: DataFrame, titles: DataFrame) -> dict[str, DataFram
         JOIN (SELECT genre, sum(requests_decayed) / first(all_decayed) AS share
               FROM {tp} GROUP BY genre) g ON g.genre = e.genre
         """,
-        tp=tp, edge_genre=edge_genre,
+        tp=tp,
+        edge_genre=edge_genre,
     )
     return {"glob": materialize(glob), "edge_genre": materialize(edge_genre), "taste": materialize(taste)}
 
@@ -320,8 +357,9 @@ def edge_titles(popularity: DataFrame, titles: DataFrame, shares: dict[str, Data
     """Per edge and title out by T+1: everything a candidate's features read about the
     title where it is served (its attributes, requests there, service-wide shares, the
     edge's taste for its genre), so that each candidate makes one look-up, not five."""
-    return materialize(titles.sparkSession.sql(
-        """
+    return materialize(
+        titles.sparkSession.sql(
+            """
         SELECT /*+ BROADCAST(gl, ta) */ e.edge_id, t.content_id, t.series_id, t.genre, t.is_first_episode,
                t.is_movie, t.launch, t.release_age_days, p.requests_decayed, p.requests_last_day, p.requests,
                gl.global_share, gl.in_genre, ta.tilt, ta.share AS edge_genre_share
@@ -331,8 +369,12 @@ def edge_titles(popularity: DataFrame, titles: DataFrame, shares: dict[str, Data
         LEFT JOIN {taste} ta ON ta.edge_id = e.edge_id AND ta.genre = t.genre
         WHERE t.release_age_days >= 0
         """,
-        popularity=popularity, titles=titles, glob=shares["glob"], taste=shares["taste"],
-    ))
+            popularity=popularity,
+            titles=titles,
+            glob=shares["glob"],
+            taste=shares["taste"],
+        )
+    )
 
 
 def candidate_rows(
@@ -349,10 +391,14 @@ def candidate_rows(
         """
         WITH c AS (
           SELECT *, try_element_at(series, series_id) AS s,
-                 """ + affinity_sql("r", "genre", "edge_genre_share") + """ AS g_share
+                 """
+        + affinity_sql("r", "genre", "edge_genre_share")
+        + """ AS g_share
           FROM {rows} r
         )
-        SELECT c.user_id, c.edge_id, c.content_id, """ + ", ".join(f"c.src_{s}" for s in SOURCES) + """,
+        SELECT c.user_id, c.edge_id, c.content_id, """
+        + ", ".join(f"c.src_{s}" for s in SOURCES)
+        + """,
                CAST(c.src_next_episode AS double)                               AS next_episode,
                c.src_next_episode * ln(1 + coalesce(c.s.days_watched, 0))      AS next_days,
                c.src_next_episode * ln(1 + coalesce(c.s.resumed_days, 0))      AS next_resumed,

@@ -41,17 +41,19 @@ DEFAULT_RELEASE = "1970-01-01"
 OPTIONAL = ("size_bytes", "series_id", "episode", "season", "genre", "release_date", "runtime_min")
 
 # The one typed form of a catalog that every stage reads (reference/catalog.parquet).
-SCHEMA = pa.schema([
-    ("content_id", pa.string()),
-    ("kind", pa.string()),
-    ("series_id", pa.string()),
-    ("season", pa.int64()),
-    ("episode", pa.int64()),
-    ("genre", pa.string()),
-    ("release_date", pa.string()),
-    ("runtime_min", pa.float64()),
-    ("size_bytes", pa.int64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("content_id", pa.string()),
+        ("kind", pa.string()),
+        ("series_id", pa.string()),
+        ("season", pa.int64()),
+        ("episode", pa.int64()),
+        ("genre", pa.string()),
+        ("release_date", pa.string()),
+        ("runtime_min", pa.float64()),
+        ("size_bytes", pa.int64()),
+    ]
+)
 
 
 class CatalogError(ValueError):
@@ -75,8 +77,14 @@ def read_table(path: Path) -> pd.DataFrame:
     if path.suffix.lower() not in (".csv", ".gz", ".txt", ".tsv"):
         raise CatalogError(f"catalog {path}: expected a .csv or .parquet file")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
-                           sep="\t" if path.suffix.lower() == ".tsv" else ",", encoding="utf-8-sig")
+        return pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            sep="\t" if path.suffix.lower() == ".tsv" else ",",
+            encoding="utf-8-sig",
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CatalogError(f"catalog {path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
 
@@ -103,8 +111,12 @@ def _numbers(frame: pd.DataFrame, column: str, path: Path, integer: bool, minimu
     """A numeric column (nulls kept), or the first row that is not a number >= minimum."""
     raw = frame[column]
     if raw.dtype == bool or raw.map(lambda v: isinstance(v, (bool, np.bool_))).any():
-        raise _fail(path, column, _first_bad(raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy()),
-                    "a boolean is not a number")
+        raise _fail(
+            path,
+            column,
+            _first_bad(raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy()),
+            "a boolean is not a number",
+        )
     values = pd.to_numeric(raw, errors="coerce").astype("float64")  # nullable ints: NA -> NaN
     bad = (values.isna() & raw.notna()).to_numpy()
     if bad.any():
@@ -148,7 +160,9 @@ def normalize(frame: pd.DataFrame, path: Path | str = "<frame>") -> pd.DataFrame
     path = Path(path)
     frame = frame.rename(columns=lambda c: str(c).strip()).reset_index(drop=True)
     if "content_id" not in frame:
-        raise _fail(path, "content_id", None, f"required column missing (columns: {', '.join(map(str, frame.columns))})")
+        raise _fail(
+            path, "content_id", None, f"required column missing (columns: {', '.join(map(str, frame.columns))})"
+        )
     if frame.empty:
         raise _fail(path, "content_id", None, "the catalog has no rows")
     for name in OPTIONAL:
@@ -170,22 +184,28 @@ def normalize(frame: pd.DataFrame, path: Path | str = "<frame>") -> pd.DataFrame
     runtime = runtime.fillna(size / BYTES_PER_SECOND / 60).fillna(DEFAULT_RUNTIME_MIN)
     size = size.fillna((runtime * 60 * BYTES_PER_SECOND).round()).clip(lower=1)
     is_episode = series.notna() & episode.notna()
-    out = pd.DataFrame({
-        "content_id": ids,
-        "kind": np.where(is_episode, "episode", "movie"),
-        "series_id": series.where(series.notna(), None),
-        "season": season.astype("Int64"),
-        "episode": episode.astype("Int64"),
-        "genre": genre.fillna(DEFAULT_GENRE),
-        "release_date": release.fillna(DEFAULT_RELEASE),
-        "runtime_min": runtime.astype("float64"),
-        "size_bytes": size.astype("int64"),
-    })
+    out = pd.DataFrame(
+        {
+            "content_id": ids,
+            "kind": np.where(is_episode, "episode", "movie"),
+            "series_id": series.where(series.notna(), None),
+            "season": season.astype("Int64"),
+            "episode": episode.astype("Int64"),
+            "genre": genre.fillna(DEFAULT_GENRE),
+            "release_date": release.fillna(DEFAULT_RELEASE),
+            "runtime_min": runtime.astype("float64"),
+            "size_bytes": size.astype("int64"),
+        }
+    )
     dup_ep = out[is_episode.to_numpy()].duplicated(["series_id", "episode"])
     if dup_ep.any():
         row = int(dup_ep[dup_ep].index[0]) + 1
-        raise _fail(path, "episode", row, f"episode {out.loc[row - 1, 'episode']} of series "
-                                          f"{out.loc[row - 1, 'series_id']!r} appears twice")
+        raise _fail(
+            path,
+            "episode",
+            row,
+            f"episode {out.loc[row - 1, 'episode']} of series {out.loc[row - 1, 'series_id']!r} appears twice",
+        )
     return out.sort_values("content_id", kind="stable").reset_index(drop=True)
 
 
@@ -200,8 +220,10 @@ def infer_catalog(longest: pd.DataFrame) -> pd.DataFrame:
     the longest minutes any view lasted): size = BYTES_PER_SECOND x that duration, or the
     default runtime where every view lasted 0 minutes."""
     runtime = longest["duration"].astype("float64").where(longest["duration"] > 0, DEFAULT_RUNTIME_MIN)
-    return normalize(pd.DataFrame({"content_id": longest["content_id"].astype(str),
-                                   "runtime_min": runtime.to_numpy()}), "<inferred from the logs>")
+    return normalize(
+        pd.DataFrame({"content_id": longest["content_id"].astype(str), "runtime_min": runtime.to_numpy()}),
+        "<inferred from the logs>",
+    )
 
 
 def to_arrow(catalog: pd.DataFrame) -> pa.Table:
@@ -244,7 +266,9 @@ def read_spark(spark, path: Path):  # noqa: ANN001, ANN201 - pyspark types stay 
 
     types = {"string": "string", "int64": "bigint", "double": "double"}
     df = spark.read.parquet(str(path))
-    return df.select(*[
-        (F.col(f.name) if f.name in df.columns else F.lit(None)).cast(types[str(f.type)]).alias(f.name)
-        for f in SCHEMA
-    ])
+    return df.select(
+        *[
+            (F.col(f.name) if f.name in df.columns else F.lit(None)).cast(types[str(f.type)]).alias(f.name)
+            for f in SCHEMA
+        ]
+    )

@@ -101,11 +101,18 @@ class Catalog:
             unit *= 1024
         order = np.argsort(ids)
         nxt = next_episodes(catalog, ids)
-        return cls(ids[order], -(-size_bytes[order] // unit), unit, nxt[order],
-                   pd.Index(catalog["content_id"].to_numpy()[order]))
+        return cls(
+            ids[order],
+            -(-size_bytes[order] // unit),
+            unit,
+            nxt[order],
+            pd.Index(catalog["content_id"].to_numpy()[order]),
+        )
 
     def numbers(self, content_ids: Sequence[str] | np.ndarray | pd.Series) -> np.ndarray:
         """The object id of each content id; 0 for a title outside the catalog."""
+        if self.content_ids is None:
+            raise ValueError("this catalog was built without its content ids")
         pos = self.content_ids.get_indexer(pd.Index(np.asarray(content_ids, dtype=object)))
         return np.where(pos >= 0, self.obj_id[np.maximum(pos, 0)], 0).astype(np.uint64)
 
@@ -135,8 +142,13 @@ def next_episode_rows(catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     series_id and episode (position in the whole series); none without those columns."""
     if "series_id" not in catalog or "episode" not in catalog:
         return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
-    eps = pd.DataFrame({"series": catalog["series_id"].to_numpy(), "episode": catalog["episode"].to_numpy(),
-                        "row": np.arange(len(catalog))}).dropna(subset=["series", "episode"])
+    eps = pd.DataFrame(
+        {
+            "series": catalog["series_id"].to_numpy(),
+            "episode": catalog["episode"].to_numpy(),
+            "row": np.arange(len(catalog)),
+        }
+    ).dropna(subset=["series", "episode"])
     eps["episode"] = eps["episode"].astype(np.int64)
     later = eps.assign(episode=eps["episode"] - 1)  # each episode under its predecessor's number
     pairs = eps.merge(later, on=["series", "episode"], suffixes=("", "_next"))
@@ -205,8 +217,11 @@ def edge_traces(requests: Requests, catalog: Catalog) -> tuple[dict[str, Trace],
     sizes = catalog.sizes(ids)
     ts, edge = r.ts[order], r.edge[order]
     bounds = np.searchsorted(edge, np.arange(len(r.edges) + 1))
-    traces = {str(r.edges[e]): Trace(ids[lo:hi], sizes[lo:hi], ts[lo:hi])
-              for e, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo}
+    traces = {
+        str(r.edges[e]): Trace(ids[lo:hi], sizes[lo:hi], ts[lo:hi])
+        for e, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
+        if hi > lo
+    }
     return traces, len(r) - len(order)
 
 
@@ -256,8 +271,10 @@ def user_metrics(requests: Requests, predictions: pd.DataFrame, ks: Sequence[int
 def user_metrics_by_edge(events: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """``user_metrics`` for each edge's viewers apart (their requests at that edge, the
     predictions made for that edge)."""
-    return {str(e): user_metrics(Requests.from_frame(g), predictions[predictions["edge_id"] == e])
-            for e, g in events.groupby("edge_id", sort=True)}
+    return {
+        str(e): user_metrics(Requests.from_frame(g), predictions[predictions["edge_id"] == e])
+        for e, g in events.groupby("edge_id", sort=True)
+    }
 
 
 def popularity_predictions(popularity: pd.DataFrame, users: pd.DataFrame, k: int = max(TOP_K)) -> pd.DataFrame:
@@ -267,12 +284,16 @@ def popularity_predictions(popularity: pd.DataFrame, users: pd.DataFrame, k: int
     ``popularity`` has edge_id, content_id, requests and rank; ``users`` has user_id and
     edge_id. Returns user_id and ranked, like the model's predictions.
     """
-    top = (popularity.sort_values(["edge_id", "requests", "rank", "content_id"], ascending=[True, False, True, True])
-           .groupby("edge_id", sort=False).head(k))
+    top = (
+        popularity.sort_values(["edge_id", "requests", "rank", "content_id"], ascending=[True, False, True, True])
+        .groupby("edge_id", sort=False)
+        .head(k)
+    )
     lists = top.groupby("edge_id", sort=False)["content_id"].agg(list)
     ranked = users["edge_id"].map(lists)
-    return pd.DataFrame({"user_id": users["user_id"].to_numpy(),
-                         "ranked": [r if isinstance(r, list) else [] for r in ranked]})
+    return pd.DataFrame(
+        {"user_id": users["user_id"].to_numpy(), "ranked": [r if isinstance(r, list) else [] for r in ranked]}
+    )
 
 
 def hit_ratio_vs(model: dict[str, Any], baseline: dict[str, Any], k: int = max(TOP_K)) -> float | None:
@@ -313,8 +334,9 @@ def replay(
     """
     caps = capacities(catalog, sizes_pct)
     largest = int(catalog.size.max())
-    empty = Ranking(np.array([], dtype=np.uint64), np.array([], dtype=np.int64), np.array([], dtype=np.float64),
-                    catalog.sequels)
+    empty = Ranking(
+        np.array([], dtype=np.uint64), np.array([], dtype=np.int64), np.array([], dtype=np.float64), catalog.sequels
+    )
     with tempfile.TemporaryDirectory(prefix="edgecache-replay-", dir=workdir) as tmp:
         written = {e: t.with_file(Path(tmp) / f"{i}.oracleGeneral") for i, (e, t) in enumerate(sorted(traces.items()))}
         by_mode = {"titles": {e: t.in_titles() for e, t in written.items()}, "bytes": written}
@@ -336,22 +358,25 @@ def replay(
     for mode in MODES:
         metric = HEADLINE[mode]
         for name in policies:
-            for pct in map(str, sizes_pct):
-                e, o = results[mode][name][pct], results[mode].get("oracle", {}).get(pct)
+            for pct_key in map(str, sizes_pct):
+                e, o = results[mode][name][pct_key], results[mode].get("oracle", {}).get(pct_key)
                 if e is not None:
                     e["share_of_oracle"] = e[metric] / o[metric] if o and o[metric] else None
     return {
         "capacities": {m: {str(p): c for p, c in caps[m].items()} for m in MODES},
         # S3-FIFO's small queue, in the mode's unit (None: S3-FIFO cannot work at that size)
-        "s3fifo_small_queue": {m: {str(p): _small_queue(1 if m == "titles" else largest, c)
-                                   for p, c in caps[m].items()} for m in MODES},
+        "s3fifo_small_queue": {
+            m: {str(p): _small_queue(1 if m == "titles" else largest, c) for p, c in caps[m].items()} for m in MODES
+        },
         "results": results,
     }
 
 
 POPULARITY_PREFETCH = "popularity"
-POPULARITY_DOC = ("recency-weighted edge popularity of the feature window (each day's requests weighted "
-                  "e^(-age / 2 days)), held all day: the set a nightly prefetch must beat")
+POPULARITY_DOC = (
+    "recency-weighted edge popularity of the feature window (each day's requests weighted "
+    "e^(-age / 2 days)), held all day: the set a nightly prefetch must beat"
+)
 
 
 def popularity_rankings(popularity: pd.DataFrame, catalog: Catalog) -> dict[str, Ranking]:
@@ -361,8 +386,9 @@ def popularity_rankings(popularity: pd.DataFrame, catalog: Catalog) -> dict[str,
     return edge_rankings(frame[["edge_id", "content_id", "score", "rank"]], catalog)
 
 
-def static_baseline(traces: dict[str, Trace], rankings: dict[str, Ranking], catalog: Catalog,
-                    sizes_pct: Sequence[int]) -> dict[str, dict[str, Any]]:
+def static_baseline(
+    traces: dict[str, Trace], rankings: dict[str, Ranking], catalog: Catalog, sizes_pct: Sequence[int]
+) -> dict[str, dict[str, Any]]:
     """A static set per edge (the top of ``rankings`` that fits), held all day: results[mode][pct]."""
     caps = capacities(catalog, sizes_pct)
     empty = np.array([], dtype=np.uint64)
@@ -404,12 +430,24 @@ def deployed(
             ranking = rankings.get(edge)
             out["predictive"][edge] = static_hits(trace, warm_ids)
             written = trace.with_file(Path(tmp) / f"{i}.oracleGeneral")
-            out["predictive+admission"][edge] = run_admission(AdmissionReplay(
-                str(written.file), False, capacity, len(trace), trace.total_size, warm_ids,
-                ranking.obj_id if ranking is not None else empty,
-                ranking.scores if ranking is not None else np.array([], dtype=np.float64), catalog.sequels))
-    return {"cache_bytes": int(cache_bytes), "capacity_units": capacity,
-            "policies": {name: _entry(by_edge, "bytes") for name, by_edge in out.items()}}
+            out["predictive+admission"][edge] = run_admission(
+                AdmissionReplay(
+                    str(written.file),
+                    False,
+                    capacity,
+                    len(trace),
+                    trace.total_size,
+                    warm_ids,
+                    ranking.obj_id if ranking is not None else empty,
+                    ranking.scores if ranking is not None else np.array([], dtype=np.float64),
+                    catalog.sequels,
+                )
+            )
+    return {
+        "cache_bytes": int(cache_bytes),
+        "capacity_units": capacity,
+        "policies": {name: _entry(by_edge, "bytes") for name, by_edge in out.items()},
+    }
 
 
 def evaluate(
@@ -459,24 +497,34 @@ def evaluate(
         baseline = user_metrics(requests, popularity_predictions(popularity, predictions))
     seconds["users"] = time.perf_counter() - clock
     report = {
-        "catalog": {"titles": catalog.titles, "bytes": int(catalog_frame["size_bytes"].sum()),
-                    "size_unit_bytes": catalog.unit},
+        "catalog": {
+            "titles": catalog.titles,
+            "bytes": int(catalog_frame["size_bytes"].sum()),
+            "size_unit_bytes": catalog.unit,
+        },
         "requests_replayed": int(sum(len(t) for t in traces.values())),
         "requests_unknown_title": unknown,
         "edges": {
-            e: {"requests": len(t), "titles_requested": int(len(np.unique(t.obj_id))),
-                "predicted_titles": int(len(rankings[e].obj_id)) if e in rankings else 0}
+            e: {
+                "requests": len(t),
+                "titles_requested": int(len(np.unique(t.obj_id))),
+                "predicted_titles": int(len(rankings[e].obj_id)) if e in rankings else 0,
+            }
             for e, t in sorted(traces.items())
         },
         "edges_without_prediction": sorted(set(traces) - set(rankings)),
         "sizes_pct": list(sizes_pct),
-        "policies": {**{n: POLICIES[n].doc for n in POLICIES},
-                     **({POPULARITY_PREFETCH: POPULARITY_DOC} if POPULARITY_PREFETCH in replayed["results"]["titles"]
-                        else {})},
+        "policies": {
+            **{n: POLICIES[n].doc for n in POLICIES},
+            **({POPULARITY_PREFETCH: POPULARITY_DOC} if POPULARITY_PREFETCH in replayed["results"]["titles"] else {}),
+        },
         **replayed,
         "users": users,
-        **({"users_baseline": baseline, f"users_hit@{max(TOP_K)}_vs_baseline": hit_ratio_vs(users, baseline)}
-           if baseline is not None else {}),
+        **(
+            {"users_baseline": baseline, f"users_hit@{max(TOP_K)}_vs_baseline": hit_ratio_vs(users, baseline)}
+            if baseline is not None
+            else {}
+        ),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
     return report, traces
@@ -499,8 +547,10 @@ def _table(report: dict[str, Any], mode: str, metric: str) -> list[str]:
             return f"{c} title" + ("s" if c != 1 else "")
         return f"{c * report['catalog']['size_unit_bytes'] / 1e9:.1f} GB"
 
-    lines = ["| policy | " + " | ".join(f"{p} % ({cap(p)})" for p in pcts) + " |",
-             "| --- | " + " | ".join("---:" for _ in pcts) + " |"]
+    lines = [
+        "| policy | " + " | ".join(f"{p} % ({cap(p)})" for p in pcts) + " |",
+        "| --- | " + " | ".join("---:" for _ in pcts) + " |",
+    ]
     for name, by_pct in report["results"][mode].items():
         cells = [_fmt(None if by_pct[p] is None else by_pct[p][metric]) for p in pcts]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -519,42 +569,75 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     if "validation" in r:
         v = r["validation"]
-        head.append(f"Log lines: {v['lines_in']} in, {v['accepted']} accepted, {v['quarantined']} rejected "
-                    f"{json.dumps(v['quarantined_by_reason'], sort_keys=True)}; "
-                    f"{r['requests_unknown_title']} request(s) for titles outside the catalog left out.")
+        head.append(
+            f"Log lines: {v['lines_in']} in, {v['accepted']} accepted, {v['quarantined']} rejected "
+            f"{json.dumps(v['quarantined_by_reason'], sort_keys=True)}; "
+            f"{r['requests_unknown_title']} request(s) for titles outside the catalog left out."
+        )
     unit = r["catalog"]["size_unit_bytes"]
     if unit != 1:
-        head.append(f"Sizes in the traces and byte capacities are in units of {unit} bytes "
-                    "(a title outgrows the 32-bit size field of libCacheSim's binary traces).")
-    out = [*head, "",
-           "## Object hit ratio, caches sized in titles", "", *_table(r, "titles", "object_hit_ratio"), "",
-           "## Byte hit ratio, caches sized in bytes", "", *_table(r, "bytes", "byte_hit_ratio"), "",
-           "## Share of the static oracle's hit ratio (caches in titles)", "",
-           *_table(r, "titles", "share_of_oracle"), "",
-           "n/a: the policy does not work at that size (libCacheSim's S3-FIFO admits only objects "
-           "smaller than its small queue, at most half the cache).", ""]
+        head.append(
+            f"Sizes in the traces and byte capacities are in units of {unit} bytes "
+            "(a title outgrows the 32-bit size field of libCacheSim's binary traces)."
+        )
+    out = [
+        *head,
+        "",
+        "## Object hit ratio, caches sized in titles",
+        "",
+        *_table(r, "titles", "object_hit_ratio"),
+        "",
+        "## Byte hit ratio, caches sized in bytes",
+        "",
+        *_table(r, "bytes", "byte_hit_ratio"),
+        "",
+        "## Share of the static oracle's hit ratio (caches in titles)",
+        "",
+        *_table(r, "titles", "share_of_oracle"),
+        "",
+        "n/a: the policy does not work at that size (libCacheSim's S3-FIFO admits only objects "
+        "smaller than its small queue, at most half the cache).",
+        "",
+    ]
     u = r["users"]
     ks = [k for k in u if k.startswith("hit@")]
     rows = [("model", u)] + ([("edge popularity", r["users_baseline"])] if "users_baseline" in r else [])
     if "deployed" in r:
         dep = r["deployed"]
-        out += [f"## The caches as deployed ({dep['cache_bytes'] / 1e9:g} GB, starting with the night's prefetch set)",
-                "", "What the edge services do during the day; `edgecache replay` through them should match.", "",
-                "| policy | object hit ratio | byte hit ratio |", "| --- | ---: | ---: |"]
-        out += [f"| {name} | {_fmt(e['object_hit_ratio'])} | {_fmt(e['byte_hit_ratio'])} |"
-                for name, e in dep["policies"].items()]
+        out += [
+            f"## The caches as deployed ({dep['cache_bytes'] / 1e9:g} GB, starting with the night's prefetch set)",
+            "",
+            "What the edge services do during the day; `edgecache replay` through them should match.",
+            "",
+            "| policy | object hit ratio | byte hit ratio |",
+            "| --- | ---: | ---: |",
+        ]
+        out += [
+            f"| {name} | {_fmt(e['object_hit_ratio'])} | {_fmt(e['byte_hit_ratio'])} |"
+            for name, e in dep["policies"].items()
+        ]
         out.append("")
-    out += ["## Per-user predictions (first request of the day)", "",
-            "| ranked list | viewers evaluated | with a list | " + " | ".join(ks) + " | MRR |",
-            "| --- | ---: | ---: | " + " | ".join("---:" for _ in ks) + " | ---: |"]
-    out += [f"| {name} | {m['evaluated']} | {m['with_prediction']} | " + " | ".join(_fmt(m[k]) for k in ks)
-            + f" | {_fmt(m['mrr'])} |" for name, m in rows]
+    out += [
+        "## Per-user predictions (first request of the day)",
+        "",
+        "| ranked list | viewers evaluated | with a list | " + " | ".join(ks) + " | MRR |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in ks) + " | ---: |",
+    ]
+    out += [
+        f"| {name} | {m['evaluated']} | {m['with_prediction']} | "
+        + " | ".join(_fmt(m[k]) for k in ks)
+        + f" | {_fmt(m['mrr'])} |"
+        for name, m in rows
+    ]
     out.append("")
     k = f"hit@{max(TOP_K)}"
     if "users_baseline" in r:
-        out += [f"Model {k} over the edge-popularity baseline's (each viewer gets their edge's "
-                f"{max(TOP_K)} most requested titles of the feature window): "
-                f"{_fmt(r.get(f'users_{k}_vs_baseline'))}.", ""]
+        out += [
+            f"Model {k} over the edge-popularity baseline's (each viewer gets their edge's "
+            f"{max(TOP_K)} most requested titles of the feature window): "
+            f"{_fmt(r.get(f'users_{k}_vs_baseline'))}.",
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -593,8 +676,13 @@ def write_trace_csv(trace: Trace, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    table = pa.table({"timestamp": trace.timestamp.astype(np.int64), "obj_id": trace.obj_id.astype(np.uint64),
-                      "size": trace.size.astype(np.int64)})
+    table = pa.table(
+        {
+            "timestamp": trace.timestamp.astype(np.int64),
+            "obj_id": trace.obj_id.astype(np.uint64),
+            "size": trace.size.astype(np.int64),
+        }
+    )
     with open(path, "wb") as fh:
         fh.write((CSV_HEADER + "\n").encode())
         pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False))

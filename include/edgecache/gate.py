@@ -67,12 +67,18 @@ class Verdict:
         return self.chosen != "learned" and ("learned" in self.figures or "learned" in self.rejected)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "chosen": self.chosen, "learned_lost": self.learned_lost,
-                "figures": dict(self.figures), "rejected": dict(self.rejected)}
+        return {
+            "metric": self.metric,
+            "chosen": self.chosen,
+            "learned_lost": self.learned_lost,
+            "figures": dict(self.figures),
+            "rejected": dict(self.rejected),
+        }
 
 
-def choose(metric: str, figures: Mapping[str, float | None], rejected: Mapping[str, str],
-           order: tuple[str, ...]) -> Verdict:
+def choose(
+    metric: str, figures: Mapping[str, float | None], rejected: Mapping[str, str], order: tuple[str, ...]
+) -> Verdict:
     """The best candidate by ``figures`` among those not rejected (ties: earlier in ``order``).
 
     A candidate with no figure (None: it could not be scored, e.g. no set the night before)
@@ -90,8 +96,9 @@ def requests_by_title(events: DataFrame) -> DataFrame:
     return events.groupBy("edge_id", "content_id").count().withColumnRenamed("count", "n")
 
 
-def prefetch_hit_ratios(scored: DataFrame, asked: DataFrame, capacity_bytes: int,
-                        members: Mapping[str, DataFrame] | None = None) -> dict[str, float]:
+def prefetch_hit_ratios(
+    scored: DataFrame, asked: DataFrame, capacity_bytes: int, members: Mapping[str, DataFrame] | None = None
+) -> dict[str, float]:
     """Object hit ratio of each model's prefetch sets on the day ``asked`` describes.
 
     ``scored``: model, edge_id, content_id, score, size_bytes (one row per model, edge and
@@ -100,7 +107,8 @@ def prefetch_hit_ratios(scored: DataFrame, asked: DataFrame, capacity_bytes: int
     ``asked``: edge_id, content_id, n. The ratio is over every request of the day, at
     every edge, so a title no model knew counts as a miss for all."""
     spark = asked.sparkSession
-    total = asked.agg({"n": "sum"}).first()[0] or 0
+    row = asked.agg({"n": "sum"}).first()
+    total = (row[0] if row is not None else 0) or 0
     sets = prefetch(scored, capacity_bytes, by=("model", "edge_id")).select("model", "edge_id", "content_id")
     for name, df in (members or {}).items():
         sets = sets.unionByName(df.selectExpr(f"'{name}' AS model", "edge_id", "content_id"))
@@ -111,7 +119,8 @@ def prefetch_hit_ratios(scored: DataFrame, asked: DataFrame, capacity_bytes: int
         LEFT JOIN {asked} a ON a.edge_id = s.edge_id AND a.content_id = s.content_id
         GROUP BY s.model
         """,
-        sets=sets, asked=asked,
+        sets=sets,
+        asked=asked,
     ).collect()
     got = {r["model"]: (r["hits"] / total if total else 0.0) for r in hits}
     names = [r[0] for r in scored.select("model").distinct().collect()] + list(members or {})
@@ -143,7 +152,9 @@ def list_hit_rates(lists: DataFrame, firsts: DataFrame, k: int = GATE_K) -> dict
         LEFT JOIN {lists} l ON l.model = m.model AND l.user_id = f.user_id
         GROUP BY m.model
         """,
-        args={"k": int(k)}, lists=lists, firsts=firsts,
+        args={"k": int(k)},
+        lists=lists,
+        firsts=firsts,
     ).collect()
     return {r["model"]: (r["hits"] / r["viewers"] if r["viewers"] else 0.0) for r in rows}
 
@@ -167,5 +178,7 @@ def popular_lists(users: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
                CAST(NULL AS array<double>) AS scores, 'edge_popular' AS source
         FROM {users} u JOIN top t ON t.edge_id = u.edge_id
         """,
-        args={"k": int(k)}, users=users, popularity=popularity,
+        args={"k": int(k)},
+        users=users,
+        popularity=popularity,
     )

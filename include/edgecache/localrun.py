@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import redis
-
 from edgecache.java import require_java
 from edgecache.keys import LAST_WARM_KEY, user_key, user_topk_key
 from edgecache.layout import Layout, read_json
 from edgecache.metrics import read_reports
-from edgecache.redis_conn import connect, split_cluster_flag
+from edgecache.redis_conn import Client, connect, split_cluster_flag
 from edgecache.redis_server import EmbeddedRedis
 from edgecache.settings import PROJECT_ROOT, Settings
 
@@ -45,8 +43,12 @@ def redis_conn_json(url: str) -> str:
         extra = {"cluster": True}
     if u.scheme == "rediss":
         extra["ssl"] = True
-    conn: dict[str, Any] = {"conn_type": "redis", "host": u.hostname or "127.0.0.1", "port": u.port or 6379,
-                            "extra": extra}
+    conn: dict[str, Any] = {
+        "conn_type": "redis",
+        "host": u.hostname or "127.0.0.1",
+        "port": u.port or 6379,
+        "extra": extra,
+    }
     if u.password:
         conn["password"] = unquote(u.password)
     if u.username:
@@ -142,7 +144,7 @@ def run(date: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
     return summary
 
 
-def collect_summary(data_dir: Path, date: str, client: redis.Redis) -> dict[str, Any]:
+def collect_summary(data_dir: Path, date: str, client: Client) -> dict[str, Any]:
     layout = Layout(data_dir)
     reports = read_reports(layout, date)
     gen = reports.get("generate") or reports.get("ingest") or {}
@@ -163,8 +165,10 @@ def collect_summary(data_dir: Path, date: str, client: redis.Redis) -> dict[str,
     if evaluation.exists():
         titles = read_json(evaluation)["results"]["titles"]
         pct = "10" if "10" in titles.get("LRU", {}) else next(iter(titles.get("LRU", {})), None)
-        hit_ratios = {"pct": pct, **{n: v[pct]["object_hit_ratio"] for n, v in titles.items()
-                                     if pct and v.get(pct) is not None}}
+        hit_ratios = {
+            "pct": pct,
+            **{n: v[pct]["object_hit_ratio"] for n, v in titles.items() if pct and v.get(pct) is not None},
+        }
     return {
         "date": date,
         "hit_ratios": hit_ratios,
@@ -216,8 +220,10 @@ def federated_line(fed: dict[str, Any] | None) -> str | None:
     from edgecache.federated.training import held_out_logloss
 
     first, last = held_out_logloss(fed["rounds"][0]), held_out_logloss(fed["rounds"][-1])
-    line = (f"{len(fed['rounds'])} rounds over {len(fed['edges'])} edges, {fed['update_bytes_per_round']} bytes"
-            " of updates a round")
+    line = (
+        f"{len(fed['rounds'])} rounds over {len(fed['edges'])} edges, {fed['update_bytes_per_round']} bytes"
+        " of updates a round"
+    )
     if first is not None and last is not None:
         line += f", held-out log-loss {first:.3f} -> {last:.3f}"
     if fed.get("epsilon_spent") is not None:
@@ -234,8 +240,11 @@ def format_summary(s: dict[str, Any]) -> str:
         f" {s['quarantined_by_reason']})",
         f"users / edges        {s['users']} users ({s['active_users']} active today) at {s['edges']} edges",
         f"predictions written  {s['predictions']}  (model: {s['model']}"
-        + (f", trained on the features of {s['trained_on']['features']} against {s['trained_on']['labels']})"
-           if s.get("trained_on") else ")"),
+        + (
+            f", trained on the features of {s['trained_on']['features']} against {s['trained_on']['labels']})"
+            if s.get("trained_on")
+            else ")"
+        ),
         f"redis keys written   {s['redis_keys_written']}  at {s['redis_url']}",
     ]
     if s.get("federated"):
@@ -248,13 +257,15 @@ def format_summary(s: dict[str, Any]) -> str:
     if s.get("hit_ratios"):
         h = dict(s["hit_ratios"])
         pct = h.pop("pct")
-        lines.append(f"hit ratio next day   at {pct} % of the titles: "
-                     + ", ".join(f"{n} {v:.3f}" for n, v in h.items()))
+        lines.append(
+            f"hit ratio next day   at {pct} % of the titles: " + ", ".join(f"{n} {v:.3f}" for n, v in h.items())
+        )
     lines.append("wall time per task:")
     for task, d in sorted(s["tasks"].items(), key=lambda kv: kv[1]["start"] or ""):
         secs = d["seconds"]
-        lines.append(f"  {task:<16} {secs:7.1f} s  {d['state']}" if secs is not None
-                     else f"  {task:<16}       -    {d['state']}")
+        lines.append(
+            f"  {task:<16} {secs:7.1f} s  {d['state']}" if secs is not None else f"  {task:<16}       -    {d['state']}"
+        )
     lines.append("outputs:")
     for name, path in s["outputs"].items():
         lines.append(f"  {name:<12} {path}")

@@ -35,29 +35,33 @@ def batch_registry(reports: dict[str, dict[str, Any]], date: str) -> CollectorRe
     gauge("edgecache_batch_events_generated", "Log lines generated (or ingested) for the day", gen.get("lines"))
     gauge("edgecache_batch_records_accepted", "Log records that passed validation", feat.get("accepted"))
     gauge("edgecache_batch_records_duplicate", "Exact duplicate log records dropped", feat.get("duplicates"))
-    q = Gauge(
-        "edgecache_batch_records_quarantined", "Log lines quarantined, by reason", ["reason"], registry=reg
-    )
+    q = Gauge("edgecache_batch_records_quarantined", "Log lines quarantined, by reason", ["reason"], registry=reg)
     for reason, n in feat.get("quarantined_by_reason", {}).items():
         q.labels(reason=reason).set(n)
     gauge("edgecache_batch_predictions", "Viewers with a prediction", pred.get("predictions"))
-    fill = Gauge("edgecache_batch_prefetch_fill_bytes",
-                 "Bytes each edge must load for its new prefetch set (titles not in yesterday's)", ["edge"],
-                 registry=reg)
+    fill = Gauge(
+        "edgecache_batch_prefetch_fill_bytes",
+        "Bytes each edge must load for its new prefetch set (titles not in yesterday's)",
+        ["edge"],
+        registry=reg,
+    )
     for edge, f in (pred.get("fill_traffic") or {}).items():
         fill.labels(edge=edge).set(f["fill_bytes"])
     size = Gauge("edgecache_batch_prefetch_bytes", "Bytes of each edge's prefetch set", ["edge"], registry=reg)
     for edge, b in (pred.get("prefetch_bytes_per_edge") or {}).items():
         size.labels(edge=edge).set(b)
-    gauge("edgecache_batch_scorer_auc", "ROC AUC of the scorer on its training day",
-          (pred.get("training") or {}).get("scorer_auc_training_day"))
+    gauge(
+        "edgecache_batch_scorer_auc",
+        "ROC AUC of the scorer on its training day",
+        (pred.get("training") or {}).get("scorer_auc_training_day"),
+    )
     federated_gauges(reg, (pred.get("training") or {}).get("federated"))
     gate_gauges(reg, pred.get("gate"))
     gauge("edgecache_batch_redis_keys_warmed", "Redis keys written by the warm", warm.get("keys_written"))
     d = Gauge("edgecache_batch_stage_duration_seconds", "Wall time of each stage", ["stage"], registry=reg)
     for stage, rep in reports.items():
         d.labels(stage=stage).set(rep.get("wall_seconds", 0.0))
-    day = dt.datetime.combine(dt.date.fromisoformat(date), dt.time(), tzinfo=dt.timezone.utc)
+    day = dt.datetime.combine(dt.date.fromisoformat(date), dt.time(), tzinfo=dt.UTC)
     gauge("edgecache_batch_logical_date_seconds", "Logical date of the last run (Unix time)", day.timestamp())
     gauge("edgecache_batch_last_success_seconds", "When the last run pushed its metrics", time.time())
     return reg
@@ -70,13 +74,24 @@ def gate_gauges(reg: CollectorRegistry, gate: dict[str, Any] | None) -> None:
     verdicts = {k: v for k, v in (gate or {}).items() if isinstance(v, dict) and "chosen" in v}
     if not verdicts:
         return
-    selected = Gauge("edgecache_model_selected", "1 for the model the nightly gate deployed, 0 for the other candidates",
-                     ["stage", "model"], registry=reg)
-    figure = Gauge("edgecache_gate_validation_score",
-                   "Each candidate's figure on the latest labelled day (prefetch: object hit ratio at capacity; "
-                   "lists: hit@10)", ["stage", "model", "metric"], registry=reg)
-    rejected = Gauge("edgecache_gate_rejected", "1 for a candidate fit rejected as degenerate, by reason",
-                     ["stage", "model", "reason"], registry=reg)
+    selected = Gauge(
+        "edgecache_model_selected",
+        "1 for the model the nightly gate deployed, 0 for the other candidates",
+        ["stage", "model"],
+        registry=reg,
+    )
+    figure = Gauge(
+        "edgecache_gate_validation_score",
+        "Each candidate's figure on the latest labelled day (prefetch: object hit ratio at capacity; lists: hit@10)",
+        ["stage", "model", "metric"],
+        registry=reg,
+    )
+    rejected = Gauge(
+        "edgecache_gate_rejected",
+        "1 for a candidate fit rejected as degenerate, by reason",
+        ["stage", "model", "reason"],
+        registry=reg,
+    )
     for stage, v in verdicts.items():
         for model in sorted({*v["figures"], *v["rejected"]}):
             selected.labels(stage=stage, model=model).set(1.0 if model == v["chosen"] else 0.0)
@@ -92,16 +107,33 @@ def federated_gauges(reg: CollectorRegistry, fed: dict[str, Any] | None) -> None
     if not fed:
         return
     labels = {"round": ["round"], "edge": ["round", "edge"]}
-    seconds = Gauge("edgecache_federated_round_duration_seconds", "Wall time of each federated round",
-                    labels["round"], registry=reg)
-    sent = Gauge("edgecache_federated_round_update_bytes", "Bytes of model updates the server received in each round",
-                 labels["round"], registry=reg)
-    change = Gauge("edgecache_federated_round_model_change", "L2 norm of the global model's change in each round",
-                   labels["round"], registry=reg)
-    loss = Gauge("edgecache_federated_validation_logloss",
-                 "Held-out log-loss at each edge of the model it was sent in each round", labels["edge"], registry=reg)
-    auc = Gauge("edgecache_federated_validation_auc",
-                "Held-out ROC AUC at each edge of the model it was sent in each round", labels["edge"], registry=reg)
+    seconds = Gauge(
+        "edgecache_federated_round_duration_seconds", "Wall time of each federated round", labels["round"], registry=reg
+    )
+    sent = Gauge(
+        "edgecache_federated_round_update_bytes",
+        "Bytes of model updates the server received in each round",
+        labels["round"],
+        registry=reg,
+    )
+    change = Gauge(
+        "edgecache_federated_round_model_change",
+        "L2 norm of the global model's change in each round",
+        labels["round"],
+        registry=reg,
+    )
+    loss = Gauge(
+        "edgecache_federated_validation_logloss",
+        "Held-out log-loss at each edge of the model it was sent in each round",
+        labels["edge"],
+        registry=reg,
+    )
+    auc = Gauge(
+        "edgecache_federated_validation_auc",
+        "Held-out ROC AUC at each edge of the model it was sent in each round",
+        labels["edge"],
+        registry=reg,
+    )
     for r in fed["rounds"]:
         n = str(r["round"])
         seconds.labels(round=n).set(r["seconds"])
@@ -114,8 +146,11 @@ def federated_gauges(reg: CollectorRegistry, fed: dict[str, Any] | None) -> None
                 auc.labels(round=n, edge=edge).set(v["auc"])
     Gauge("edgecache_federated_rounds", "Federated rounds of the last training", registry=reg).set(len(fed["rounds"]))
     if fed.get("epsilon_spent") is not None:
-        Gauge("edgecache_federated_epsilon_spent", "Client-level differential privacy epsilon spent (at delta)",
-              registry=reg).set(fed["epsilon_spent"])
+        Gauge(
+            "edgecache_federated_epsilon_spent",
+            "Client-level differential privacy epsilon spent (at delta)",
+            registry=reg,
+        ).set(fed["epsilon_spent"])
 
 
 def push_metrics(data_dir: Path, date: str, pushgateway_url: str | None) -> dict[str, Any]:

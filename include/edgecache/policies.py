@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -92,8 +92,12 @@ class Hits:
     bytes_hit: int
 
     def __add__(self, other: Hits) -> Hits:
-        return Hits(self.requests + other.requests, self.hits + other.hits,
-                    self.bytes + other.bytes, self.bytes_hit + other.bytes_hit)
+        return Hits(
+            self.requests + other.requests,
+            self.hits + other.hits,
+            self.bytes + other.bytes,
+            self.bytes_hit + other.bytes_hit,
+        )
 
     @property
     def object_hit_ratio(self) -> float:
@@ -192,8 +196,7 @@ class Ranking:
         """The top of the ranking that fits in ``capacity``."""
         sizes = np.ones(len(self.obj_id), dtype=np.int64) if unit_size else self.size
         k = fit_prefix(sizes, capacity)
-        return Ranking(self.obj_id[:k], self.size[:k], None if self.score is None else self.score[:k],
-                       self.sequels)
+        return Ranking(self.obj_id[:k], self.size[:k], None if self.score is None else self.score[:k], self.sequels)
 
 
 def oracle_ranking(trace: Trace) -> Ranking:
@@ -222,24 +225,48 @@ class Policy:
 POLICIES: dict[str, Policy] = {
     p.name: p
     for p in (
-        Policy("predictive", "static", online=False, needs_ranking=True,
-               doc="the predicted prefetch set, held all day, no admission"),
-        Policy("predictive+admission", "numba", online=False, needs_ranking=True, warm=True, doc=(
-            "starts with the prefetch set; five rankings of the titles (the prediction decaying "
-            "since each title's last request, and request counts decaying at four speeds, the "
-            "fastest the last request only) each score a point when a request is among their "
-            "top as many titles as the cache holds; the leading ranking admits a missed title "
-            "(and a requested episode's next episode) only if it outranks every title it would "
-            "evict, lowest first")),
+        Policy(
+            "predictive",
+            "static",
+            online=False,
+            needs_ranking=True,
+            doc="the predicted prefetch set, held all day, no admission",
+        ),
+        Policy(
+            "predictive+admission",
+            "numba",
+            online=False,
+            needs_ranking=True,
+            warm=True,
+            doc=(
+                "starts with the prefetch set; five rankings of the titles (the prediction decaying "
+                "since each title's last request, and request counts decaying at four speeds, the "
+                "fastest the last request only) each score a point when a request is among their "
+                "top as many titles as the cache holds; the leading ranking admits a missed title "
+                "(and a requested episode's next episode) only if it outranks every title it would "
+                "evict, lowest first"
+            ),
+        ),
         Policy("LRU", "libcachesim", online=True, lcs_class="LRU", doc="least recently used, from empty"),
         Policy("LFU", "libcachesim", online=True, lcs_class="LFU", doc="least frequently used, from empty"),
-        Policy("S3-FIFO", "libcachesim", online=True, lcs_class="S3FIFO",
-               doc="small, main and ghost FIFO queues, from empty"),
+        Policy(
+            "S3-FIFO",
+            "libcachesim",
+            online=True,
+            lcs_class="S3FIFO",
+            doc="small, main and ghost FIFO queues, from empty",
+        ),
         Policy("SIEVE", "libcachesim", online=True, lcs_class="Sieve", doc="SIEVE, from empty"),
-        Policy("Belady", "libcachesim", online=False, lcs_class="Belady",
-               doc="evicts the object requested furthest in the future (needs the whole trace)"),
-        Policy("oracle", "static", online=False,
-               doc="each cache's most requested titles of the replayed day, held all day"),
+        Policy(
+            "Belady",
+            "libcachesim",
+            online=False,
+            lcs_class="Belady",
+            doc="evicts the object requested furthest in the future (needs the whole trace)",
+        ),
+        Policy(
+            "oracle", "static", online=False, doc="each cache's most requested titles of the replayed day, held all day"
+        ),
     )
 }
 
@@ -290,6 +317,7 @@ def run_replay(job: Replay) -> Hits:
     if job.warm is not None and len(job.warm):
         with tempfile.TemporaryDirectory(prefix="edgecache-warm-") as tmp:
             path = Path(tmp) / "warm.oracleGeneral"
+            assert job.warm_sizes is not None, "warm ids come with their sizes"
             rec = oracle_records(job.warm, job.warm_sizes, np.zeros(len(job.warm), dtype=np.int64))
             rec["next_access"] = -1
             rec.tofile(path)
@@ -297,8 +325,7 @@ def run_replay(job: Replay) -> Hits:
     reader = lcs.TraceReader(job.file, lcs.TraceType.ORACLE_GENERAL_TRACE, params)
     obj_miss, byte_miss = cache.process_trace(reader)
     # libCacheSim returns ratios of exact integer counts: recover the counts.
-    return Hits(job.requests, round((1.0 - obj_miss) * job.requests), job.bytes,
-                round((1.0 - byte_miss) * job.bytes))
+    return Hits(job.requests, round((1.0 - obj_miss) * job.requests), job.bytes, round((1.0 - byte_miss) * job.bytes))
 
 
 # --- predictive admission ---------------------------------------------------------------
@@ -401,7 +428,7 @@ def _dense(ids: np.ndarray, parts: Sequence[np.ndarray]) -> tuple[np.ndarray, li
         uniq, dense = np.unique(everything, return_inverse=True)
         dense, n = dense.astype(np.int64), len(uniq)
     bounds = np.cumsum([len(ids), *(len(p) for p in parts)])
-    return dense[:bounds[0]], [dense[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])], n
+    return dense[: bounds[0]], [dense[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])], n
 
 
 def run_admission(job: AdmissionReplay) -> Hits:
@@ -429,14 +456,46 @@ def run_admission(job: AdmissionReplay) -> Hits:
     t0 = float(int(ts[0]) // SECONDS_PER_DAY * SECONDS_PER_DAY) if len(ts) else 0.0
     names = ["pred", *(name for name, _ in job.counts)]
     hits, size_hit = admission_kernel()(
-        req, ts, size_of, prior, ranked, nxt, warm, job.capacity, t0, job.tau, job.boost, ADMISSION_EPS,
-        np.array([m for _, m in job.counts], dtype=np.float64), job.sequel, job.memory, ADMISSION_UNASKED,
-        np.array([names.index(name) for name in job.lead], dtype=np.int64))
+        req,
+        ts,
+        size_of,
+        prior,
+        ranked,
+        nxt,
+        warm,
+        job.capacity,
+        t0,
+        job.tau,
+        job.boost,
+        ADMISSION_EPS,
+        np.array([m for _, m in job.counts], dtype=np.float64),
+        job.sequel,
+        job.memory,
+        ADMISSION_UNASKED,
+        np.array([names.index(name) for name in job.lead], dtype=np.int64),
+    )
     return Hits(job.requests, int(hits), job.bytes, int(size_hit))
 
 
-def _admission_replay(req, ts, size_of, prior, ranked, nxt, warm, capacity, t0, tau, boost, eps,  # noqa: ANN001, ANN202, C901
-                      counts, sequel, memory, unasked, lead_order):
+def _admission_replay(
+    req,
+    ts,
+    size_of,
+    prior,
+    ranked,
+    nxt,
+    warm,
+    capacity,
+    t0,
+    tau,
+    boost,
+    eps,  # noqa: ANN001, ANN202, C901
+    counts,
+    sequel,
+    memory,
+    unasked,
+    lead_order,
+):
     """The per-request loop (numba-compiled by ``admission_kernel``): hits and size hit.
 
     Binary heaps with lazy deletion stand in for the sorted sets (an entry is live while
@@ -452,8 +511,8 @@ def _admission_replay(req, ts, size_of, prior, ranked, nxt, warm, capacity, t0, 
     intop = np.zeros((k, n), dtype=np.bool_)
     cached = np.zeros(n, dtype=np.bool_)
     entry = (0.0, np.int64(0))
-    top = [[entry] for _ in range(k)]  # (value, id), lowest first
-    rest = [[entry] for _ in range(k)]  # (-value, -id), highest first
+    top: list[list[tuple[Any, Any]]] = [[entry] for _ in range(k)]  # (value, id), lowest first
+    rest: list[list[tuple[Any, Any]]] = [[entry] for _ in range(k)]  # (-value, -id), highest first
     low = [[entry] for _ in range(k)]  # cached titles, (value, id), lowest first
     for e in range(k):
         top[e].pop()
@@ -639,8 +698,9 @@ class Job(NamedTuple):
     max_size: int | None = None
 
 
-def plan(name: str, trace: Trace, capacity: int, ranking: Ranking | None = None,
-         max_size: int | None = None) -> Step | Hits | None:
+def plan(
+    name: str, trace: Trace, capacity: int, ranking: Ranking | None = None, max_size: int | None = None
+) -> Step | Hits | None:
     """Either the Hits (static policies), a replay to run (libCacheSim or our kernel), or
     None where the policy does not work at this capacity."""
     policy = POLICIES[name]
@@ -651,14 +711,24 @@ def plan(name: str, trace: Trace, capacity: int, ranking: Ranking | None = None,
     if len(trace) == 0:
         return NO_HITS
     if policy.kind == "static":
-        ranked = ranking if name == "predictive" else oracle_ranking(trace)
+        ranked = ranking if name == "predictive" and ranking is not None else oracle_ranking(trace)
         return static_hits(trace, ranked.top(capacity, trace.unit_size).obj_id)
     if trace.file is None:
         raise ValueError("replayed policies read the trace's oracleGeneral file: use Trace.with_file")
     if policy.kind == "numba":
+        assert ranking is not None, "admission by ranking needs one"
         top = ranking.top(capacity, trace.unit_size)
-        return AdmissionReplay(str(trace.file), trace.unit_size, capacity, len(trace), trace.total_size,
-                               top.obj_id, ranking.obj_id, ranking.scores, ranking.sequels)
+        return AdmissionReplay(
+            str(trace.file),
+            trace.unit_size,
+            capacity,
+            len(trace),
+            trace.total_size,
+            top.obj_id,
+            ranking.obj_id,
+            ranking.scores,
+            ranking.sequels,
+        )
     params: dict = {}
     if policy.lcs_class == "S3FIFO":
         largest = 1 if trace.unit_size else int(trace.size.max() if max_size is None else max_size)
@@ -668,14 +738,26 @@ def plan(name: str, trace: Trace, capacity: int, ranking: Ranking | None = None,
         params = {"small_size_ratio": ratio}
     warm = warm_sizes = None
     if policy.warm:
+        assert ranking is not None, "a warm start from the ranking needs one"
         top = ranking.top(capacity, trace.unit_size)
         warm, warm_sizes = top.obj_id[::-1], top.size[::-1]
-    return Replay(policy.lcs_class, str(trace.file), trace.unit_size, capacity, len(trace), trace.total_size,
-                  trace.n_objects, warm, warm_sizes, params)
+    return Replay(
+        policy.lcs_class,
+        str(trace.file),
+        trace.unit_size,
+        capacity,
+        len(trace),
+        trace.total_size,
+        trace.n_objects,
+        warm,
+        warm_sizes,
+        params,
+    )
 
 
-def hit_ratios(name: str, trace: Trace, capacity: int, ranking: Ranking | None = None,
-               max_size: int | None = None) -> Hits | None:
+def hit_ratios(
+    name: str, trace: Trace, capacity: int, ranking: Ranking | None = None, max_size: int | None = None
+) -> Hits | None:
     """Replay ``trace`` through policy ``name`` at ``capacity``; None where the policy does not apply.
 
     ``ranking`` is the prediction the ``predictive`` policies load from the top.
@@ -684,8 +766,7 @@ def hit_ratios(name: str, trace: Trace, capacity: int, ranking: Ranking | None =
     """
     if POLICIES[name].kind in ("libcachesim", "numba") and trace.file is None and len(trace):
         with tempfile.TemporaryDirectory(prefix="edgecache-trace-") as tmp:
-            return hit_ratios(name, trace.with_file(Path(tmp) / "trace.oracleGeneral"), capacity, ranking,
-                              max_size)
+            return hit_ratios(name, trace.with_file(Path(tmp) / "trace.oracleGeneral"), capacity, ranking, max_size)
     step = plan(name, trace, capacity, ranking, max_size)
     return run_step(step) if isinstance(step, STEPS) else step
 
@@ -695,11 +776,7 @@ def run_step(step: Step) -> Hits:
     return run_admission(step) if isinstance(step, AdmissionReplay) else run_replay(step)
 
 
-def hit_ratios_many(
-    jobs: Sequence[Job],
-    workers: int = 1,
-    run: Callable[[Step], Hits] = run_step,
-) -> list[Hits | None]:
+def hit_ratios_many(jobs: Sequence[Job], workers: int = 1, run: Callable[[Step], Hits] = run_step) -> list[Hits | None]:
     """``hit_ratios`` for many jobs at once (traces already written), the replays spread
     over ``workers`` processes (libCacheSim holds the GIL while it replays)."""
     steps = [plan(*job) for job in jobs]

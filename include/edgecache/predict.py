@@ -19,11 +19,7 @@ from edgecache.demand import rank_demand
 
 
 def predict_users(
-    users: DataFrame,
-    transitions: DataFrame,
-    popularity: DataFrame,
-    catalog: DataFrame,
-    top_k: int,
+    users: DataFrame, transitions: DataFrame, popularity: DataFrame, catalog: DataFrame, top_k: int
 ) -> DataFrame:
     """Per viewer: edge_id, content_id (top title), ranked (top-k titles), scores (none) and source.
 
@@ -99,8 +95,9 @@ def edge_demand(popularity: DataFrame, titles: DataFrame, window_days: int = 1) 
     if window_days < 1:
         raise ValueError(f"window_days must be at least 1, got {window_days}")
     return rank_demand(
-        popularity.join(titles.select("content_id", "size_bytes"), "content_id")
-        .selectExpr("edge_id", "content_id", f"requests / {float(window_days)!r} AS score", "size_bytes")
+        popularity.join(titles.select("content_id", "size_bytes"), "content_id").selectExpr(
+            "edge_id", "content_id", f"requests / {float(window_days)!r} AS score", "size_bytes"
+        )
     )
 
 
@@ -112,8 +109,7 @@ def rank_candidates(scored: DataFrame, prob: str = "p") -> DataFrame:
     ``edgecache.candidates.candidate_rows`` leaves it) this sorts in place, no shuffle."""
     source = "CASE " + " ".join(f"WHEN src_{s} = 1 THEN '{s}'" for s in SOURCES) + " END"
     return scored.selectExpr(
-        "*", f"{source} AS source",
-        f"row_number() OVER (PARTITION BY user_id ORDER BY `{prob}` DESC, content_id) AS r",
+        "*", f"{source} AS source", f"row_number() OVER (PARTITION BY user_id ORDER BY `{prob}` DESC, content_id) AS r"
     )
 
 

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.cluster import RedisCluster
+from typing_extensions import TypeIs
 
 Client = redis.Redis | RedisCluster
 
@@ -43,7 +44,7 @@ def connect(url: str, **kwargs: Any) -> Client:
     return redis.Redis.from_url(plain, **kwargs)
 
 
-def is_cluster(client: Client) -> bool:
+def is_cluster(client: Client) -> TypeIs[RedisCluster]:
     return isinstance(client, RedisCluster)
 
 
@@ -95,9 +96,15 @@ def with_timeout(client: Client, timeout: float) -> Client:
 
     pool = client.connection_pool
     kw = {k: v for k, v in pool.connection_kwargs.items() if k in _CARRIED or k.startswith("ssl")}
-    return redis.Redis(connection_pool=redis.ConnectionPool(
-        connection_class=pool.connection_class, socket_timeout=timeout, socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0), **kw))
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            **kw,
+        )
+    )
 
 
 def access_error(exc: redis.RedisError, client: Client) -> RedisAccessError | None:
@@ -108,13 +115,17 @@ def access_error(exc: redis.RedisError, client: Client) -> RedisAccessError | No
     user, has_password = kw.get("username"), bool(kw.get("password"))
     text = " ".join(str(exc).split())  # one line, whatever the server sent
     if isinstance(exc, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
-        return RedisAccessError(f"Redis at {where} does not let user {user or 'default'!r} run PING (NOPERM): "
-                                f"grant it the commands the warm and the edge service need")
+        return RedisAccessError(
+            f"Redis at {where} does not let user {user or 'default'!r} run PING (NOPERM): "
+            f"grant it the commands the warm and the edge service need"
+        )
     if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
         if not has_password:
             example = f"redis://:PASSWORD@{where}/0" if not where.startswith("unix:") else "unix://:PASSWORD@/path"
-            return RedisAccessError(f"Redis at {where} requires a password (NOAUTH): set REDIS_URL "
-                                    f"(or --redis-url) with one, e.g. {example}")
+            return RedisAccessError(
+                f"Redis at {where} requires a password (NOAUTH): set REDIS_URL "
+                f"(or --redis-url) with one, e.g. {example}"
+            )
         who = f"user {user!r} with its password" if user else "the password"
         return RedisAccessError(f"Redis at {where} refused {who} (WRONGPASS: {text})")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):

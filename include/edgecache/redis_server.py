@@ -97,14 +97,22 @@ class EmbeddedRedis:
         subprocess.run(
             [
                 self.server or redis_server_binary(),
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--dir", str(self.workdir),
-                "--pidfile", str(self.pidfile),
-                "--logfile", str(self.workdir / "redis.log"),
-                "--daemonize", "yes",
-                "--save", "",  # a cache: nothing to persist
-                "--appendonly", "no",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.workdir),
+                "--pidfile",
+                str(self.pidfile),
+                "--logfile",
+                str(self.workdir / "redis.log"),
+                "--daemonize",
+                "yes",
+                "--save",
+                "",  # a cache: nothing to persist
+                "--appendonly",
+                "no",
                 *self.extra_args,
             ],
             check=True,
@@ -148,9 +156,15 @@ class LocalCluster:
 
     @property
     def nodes(self) -> list[EmbeddedRedis]:
-        return [EmbeddedRedis(self.workdir / f"node-{p}", p,
-                              ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                               "--cluster-node-timeout", "5000"), self.server) for p in self.ports]
+        return [
+            EmbeddedRedis(
+                self.workdir / f"node-{p}",
+                p,
+                ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"),
+                self.server,
+            )
+            for p in self.ports
+        ]
 
     @property
     def url(self) -> str:
@@ -162,8 +176,20 @@ class LocalCluster:
             raise ValueError("a Redis Cluster needs at least 3 primaries")
         for node in self.nodes:
             node.start()
-        subprocess.run([self.cli or redis_cli_binary(), "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=timeout)
+        subprocess.run(
+            [
+                self.cli or redis_cli_binary(),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
         deadline = time.monotonic() + timeout
         while any(n.client().cluster("info").get("cluster_state") != "ok" for n in self.nodes):
             if time.monotonic() > deadline:

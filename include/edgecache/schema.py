@@ -18,6 +18,7 @@ DEVICES: tuple[str, ...] = ("TV", "Mobile", "Tablet", "Laptop", "Desktop")
 TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"  # Spark datetime pattern
 TIMESTAMP_STRFTIME = "%Y-%m-%d %H:%M:%S"  # the same, for Python
 
+
 def is_valid_id(value: str) -> bool:
     """True when ``value`` may be used as a user, content or edge id."""
     return bool(ID_RE.fullmatch(value))

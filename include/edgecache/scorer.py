@@ -87,8 +87,9 @@ def _vectors(rows: DataFrame, features: Sequence[str], label: str, weight: str |
     return vec.coalesce(max(1, parts)).cache()
 
 
-def _fit(estimator: Any, rows: DataFrame, features: Sequence[str], label: str, weight: str | None,
-         link: str) -> LinearModel:
+def _fit(
+    estimator: Any, rows: DataFrame, features: Sequence[str], label: str, weight: str | None, link: str
+) -> LinearModel:
     """Fit an MLlib linear estimator on ``rows`` and return its (rounded) weights."""
     vec = _vectors(rows, features, label, weight)
     try:
@@ -113,9 +114,17 @@ def fit_logistic(
     """
     from pyspark.ml.classification import LogisticRegression
 
-    lr = LogisticRegression(featuresCol="features_vec", labelCol=label, regParam=reg_param, elasticNetParam=0.0,
-                            standardization=False, maxIter=max_iter, tol=1e-7, family="binomial",
-                            **({"weightCol": weight} if weight else {}))
+    lr = LogisticRegression(  # type: ignore[call-overload]  # the stubs take no **kwargs
+        featuresCol="features_vec",
+        labelCol=label,
+        regParam=reg_param,
+        elasticNetParam=0.0,
+        standardization=False,
+        maxIter=max_iter,
+        tol=1e-7,
+        family="binomial",
+        **({"weightCol": weight} if weight else {}),
+    )
     return _fit(lr, rows, features, label, weight, "logit")
 
 
@@ -155,6 +164,7 @@ def fit_poisson_checked(
     """
     cols = [*features, label]
     stats = rows.selectExpr("count(*) AS n", f"count_if(`{label}` > 0) AS positives").first()
+    assert stats is not None  # an aggregate without groups has one row
     n, positives = int(stats["n"]), int(stats["positives"])
     rate = 1.0
     if n > MAX_POISSON_ROWS and n > positives:
@@ -162,15 +172,19 @@ def fit_poisson_checked(
         keep = f"`{label}` > 0 OR pmod(xxhash64(7, {', '.join(f'`{c}`' for c in cols)}), 1000000) < {rate!r} * 1000000"
         rows = rows.where(keep)
     table = rows.select(*cols).toArrow()
-    x = np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in features]) \
-        if features else np.zeros((table.num_rows, 0))
+    x = (
+        np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in features])
+        if features
+        else np.zeros((table.num_rows, 0))
+    )
     y = table.column(label).to_numpy(zero_copy_only=False).astype(np.float64)
     wt = np.where(y > 0, 1.0, 1.0 / rate)
     return poisson_newton(x, y, wt, tuple(features), reg_param, max_iter)
 
 
-def poisson_newton(x: np.ndarray, y: np.ndarray, wt: np.ndarray, features: tuple[str, ...],
-                   reg_param: float, max_iter: int) -> Fit:
+def poisson_newton(
+    x: np.ndarray, y: np.ndarray, wt: np.ndarray, features: tuple[str, ...], reg_param: float, max_iter: int
+) -> Fit:
     """The numpy half of ``fit_poisson_checked``: weighted rows ``x``, counts ``y``."""
     if not np.isfinite(x).all() or not np.isfinite(y).all():
         raise ValueError("Poisson fit: features and counts must be finite")
@@ -261,5 +275,6 @@ def auc(scored: DataFrame, score: str, label: str = "label") -> float | None:
     missing. Exact, in the driver: two columns of a training sample (at most a few hundred
     thousand rows) cost less there than Spark ML's evaluator, which took 5 s of a small run."""
     table = scored.select(score, label).toArrow()
-    return rank_auc(table.column(score).to_numpy(zero_copy_only=False),
-                    table.column(label).to_numpy(zero_copy_only=False))
+    return rank_auc(
+        table.column(score).to_numpy(zero_copy_only=False), table.column(label).to_numpy(zero_copy_only=False)
+    )

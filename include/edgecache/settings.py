@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 # The source checkout's root (include/edgecache/settings.py -> two levels up).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ class WorkloadParams:
 
     @classmethod
     def from_env(cls) -> WorkloadParams:
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             default = getattr(cls, f.name)
             reader = _env_str if isinstance(default, str) else _env_int if isinstance(default, int) else _env_float
@@ -88,13 +89,16 @@ WORKLOAD_CHOICES = {"workload": ("catalog", "snm"), "snm_shape": ("exp", "unifor
 # What each workload knob means: --help of the generate job, DAG params, README.
 WORKLOAD_HELP = {
     "workload": "workload model: catalog (Zipf catalog with launches) or snm (shot noise model: "
-                "titles arrive every day and burst, then fade)",
-    "users": "viewers", "edges": "edge sites", "titles": "catalog size (movies and episodes)",
-    "events": "expected views in the day", "seed": "random seed",
+    "titles arrive every day and burst, then fade)",
+    "users": "viewers",
+    "edges": "edge sites",
+    "titles": "catalog size (movies and episodes)",
+    "events": "expected views in the day",
+    "seed": "random seed",
     "alpha": "Zipf exponent of title popularity (video: 0.6-1.2)",
     "edge_size_ratio": "viewers at the largest edge / at the smallest",
     "regional_skew": "spread of genre tastes between edges (Dirichlet concentration; lower = more regional; "
-                     "0 = none, every edge has the same taste)",
+    "0 = none, every edge has the same taste)",
     "binge_prob": "chance a series session goes on to the next episode",
     "follow_prob": "chance a viewer resumes their followed series on a day (catalog model)",
     "abandon_prob": "chance a view stops early (short duration)",
@@ -104,7 +108,7 @@ WORKLOAD_HELP = {
     "bad_rate": "share of malformed lines, to exercise the quarantine",
     "series_share": "share of catalog items that are series rather than movies (0: movies only)",
     "releases_per_day": "new movies or series released on every day of 2025 (the catalog must hold 365 x "
-                        "this items; 0: the model's own schedule)",
+    "this items; 0: the model's own schedule)",
     "snm_lifetime_days": "snm: mean lifetime of a title's burst of requests, in days",
     "snm_shape": "snm: shape of a burst: exp (exponential decay) or uniform (flat over its lifetime)",
 }

@@ -39,7 +39,14 @@ import pyarrow as pa
 
 from edgecache.settings import WorkloadParams
 from edgecache.workload import (
-    GENRES, RELEASE_YEAR_DAYS, Workload, chunk_users, daily_releases, day_index, genre_probs, session_items,
+    GENRES,
+    RELEASE_YEAR_DAYS,
+    Workload,
+    chunk_users,
+    daily_releases,
+    day_index,
+    genre_probs,
+    session_items,
     session_views,
 )
 
@@ -67,7 +74,7 @@ def with_shots(wl: Workload) -> Workload:
     p = wl.params
     rng = np.random.default_rng([p.seed, 6])
     n_items = len(wl.item_len)
-    lifetime = p.snm_lifetime_days * np.exp(LIFETIME_SIGMA * rng.standard_normal(n_items) - LIFETIME_SIGMA ** 2 / 2)
+    lifetime = p.snm_lifetime_days * np.exp(LIFETIME_SIGMA * rng.standard_normal(n_items) - LIFETIME_SIGMA**2 / 2)
     cell = wl.user_edge.astype(np.int64) * len(GENRES) + wl.user_genre
     activity = np.bincount(cell, weights=wl.user_activity, minlength=p.edges * len(GENRES))
     edge_activity = (activity / activity.sum()).reshape(p.edges, len(GENRES))
@@ -78,8 +85,9 @@ def with_shots(wl: Workload) -> Workload:
     mix /= mix.sum(axis=1, keepdims=True)
     # Views per activity unit: shot_sessions divides by the day's views per session.
     sessions = p.events / max(float(wl.user_activity.sum()), 1e-9)
-    return replace(wl, item_lifetime=lifetime, item_edge_mix=mix, edge_activity=edge_activity,
-                   sessions_per_activity=sessions)
+    return replace(
+        wl, item_lifetime=lifetime, item_edge_mix=mix, edge_activity=edge_activity, sessions_per_activity=sessions
+    )
 
 
 def _pulse_cdf(params: WorkloadParams, age: np.ndarray, lifetime: np.ndarray) -> np.ndarray:
@@ -91,6 +99,7 @@ def _pulse_cdf(params: WorkloadParams, age: np.ndarray, lifetime: np.ndarray) ->
 
 def shot_rates(wl: Workload, day: int) -> np.ndarray:
     """Each item's expected requests on ``day`` (relative): its volume times its pulse over the day."""
+    assert wl.item_lifetime is not None, "an snm workload has burst lifetimes"
     age = (day - wl.item_release).astype(np.float64)
     cdf = _pulse_cdf(wl.params, age + 1, wl.item_lifetime) - _pulse_cdf(wl.params, age, wl.item_lifetime)
     rate = wl.item_weight * cdf
@@ -113,13 +122,14 @@ def _mean_session_views(wl: Workload, day: int) -> np.ndarray:
     first = np.arange(int(wl.item_len.max()))[None, :]  # [1, first episode offset]
     chance = np.clip(np.minimum(first + 1, reached[:, None]) - first, 0, None) / reached[:, None]
     left = np.maximum(wl.item_len[:, None] - first, 1)  # episodes from there to the end
-    return (chance * (1 - b ** left) / (1 - b)).sum(axis=1)
+    return (chance * (1 - b**left) / (1 - b)).sum(axis=1)
 
 
 def day_mix(wl: Workload, day: int) -> tuple[np.ndarray, np.ndarray]:
     """[edge, item] chance of a session at each edge picking each item on ``day``, and each
     edge's sessions per unit of viewer activity relative to ``sessions_per_activity``."""
     rate = shot_rates(wl, day)
+    assert wl.item_edge_mix is not None, "an snm workload has each item's edge mix"
     load = rate[:, None] * wl.item_edge_mix  # [item, edge]: the day's requests by shot and edge
     edge_load = load.sum(axis=0)
     total = edge_load.sum()
@@ -128,6 +138,7 @@ def day_mix(wl: Workload, day: int) -> tuple[np.ndarray, np.ndarray]:
         return probs, np.zeros(wl.params.edges)
     # What sessions at each edge pick (half by the viewer's favourite genre: session_items),
     # and so how many views a session there makes.
+    assert wl.edge_activity is not None, "an snm workload has each edge's activity"
     act = wl.edge_activity.sum(axis=1)
     genre_mix = wl.edge_activity / np.where(act > 0, act, 1.0)[:, None]  # [edge, genre]
     picked = 0.5 * probs + 0.5 * np.einsum("eg,egi->ei", genre_mix, genre_probs(wl, probs))

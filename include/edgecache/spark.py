@@ -63,7 +63,7 @@ def get_spark(app_name: str, master: str | None = None) -> SparkSession:
 def ship_package(spark: SparkSession) -> Path | None:
     """On a cluster master, send the package to the executors (``addPyFile``); in local
     mode the executors are this machine's Python, which has it already."""
-    if spark.sparkContext.master.startswith("local"):
+    if (spark.sparkContext.master or "").startswith("local"):
         return None
     import tempfile
 

@@ -59,8 +59,9 @@ class Ports:
     @classmethod
     def from_env(cls) -> Ports:
         d = cls()
-        return cls(**{f: int(os.environ.get(f"EDGECACHE_{f.upper()}_PORT") or getattr(d, f))
-                      for f in d.__dataclass_fields__})
+        return cls(
+            **{f: int(os.environ.get(f"EDGECACHE_{f.upper()}_PORT") or getattr(d, f)) for f in d.__dataclass_fields__}
+        )
 
 
 def split_edges(edges: list[str], services: int) -> list[list[str]]:
@@ -69,8 +70,9 @@ def split_edges(edges: list[str], services: int) -> list[list[str]]:
     return [edges[i::services] for i in range(services)]
 
 
-def prometheus_config(ports: Ports, edge_services: int, with_pushgateway: bool,
-                      scrape_interval: str | None = None) -> dict[str, Any]:
+def prometheus_config(
+    ports: Ports, edge_services: int, with_pushgateway: bool, scrape_interval: str | None = None
+) -> dict[str, Any]:
     """The committed ``monitoring/prometheus/prometheus.yml`` with this run's ports and
     absolute rule paths (Prometheus has no environment variables in its configuration)."""
     doc = yaml.safe_load((MONITORING / "prometheus" / "prometheus.yml").read_text())
@@ -117,8 +119,15 @@ class Stack:
     def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=PROJECT_ROOT, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=PROJECT_ROOT,
+                start_new_session=True,
+            )
         self._record(name, proc)
 
     def running(self) -> dict[str, int]:
@@ -140,8 +149,9 @@ class Stack:
         return sorted(alive)
 
     # -- up ---------------------------------------------------------------------------------
-    def up(self, edge_services: int = 1, scrape_interval: str | None = None,
-           wait_timeout: float = 240.0) -> dict[str, str]:
+    def up(
+        self, edge_services: int = 1, scrape_interval: str | None = None, wait_timeout: float = 240.0
+    ) -> dict[str, str]:
         """Start everything, wait until it answers and return the URLs."""
         if self.running():
             raise RuntimeError(f"the stack is already up ({', '.join(self.running())}); run `make down` first")
@@ -163,8 +173,10 @@ class Stack:
             print("[up] preparing the Airflow metadata DB (airflow db migrate)", flush=True)
             airflow(["db", "migrate"], env, self.logs / "db-migrate.log")
 
-            self.start("statsd-bridge", [str(bin_dir / "edgecache"), "statsd-bridge", "--statsd-port",
-                                         str(p.statsd), "--port", str(p.bridge)])
+            self.start(
+                "statsd-bridge",
+                [str(bin_dir / "edgecache"), "statsd-bridge", "--statsd-port", str(p.statsd), "--port", str(p.bridge)],
+            )
             urls["statsd bridge"] = f"http://127.0.0.1:{p.bridge}/metrics"
             self.start("airflow", [str(bin_dir / "airflow"), "standalone"], env)
             urls["airflow"] = f"http://127.0.0.1:{p.airflow}"
@@ -184,24 +196,37 @@ class Stack:
                 self.start("pushgateway", [pushgateway, f"--web.listen-address=127.0.0.1:{p.pushgateway}"])
                 urls["pushgateway"] = f"http://127.0.0.1:{p.pushgateway}"
             else:
-                self.start("batch-exporter", [sys.executable, str(MONITORING / "start_metrics_server.py"),
-                                              "--port", str(p.batch_exporter)], dict(env))
+                self.start(
+                    "batch-exporter",
+                    [sys.executable, str(MONITORING / "start_metrics_server.py"), "--port", str(p.batch_exporter)],
+                    dict(env),
+                )
                 urls["batch metrics"] = f"http://127.0.0.1:{p.batch_exporter}/metrics"
 
             prometheus = shutil.which("prometheus")
             if prometheus:
                 config = self.dir / "prometheus.yml"
-                config.write_text(yaml.safe_dump(
-                    prometheus_config(p, len(groups), pushgateway is not None, scrape_interval), sort_keys=False))
-                self.start("prometheus", [prometheus, f"--config.file={config}",
-                                          f"--storage.tsdb.path={self.dir / 'prometheus-data'}",
-                                          f"--web.listen-address=127.0.0.1:{p.prometheus}"])
+                config.write_text(
+                    yaml.safe_dump(
+                        prometheus_config(p, len(groups), pushgateway is not None, scrape_interval), sort_keys=False
+                    )
+                )
+                self.start(
+                    "prometheus",
+                    [
+                        prometheus,
+                        f"--config.file={config}",
+                        f"--storage.tsdb.path={self.dir / 'prometheus-data'}",
+                        f"--web.listen-address=127.0.0.1:{p.prometheus}",
+                    ],
+                )
                 urls["prometheus"] = f"http://127.0.0.1:{p.prometheus}"
 
             grafana = shutil.which("grafana")
             if grafana and prometheus:
-                self.start("grafana", [grafana, "server", "--homepath", _grafana_home(grafana)],
-                           self.grafana_environment())
+                self.start(
+                    "grafana", [grafana, "server", "--homepath", _grafana_home(grafana)], self.grafana_environment()
+                )
                 urls["grafana"] = f"http://127.0.0.1:{p.grafana}"
 
             self.wait(urls, wait_timeout)
@@ -213,22 +238,24 @@ class Stack:
     def airflow_environment(self, redis_url: str, with_pushgateway: bool) -> dict[str, str]:
         p = self.ports
         env = airflow_env(self.settings, redis_url, self.airflow_home)
-        env.update({
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(p.airflow),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{p.airflow}/execution/",
-            # A login of its own: Airflow generates the password into this file on first start.
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
-            "AIRFLOW__METRICS__STATSD_ON": "True",
-            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-            "AIRFLOW__METRICS__STATSD_PORT": str(p.statsd),
-            "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
-            # Tags as labels (name,k=v) and no legacy dotted names: one series per metric.
-            "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
-            "AIRFLOW__METRICS__LEGACY_NAMES_ON": "False",
-            "EDGECACHE_GRAFANA_URL": os.environ.get("EDGECACHE_GRAFANA_URL", f"http://127.0.0.1:{p.grafana}"),
-        })
+        env.update(
+            {
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(p.airflow),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{p.airflow}/execution/",
+                # A login of its own: Airflow generates the password into this file on first start.
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+                "AIRFLOW__METRICS__STATSD_ON": "True",
+                "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+                "AIRFLOW__METRICS__STATSD_PORT": str(p.statsd),
+                "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+                # Tags as labels (name,k=v) and no legacy dotted names: one series per metric.
+                "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
+                "AIRFLOW__METRICS__LEGACY_NAMES_ON": "False",
+                "EDGECACHE_GRAFANA_URL": os.environ.get("EDGECACHE_GRAFANA_URL", f"http://127.0.0.1:{p.grafana}"),
+            }
+        )
         if with_pushgateway:
             env.setdefault("PUSHGATEWAY_URL", f"http://127.0.0.1:{p.pushgateway}")
         return env
@@ -237,18 +264,21 @@ class Stack:
         password = os.environ.get("GRAFANA_ADMIN_PASSWORD")
         if not password:
             raise RuntimeError("set GRAFANA_ADMIN_PASSWORD to start Grafana (it is not given a default)")
-        return dict(os.environ, **{
-            "GF_SERVER_HTTP_ADDR": "127.0.0.1",
-            "GF_SERVER_HTTP_PORT": str(self.ports.grafana),
-            "GF_PATHS_DATA": str(self.dir / "grafana-data"),
-            "GF_PATHS_PROVISIONING": str(MONITORING / "grafana" / "provisioning"),
-            "GF_SECURITY_ADMIN_PASSWORD": password,
-            "GF_USERS_ALLOW_SIGN_UP": "false",
-            "GF_AUTH_ANONYMOUS_ENABLED": "false",
-            "GF_SECURITY_ALLOW_EMBEDDING": "true",  # the Airflow plugin's DAG tab frames a dashboard
-            "PROMETHEUS_URL": f"http://127.0.0.1:{self.ports.prometheus}",
-            "EDGECACHE_DASHBOARDS_DIR": str(MONITORING / "grafana" / "dashboards"),
-        })
+        return dict(
+            os.environ,
+            **{
+                "GF_SERVER_HTTP_ADDR": "127.0.0.1",
+                "GF_SERVER_HTTP_PORT": str(self.ports.grafana),
+                "GF_PATHS_DATA": str(self.dir / "grafana-data"),
+                "GF_PATHS_PROVISIONING": str(MONITORING / "grafana" / "provisioning"),
+                "GF_SECURITY_ADMIN_PASSWORD": password,
+                "GF_USERS_ALLOW_SIGN_UP": "false",
+                "GF_AUTH_ANONYMOUS_ENABLED": "false",
+                "GF_SECURITY_ALLOW_EMBEDDING": "true",  # the Airflow plugin's DAG tab frames a dashboard
+                "PROMETHEUS_URL": f"http://127.0.0.1:{self.ports.prometheus}",
+                "EDGECACHE_DASHBOARDS_DIR": str(MONITORING / "grafana" / "dashboards"),
+            },
+        )
 
     @property
     def passwords_file(self) -> Path:
@@ -262,15 +292,19 @@ class Stack:
     def wait(self, urls: dict[str, str], timeout: float) -> None:
         """Until every service answers its health check; a process that died is an error."""
         p = self.ports
-        checks = {"statsd-bridge": f"http://127.0.0.1:{p.bridge}/metrics",
-                  "airflow": f"http://127.0.0.1:{p.airflow}/api/v2/monitor/health"}
+        checks = {
+            "statsd-bridge": f"http://127.0.0.1:{p.bridge}/metrics",
+            "airflow": f"http://127.0.0.1:{p.airflow}/api/v2/monitor/health",
+        }
         for name in self.recorded():
             if name.startswith("edge-service-"):
                 checks[name] = f"http://127.0.0.1:{p.edge + int(name.rsplit('-', 1)[1]) - 1}/healthz"
-        extra = {"pushgateway": f"http://127.0.0.1:{p.pushgateway}/-/ready",
-                 "prometheus": f"http://127.0.0.1:{p.prometheus}/-/ready",
-                 "batch-exporter": f"http://127.0.0.1:{p.batch_exporter}/metrics",
-                 "grafana": f"http://127.0.0.1:{p.grafana}/api/health"}
+        extra = {
+            "pushgateway": f"http://127.0.0.1:{p.pushgateway}/-/ready",
+            "prometheus": f"http://127.0.0.1:{p.prometheus}/-/ready",
+            "batch-exporter": f"http://127.0.0.1:{p.batch_exporter}/metrics",
+            "grafana": f"http://127.0.0.1:{p.grafana}/api/health",
+        }
         checks.update({n: u for n, u in extra.items() if n in self.recorded()})
         deadline = time.monotonic() + timeout
         pending = dict(checks)
@@ -332,8 +366,10 @@ def up() -> int:
     if login:
         print(f"\nAirflow login: {login[0]} / {login[1]}   (from {stack.passwords_file})")
     if "grafana" not in urls:
-        print("Grafana: no `grafana` binary on the PATH; `docker compose up` brings Grafana with the dashboards,"
-              " or open the panels' queries in Prometheus.")
+        print(
+            "Grafana: no `grafana` binary on the PATH; `docker compose up` brings Grafana with the dashboards,"
+            " or open the panels' queries in Prometheus."
+        )
     print(f"Trigger the DAG `{DAG_ID}` in the Airflow UI; stop everything with `make down`.")
     return 0
 

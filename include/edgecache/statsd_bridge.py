@@ -130,8 +130,18 @@ def load_mapping(path: Path) -> list[Rule]:
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}")
     defaults = doc.get("defaults") or {}
-    known = {"match", "name", "labels", "help", "match_type", "match_metric_type", "action", "observer_type",
-             "histogram_options", "timer_type"}
+    known = {
+        "match",
+        "name",
+        "labels",
+        "help",
+        "match_type",
+        "match_metric_type",
+        "action",
+        "observer_type",
+        "histogram_options",
+        "timer_type",
+    }
     rules = []
     for i, m in enumerate(doc.get("mappings") or []):
         bad = set(m) - known
@@ -144,10 +154,17 @@ def load_mapping(path: Path) -> list[Rule]:
             raise ValueError(f"{path}: mapping {i}: only histogram observers are handled, got {observer!r}")
         buckets = (m.get("histogram_options") or defaults.get("histogram_options") or {}).get("buckets")
         mtype = m.get("match_metric_type")
-        rules.append(Rule(pattern=pattern, name=m.get("name", ""), labels=dict(m.get("labels") or {}),
-                          help=m.get("help", ""), metric_type={"timer": "observer", "observer": "observer"}
-                          .get(mtype, mtype), drop=m.get("action") == "drop",
-                          buckets=tuple(sorted(float(b) for b in buckets)) if buckets else DEFAULT_BUCKETS))
+        rules.append(
+            Rule(
+                pattern=pattern,
+                name=m.get("name", ""),
+                labels=dict(m.get("labels") or {}),
+                help=m.get("help", ""),
+                metric_type={"timer": "observer", "observer": "observer"}.get(mtype, mtype),
+                drop=m.get("action") == "drop",
+                buckets=tuple(sorted(float(b) for b in buckets)) if buckets else DEFAULT_BUCKETS,
+            )
+        )
     return rules
 
 
@@ -220,15 +237,14 @@ class Bridge:
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            lines = CounterMetricFamily("statsd_bridge_lines", "StatsD lines received, by outcome",
-                                        labels=["outcome"])
+            lines = CounterMetricFamily("statsd_bridge_lines", "StatsD lines received, by outcome", labels=["outcome"])
             for outcome, n in self.lines.items():
                 lines.add_metric([outcome], n)
             yield lines
             for name, fam in sorted(self.families.items()):
                 names = sorted({k for key in fam.series for k, _ in key})
                 if fam.kind == "counter":
-                    out: Metric = CounterMetricFamily(name.removesuffix("_total"), fam.help, labels=names)
+                    out: Any = CounterMetricFamily(name.removesuffix("_total"), fam.help, labels=names)
                 elif fam.kind == "gauge":
                     out = GaugeMetricFamily(name, fam.help, labels=names)
                 else:
@@ -252,12 +268,15 @@ def serve(mapping: Path, statsd_port: int, http_port: int, bind: str = "127.0.0.
     """Run the bridge until interrupted: UDP StatsD in, HTTP /metrics out."""
     bridge = Bridge(load_mapping(mapping))
     registry = CollectorRegistry()
-    registry.register(bridge)  # type: ignore[arg-type]  # a duck-typed collector
+    registry.register(bridge)  # a duck-typed collector
     server, _ = start_http_server(http_port, addr=bind, registry=registry)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((bind, statsd_port))
-    print(f"statsd bridge: StatsD on udp://{bind}:{sock.getsockname()[1]}, metrics on "
-          f"http://{bind}:{server.server_port}/metrics, mapping {mapping}", flush=True)
+    print(
+        f"statsd bridge: StatsD on udp://{bind}:{sock.getsockname()[1]}, metrics on "
+        f"http://{bind}:{server.server_port}/metrics, mapping {mapping}",
+        flush=True,
+    )
     try:
         while True:
             data, _ = sock.recvfrom(65535)

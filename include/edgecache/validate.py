@@ -92,8 +92,10 @@ class _Record(msgspec.Struct):
     user_id: str
     device: Literal[DEVICES]  # type: ignore[valid-type]
     content_id: str
-    duration: Annotated[int, msgspec.Meta(ge=0, le=MAX_DURATION_MIN)] | Annotated[
-        float, msgspec.Meta(ge=0, le=MAX_DURATION_MIN)]
+    duration: (
+        Annotated[int, msgspec.Meta(ge=0, le=MAX_DURATION_MIN)]
+        | Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_MIN)]
+    )
     timestamp: str
     edge_id: str | None = None
 
@@ -126,8 +128,11 @@ def check_line(raw: bytes, day: str | None, folder_edge: str | None = None) -> t
             pass
         else:
             edge = r.edge_id if r.edge_id is not None else folder_edge
-            if (edge is not None and r.timestamp[:10] == day
-                    and _IDS_AND_TIME(f"{r.user_id}\x00{r.content_id}\x00{edge}\x00{r.timestamp}")):
+            if (
+                edge is not None
+                and r.timestamp[:10] == day
+                and _IDS_AND_TIME(f"{r.user_id}\x00{r.content_id}\x00{edge}\x00{r.timestamp}")
+            ):
                 return None, Event(r.user_id, r.device, r.content_id, math.floor(r.duration), r.timestamp, edge)
     return check_line_slowly(raw, day, folder_edge)
 
@@ -203,6 +208,8 @@ def sort_lines(lines: Iterable[bytes], day: str | None, folder_edge: str | None 
             out.quarantined.append((reason, raw))
         elif event in seen:
             out.duplicates += 1
+        elif event is None:  # check_line gives a reason or an event
+            raise AssertionError("check_line gave neither a reason nor an event")
         else:
             seen.add(event)
             out.events.append(event)
@@ -212,8 +219,7 @@ def sort_lines(lines: Iterable[bytes], day: str | None, folder_edge: str | None 
 # --- Spark ------------------------------------------------------------------------------
 
 CHECKED_DDL = (
-    "reason string, user_id string, device string, content_id string, duration bigint, "
-    "timestamp string, edge_id string"
+    "reason string, user_id string, device string, content_id string, duration bigint, timestamp string, edge_id string"
 )
 
 
@@ -232,15 +238,18 @@ def _check_arrays(values: Any, folders: Any, day: str | None) -> Any:
 
     results = [check_line(raw, day, folder) for raw, folder in zip(values.to_pylist(), _per_row(folders))]
     events = [e for _, e in results]
-    return pa.StructArray.from_arrays([
-        pa.array([reason for reason, _ in results], pa.string()),
-        pa.array([e and e.user_id for e in events], pa.string()),
-        pa.array([e and e.device for e in events], pa.string()),
-        pa.array([e and e.content_id for e in events], pa.string()),
-        pa.array([e and e.duration for e in events], pa.int64()),
-        pa.array([e and e.timestamp for e in events], pa.string()),
-        pa.array([e and e.edge_id for e in events], pa.string()),
-    ], names=["reason", "user_id", "device", "content_id", "duration", "timestamp", "edge_id"])
+    return pa.StructArray.from_arrays(
+        [
+            pa.array([reason for reason, _ in results], pa.string()),
+            pa.array([e and e.user_id for e in events], pa.string()),
+            pa.array([e and e.device for e in events], pa.string()),
+            pa.array([e and e.content_id for e in events], pa.string()),
+            pa.array([e and e.duration for e in events], pa.int64()),
+            pa.array([e and e.timestamp for e in events], pa.string()),
+            pa.array([e and e.edge_id for e in events], pa.string()),
+        ],
+        names=["reason", "user_id", "device", "content_id", "duration", "timestamp", "edge_id"],
+    )
 
 
 _ID = r'"([A-Za-z0-9_-]{1,64}+)"'
@@ -260,13 +269,42 @@ def plain_pattern(day: str) -> str:
     def key(name: str) -> str:
         return f'{_SP}"{name}"{_SP}:{_SP}'
 
-    return (r"\A\uFEFF?" + _SP + r"\{" + key("user_id") + _ID + _SP + ","
-            + key("device") + '"(' + "|".join(DEVICES) + ')"' + _SP + ","
-            + key("content_id") + _ID + _SP + ","
-            + key("duration") + r"((?:0|[1-9][0-9]{0,3}+)(?:\.[0-9]{1,20}+)?)" + _SP + ","
-            + key("timestamp") + '"(' + re.escape(day) + r' (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])"' + _SP
-            + "(?:," + key("edge_id") + _ID + _SP + ")?"
-            + r"\}" + _SP + r"\r?\z")
+    return (
+        r"\A\uFEFF?"
+        + _SP
+        + r"\{"
+        + key("user_id")
+        + _ID
+        + _SP
+        + ","
+        + key("device")
+        + '"('
+        + "|".join(DEVICES)
+        + ')"'
+        + _SP
+        + ","
+        + key("content_id")
+        + _ID
+        + _SP
+        + ","
+        + key("duration")
+        + r"((?:0|[1-9][0-9]{0,3}+)(?:\.[0-9]{1,20}+)?)"
+        + _SP
+        + ","
+        + key("timestamp")
+        + '"('
+        + re.escape(day)
+        + r' (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])"'
+        + _SP
+        + "(?:,"
+        + key("edge_id")
+        + _ID
+        + _SP
+        + ")?"
+        + r"\}"
+        + _SP
+        + r"\r?\z"
+    )
 
 
 def plain_record(lines: Any, day: str) -> tuple[Any, Any, dict[str, Any]]:
@@ -283,16 +321,25 @@ def plain_record(lines: Any, day: str) -> tuple[Any, Any, dict[str, Any]]:
     # step is a column of its own: an expression that several columns use would otherwise
     # run once for each of them.
     joined = F.regexp_replace("value", plain_pattern(day), "".join(f"\x01${i}" for i in range(1, 7)))
-    lines = (lines.withColumn("_joined", joined)
-             .withColumn("_parts", F.when(F.startswith("_joined", F.lit("\x01")), F.split("_joined", "\x01")))
-             .withColumn("_folder_edge", folder_edge_of(F.col("source"))))
+    lines = (
+        lines.withColumn("_joined", joined)
+        .withColumn("_parts", F.when(F.startswith("_joined", F.lit("\x01")), F.split("_joined", "\x01")))
+        .withColumn("_folder_edge", folder_edge_of(F.col("source")))
+    )
     field = [F.get("_parts", i) for i in range(7)]
     lines = lines.withColumn("_edge", F.coalesce(F.nullif(field[6], F.lit("")), F.col("_folder_edge"))).withColumn(
-        "_duration", field[4].try_cast("double"))
+        "_duration", field[4].try_cast("double")
+    )
     ok = F.col("_parts").isNotNull() & (F.col("_duration") <= MAX_DURATION_MIN) & F.col("_edge").isNotNull()
     lines = lines.withColumn("_ok", F.coalesce(ok, F.lit(False)))
-    columns = {"user_id": field[1], "device": field[2], "content_id": field[3],
-               "duration": F.floor("_duration").cast("bigint"), "timestamp": field[5], "edge_id": F.col("_edge")}
+    columns = {
+        "user_id": field[1],
+        "device": field[2],
+        "content_id": field[3],
+        "duration": F.floor("_duration").cast("bigint"),
+        "timestamp": field[5],
+        "edge_id": F.col("_edge"),
+    }
     return lines, F.col("_ok"), columns
 
 
@@ -303,8 +350,13 @@ def folder_edge_of(source: Any) -> Any:
     folder = F.substring_index(F.substring_index(source, "/", -2), "/", 1)  # its last folder
     edge = F.substr(folder, F.lit(6))
     # Spark files lines with no edge under __HIVE_DEFAULT_PARTITION__: no edge at all.
-    return F.when(F.startswith(folder, F.lit("edge=")) & (edge != "") & (edge != "__HIVE_DEFAULT_PARTITION__")
-                  & F.contains(source, F.lit("/")), edge)
+    return F.when(
+        F.startswith(folder, F.lit("edge="))
+        & (edge != "")
+        & (edge != "__HIVE_DEFAULT_PARTITION__")
+        & F.contains(source, F.lit("/")),
+        edge,
+    )
 
 
 def check_in_python(lines: Any, day: str | None) -> Any:
@@ -319,7 +371,7 @@ def check_in_python(lines: Any, day: str | None) -> Any:
 
     # This module's annotations are strings (PEP 563), which Spark does not resolve.
     check.__annotations__ = {"values": pa.Array, "folders": pa.Array, "return": pa.Array}
-    check = F.arrow_udf(check, CHECKED_DDL)
+    check = F.arrow_udf(check, CHECKED_DDL)  # type: ignore[call-overload]
 
     line = F.col("value").cast("binary")
     out = lines.select(check(line, folder_edge_of(F.col("source"))).alias("c"), line.alias("line"), "source")
@@ -337,10 +389,14 @@ def split_plain(lines: Any, day: str | None) -> Any:
         ok, fields = F.lit(False), {k: F.lit(None).cast(t) for k, t in _FIELD_TYPES.items()}
     else:
         lines, ok, fields = plain_record(lines, day)
-    return with_hash(lines.select(F.lit(None).cast("string").alias("reason"),
-                                  *[F.when(ok, v).alias(k) for k, v in fields.items()],
-                                  F.when(~ok, F.col("value").cast("binary")).alias("line"),
-                                  F.when(~ok, F.col("source")).alias("source")))
+    return with_hash(
+        lines.select(
+            F.lit(None).cast("string").alias("reason"),
+            *[F.when(ok, v).alias(k) for k, v in fields.items()],
+            F.when(~ok, F.col("value").cast("binary")).alias("line"),
+            F.when(~ok, F.col("source")).alias("source"),
+        )
+    )
 
 
 def checked(split: Any, judged_rest: Any) -> Any:
@@ -355,12 +411,19 @@ def with_hash(rows: Any) -> Any:
     so that finding them reads one column, not six."""
     from pyspark.sql import functions as F
 
-    return rows.withColumn("_hash", F.when(F.col("reason").isNull() & F.col("user_id").isNotNull(),
-                                              F.xxhash64(*_FIELD_TYPES)))
+    return rows.withColumn(
+        "_hash", F.when(F.col("reason").isNull() & F.col("user_id").isNotNull(), F.xxhash64(*_FIELD_TYPES))
+    )
 
 
-_FIELD_TYPES = {"user_id": "string", "device": "string", "content_id": "string", "duration": "bigint",
-                "timestamp": "string", "edge_id": "string"}
+_FIELD_TYPES = {
+    "user_id": "string",
+    "device": "string",
+    "content_id": "string",
+    "duration": "bigint",
+    "timestamp": "string",
+    "edge_id": "string",
+}
 
 
 def judged(split: Any, day: str | None) -> Any:
@@ -414,8 +477,14 @@ def accepted(classified: Any) -> Any:
 def _event_columns() -> list[Any]:
     from pyspark.sql import functions as F
 
-    return ["user_id", "device", "content_id", "duration",
-            F.to_timestamp("timestamp", "yyyy-MM-dd HH:mm:ss").alias("timestamp"), "edge_id"]
+    return [
+        "user_id",
+        "device",
+        "content_id",
+        "duration",
+        F.to_timestamp("timestamp", "yyyy-MM-dd HH:mm:ss").alias("timestamp"),
+        "edge_id",
+    ]
 
 
 def quarantined(classified: Any) -> Any:

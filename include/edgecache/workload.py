@@ -59,8 +59,13 @@ _CLOCK = pa.array([f"{h:02d}:{m:02d}:{x:02d}" for h in range(24) for m in range(
 
 LOG_DDL = "edge_id string, ts int, user_idx int, seq int, value string"  # the same, for Spark
 LOG_SCHEMA = pa.schema(
-    [("edge_id", pa.string()), ("ts", pa.int32()), ("user_idx", pa.int32()), ("seq", pa.int32()),
-     ("value", pa.string())]
+    [
+        ("edge_id", pa.string()),
+        ("ts", pa.int32()),
+        ("user_idx", pa.int32()),
+        ("seq", pa.int32()),
+        ("value", pa.string()),
+    ]
 )
 
 
@@ -132,8 +137,9 @@ def build_workload(params: WorkloadParams) -> Workload:
     if not 0 <= p.series_share <= 1:
         raise ValueError(f"series_share must be a share (0-1), got {p.series_share}")
     if p.regional_skew < 0 or p.releases_per_day < 0 or p.snm_lifetime_days <= 0:
-        raise ValueError("regional_skew and releases_per_day must not be negative, snm_lifetime_days must be "
-                         f"positive: {p}")
+        raise ValueError(
+            f"regional_skew and releases_per_day must not be negative, snm_lifetime_days must be positive: {p}"
+        )
     rng = np.random.default_rng([p.seed, 0])
     fake = Faker()
     fake.seed_instance(p.seed)
@@ -175,18 +181,20 @@ def build_workload(params: WorkloadParams) -> Workload:
         released = EPOCH + dt.timedelta(days=int(item_release[item]))
         for ep in range(length):
             season = None if movie else ep // per_season + 1
-            rows.append({
-                "content_id": f"C{item_first[item] + ep + 1:05d}",
-                "title": name if movie else f"{name} S{season}E{ep % per_season + 1}",
-                "kind": "movie" if movie else "episode",
-                "series_id": None if movie else f"S{item + 1:05d}",
-                "season": season,
-                "episode": None if movie else ep + 1,  # position in the whole series, 1-based
-                "genre": GENRES[item_genre[item]],
-                "release_date": released.isoformat(),
-                "runtime_min": runtime,
-                "size_bytes": runtime * 60 * HD_BYTES_PER_SEC,
-            })
+            rows.append(
+                {
+                    "content_id": f"C{item_first[item] + ep + 1:05d}",
+                    "title": name if movie else f"{name} S{season}E{ep % per_season + 1}",
+                    "kind": "movie" if movie else "episode",
+                    "series_id": None if movie else f"S{item + 1:05d}",
+                    "season": season,
+                    "episode": None if movie else ep + 1,  # position in the whole series, 1-based
+                    "genre": GENRES[item_genre[item]],
+                    "release_date": released.isoformat(),
+                    "runtime_min": runtime,
+                    "size_bytes": runtime * 60 * HD_BYTES_PER_SEC,
+                }
+            )
     catalog = pd.DataFrame(rows)
     catalog["season"] = catalog["season"].astype("Int64")
     catalog["episode"] = catalog["episode"].astype("Int64")
@@ -203,14 +211,16 @@ def build_workload(params: WorkloadParams) -> Workload:
     user_device = rng.choice(len(DEVICES), size=p.users, p=DEVICE_MIX).astype(np.int8)
     user_activity = rng.lognormal(0.0, 1.0, size=p.users).astype(np.float32)  # heavy-tailed activity
     eids = edge_ids(p.edges)
-    users = pd.DataFrame({
-        "user_id": user_ids(np.arange(p.users)).to_numpy(zero_copy_only=False),
-        "name": [fake.name() for _ in range(p.users)] if p.users <= 100_000 else None,
-        "edge_id": [eids[e] for e in user_edge],
-        "favourite_genre": [GENRES[g] for g in user_genre],
-        "device": [DEVICES[d] for d in user_device],
-        "activity": user_activity,
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": user_ids(np.arange(p.users)).to_numpy(zero_copy_only=False),
+            "name": [fake.name() for _ in range(p.users)] if p.users <= 100_000 else None,
+            "edge_id": [eids[e] for e in user_edge],
+            "favourite_genre": [GENRES[g] for g in user_genre],
+            "device": [DEVICES[d] for d in user_device],
+            "activity": user_activity,
+        }
+    )
     # Calibrate sessions so the day has about p.events views: follow sessions first, then
     # the rest as Poisson sessions in proportion to activity.
     series_len = item_len[item_len > 1]
@@ -219,10 +229,26 @@ def build_workload(params: WorkloadParams) -> Workload:
     # A session's expected views, weighting items by popularity (a movie is one view).
     mean_len = float(np.average(np.minimum(item_len, 1 / (1 - p.binge_prob)), weights=item_weight))
     sessions = max(p.events - follow_views, 0.0) / max(user_activity.sum() * mean_len, 1e-9)
-    wl = Workload(p, catalog, users, eids, item_first, item_len, item_genre, item_release, item_weight,
-                  edge_genre_taste, user_edge, user_genre, user_device, user_activity, sessions,
-                  pa.array(catalog["content_id"], pa.string()), catalog["runtime_min"].to_numpy(),
-                  *chunk_plan(user_edge, p.edges))
+    wl = Workload(
+        p,
+        catalog,
+        users,
+        eids,
+        item_first,
+        item_len,
+        item_genre,
+        item_release,
+        item_weight,
+        edge_genre_taste,
+        user_edge,
+        user_genre,
+        user_device,
+        user_activity,
+        sessions,
+        pa.array(catalog["content_id"], pa.string()),
+        catalog["runtime_min"].to_numpy(),
+        *chunk_plan(user_edge, p.edges),
+    )
     if p.workload == "snm":
         wl = snm.with_shots(wl)
     return calibrate(wl)
@@ -233,10 +259,12 @@ def daily_releases(back_catalog: np.ndarray, per_day: int) -> np.ndarray:
     items, in id order); the other items keep their ``back_catalog`` days (all before EPOCH)."""
     new = per_day * RELEASE_YEAR_DAYS
     if new > len(back_catalog):
-        raise ValueError(f"releases_per_day {per_day} needs {new} catalog items (movies or series) for a year of "
-                         f"releases, but the catalog has {len(back_catalog)}: raise titles or lower series_share")
+        raise ValueError(
+            f"releases_per_day {per_day} needs {new} catalog items (movies or series) for a year of "
+            f"releases, but the catalog has {len(back_catalog)}: raise titles or lower series_share"
+        )
     release = back_catalog.copy()
-    release[len(release) - new:] = np.arange(new) // per_day
+    release[len(release) - new :] = np.arange(new) // per_day
     return release
 
 
@@ -255,7 +283,7 @@ def calibrate(wl: Workload, rounds: int = 3, pilots: int = 4) -> Workload:
         from edgecache.snm import expected_share
 
         # The pilots' share of a day follows their edges' shares of that day's requests.
-        days = SNM_CALIBRATION_DAYS
+        days: tuple[str, ...] = SNM_CALIBRATION_DAYS
         pilot_users = np.concatenate([chunk_users(wl, c) for c in chunks])
         want = wl.params.events * sum(expected_share(wl, pilot_users, d) for d in days)
     else:
@@ -279,8 +307,18 @@ def for_workers(wl: Workload) -> Workload:
 
 def manifest(params: WorkloadParams) -> dict:
     """What identifies a workload's catalog and viewers (the day's knobs excluded)."""
-    keys = ("workload", "seed", "users", "edges", "titles", "alpha", "edge_size_ratio", "regional_skew",
-            "series_share", "releases_per_day")
+    keys = (
+        "workload",
+        "seed",
+        "users",
+        "edges",
+        "titles",
+        "alpha",
+        "edge_size_ratio",
+        "regional_skew",
+        "series_share",
+        "releases_per_day",
+    )
     return {k: v for k, v in asdict(params).items() if k in keys}
 
 
@@ -304,7 +342,7 @@ def n_chunks(wl: Workload) -> int:
 
 def chunk_users(wl: Workload, chunk: int) -> np.ndarray:
     """Viewer indices of ``chunk`` (all at one edge)."""
-    return wl.users_by_edge[wl.chunk_bounds[chunk]:wl.chunk_bounds[chunk + 1]]
+    return wl.users_by_edge[wl.chunk_bounds[chunk] : wl.chunk_bounds[chunk + 1]]
 
 
 def day_index(date: str) -> int:
@@ -356,8 +394,9 @@ def _followed_series(wl: Workload, users: np.ndarray, day: int) -> tuple[np.ndar
         return np.full(len(users), -1), np.zeros(len(users), dtype=np.int64)
     rng = np.random.default_rng([p.seed, 1, block_start, int(users[0])])
     w = wl.edge_genre_taste[:, wl.item_genre[series]] * wl.item_weight[series]  # [edge, series]
-    followed = series[_pick(np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1), wl.user_edge[users],
-                            rng.random(len(users)))]
+    followed = series[
+        _pick(np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1), wl.user_edge[users], rng.random(len(users)))
+    ]
     n_eps = wl.item_len[followed]
     pos = np.zeros(len(users), dtype=np.int64)
     for d in range(block_start, day):
@@ -418,9 +457,17 @@ def genre_probs(wl: Workload, probs: np.ndarray) -> np.ndarray:
     return np.where(gp_sum > 0, gp / np.where(gp_sum > 0, gp_sum, 1), probs[:, None, :])
 
 
-def session_views(wl: Workload, date: str, users: np.ndarray, s_user: np.ndarray, local: np.ndarray,
-                  item: np.ndarray, first_ep: np.ndarray, length: np.ndarray,
-                  rng: np.random.Generator) -> pa.RecordBatch:
+def session_views(
+    wl: Workload,
+    date: str,
+    users: np.ndarray,
+    s_user: np.ndarray,
+    local: np.ndarray,
+    item: np.ndarray,
+    first_ep: np.ndarray,
+    length: np.ndarray,
+    rng: np.random.Generator,
+) -> pa.RecordBatch:
     """Sessions (viewer, item, first episode offset, titles) as a chunk's log lines.
 
     ``s_user`` lists each session's viewer, grouped by viewer; ``local`` is that viewer's
@@ -436,8 +483,11 @@ def session_views(wl: Workload, date: str, users: np.ndarray, s_user: np.ndarray
     runtime = wl.title_runtime[title]
     abandoned = rng.random(len(v_sess)) < p.abandon_prob
     watched = np.where(abandoned, np.maximum(1, (runtime * rng.random(len(v_sess)) * 0.3).astype(np.int64)), runtime)
-    device = np.where(rng.random(len(v_sess)) < 0.8, wl.user_device[s_user[v_sess]],
-                      rng.choice(len(DEVICES), size=len(v_sess), p=DEVICE_MIX))
+    device = np.where(
+        rng.random(len(v_sess)) < 0.8,
+        wl.user_device[s_user[v_sess]],
+        rng.choice(len(DEVICES), size=len(v_sess), p=DEVICE_MIX),
+    )
 
     # Times: session starts on the diurnal curve; a viewer's sessions run one after another.
     hour = rng.choice(24, size=n, p=hour_weights(p.peak_hour))
@@ -458,8 +508,9 @@ def session_views(wl: Workload, date: str, users: np.ndarray, s_user: np.ndarray
     last_end = np.zeros(len(users), dtype=np.int64)
     np.maximum.at(last_end, local, real_start + sess_secs)
     real_start -= np.maximum(last_end - 86399, 0)[local]
-    v_start = real_start[v_sess] + (np.cumsum(watched * 60) - watched * 60 -
-                                    np.repeat(np.cumsum(sess_secs) - sess_secs, length))
+    v_start = real_start[v_sess] + (
+        np.cumsum(watched * 60) - watched * 60 - np.repeat(np.cumsum(sess_secs) - sess_secs, length)
+    )
     keep = (v_start >= 0) & (v_start < 86400)  # only a viewer watching over 24 h loses views
     v_sess, title, watched, device, v_start = v_sess[keep], title[keep], watched[keep], device[keep], v_start[keep]
     v_user = s_user[v_sess]
@@ -467,8 +518,16 @@ def session_views(wl: Workload, date: str, users: np.ndarray, s_user: np.ndarray
     return render(wl, date, v_user, title, watched, device, v_start, rng)
 
 
-def render(wl: Workload, date: str, user: np.ndarray, title: np.ndarray, duration: np.ndarray,
-           device: np.ndarray, secs: np.ndarray, rng: np.random.Generator) -> pa.RecordBatch:
+def render(
+    wl: Workload,
+    date: str,
+    user: np.ndarray,
+    title: np.ndarray,
+    duration: np.ndarray,
+    device: np.ndarray,
+    secs: np.ndarray,
+    rng: np.random.Generator,
+) -> pa.RecordBatch:
     """Format views as seed-style JSON lines (vectorised in Arrow), corrupting bad_rate of them."""
     order = np.lexsort((title, secs, user))
     user, title, duration, device, secs = user[order], title[order], duration[order], device[order], secs[order]
@@ -479,11 +538,29 @@ def render(wl: Workload, date: str, user: np.ndarray, title: np.ndarray, duratio
     eids = pa.array(wl.edge_ids, pa.string())
     ts = _CLOCK.take(pa.array(secs))  # "HH:MM:SS"; the date is joined in below
     edge = eids.take(pa.array(wl.user_edge[user]))
-    cols = [user_ids(user), pa.array(np.array(DEVICES, dtype=object)[device], pa.string()),
-            cids.take(pa.array(title)), pc.cast(pa.array(duration), pa.string()), ts, edge]
+    cols = [
+        user_ids(user),
+        pa.array(np.array(DEVICES, dtype=object)[device], pa.string()),
+        cids.take(pa.array(title)),
+        pc.cast(pa.array(duration), pa.string()),
+        ts,
+        edge,
+    ]
     value = pc.binary_join_element_wise(
-        '{"user_id": "', cols[0], '", "device": "', cols[1], '", "content_id": "', cols[2],
-        '", "duration": ', cols[3], f', "timestamp": "{date} ', cols[4], '", "edge_id": "', cols[5], '"}', "",
+        '{"user_id": "',
+        cols[0],
+        '", "device": "',
+        cols[1],
+        '", "content_id": "',
+        cols[2],
+        '", "duration": ',
+        cols[3],
+        f', "timestamp": "{date} ',
+        cols[4],
+        '", "edge_id": "',
+        cols[5],
+        '"}',
+        "",
     )
     bad = np.flatnonzero(rng.random(len(user)) < wl.params.bad_rate)
     if len(bad):

@@ -53,8 +53,10 @@ def load_token(create: bool = False) -> str:
     if path.exists():
         return _checked(path.read_text(), str(path))
     if not create:
-        raise TokenError(f"no API token: set $EDGECACHE_API_TOKEN or $EDGECACHE_API_TOKEN_FILE, "
-                         f"or start `edgecache serve` once to create {path}")
+        raise TokenError(
+            f"no API token: set $EDGECACHE_API_TOKEN or $EDGECACHE_API_TOKEN_FILE, "
+            f"or start `edgecache serve` once to create {path}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     # O_EXCL: two services starting at once must not each write a different token

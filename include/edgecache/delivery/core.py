@@ -277,11 +277,20 @@ class EdgeMetrics:
     def of(cls, m: DeliveryMetrics, edge_id: str) -> EdgeMetrics:
         for reason in REJECT_REASONS:  # exported at 0 from the start, so dashboards show no gaps
             m.rejected.labels(edge_id, reason)
-        return cls(m.hits.labels(edge_id), m.misses.labels(edge_id), m.degraded.labels(edge_id),
-                   m.admissions.labels(edge_id), m.evictions.labels(edge_id), m.redis_errors.labels(edge_id),
-                   m.bytes_saved.labels(edge_id), m.origin_bytes.labels(edge_id), m.prediction.labels(edge_id),
-                   m.active_users.labels(edge_id), m.not_warm.labels(edge_id),
-                   {s: m.latency.labels(edge_id, s) for s in ("edge", "origin")})
+        return cls(
+            m.hits.labels(edge_id),
+            m.misses.labels(edge_id),
+            m.degraded.labels(edge_id),
+            m.admissions.labels(edge_id),
+            m.evictions.labels(edge_id),
+            m.redis_errors.labels(edge_id),
+            m.bytes_saved.labels(edge_id),
+            m.origin_bytes.labels(edge_id),
+            m.prediction.labels(edge_id),
+            m.active_users.labels(edge_id),
+            m.not_warm.labels(edge_id),
+            {s: m.latency.labels(edge_id, s) for s in ("edge", "origin")},
+        )
 
 
 class DeliveryError(ValueError):
@@ -350,7 +359,7 @@ def parse_time(value: str | float | int | dt.datetime | None, now: Callable[[], 
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value.timestamp()
 
 
@@ -395,13 +404,24 @@ class Delivery:
         self._sha = sha1(DELIVER_LUA.encode()).hexdigest()  # EVALSHA; loaded on the first NOSCRIPT
         self.edge_metrics = {e: EdgeMetrics.of(self.metrics, e) for e in self.edges}
         # the script's edge keys, in its KEYS order
-        self.edge_keys = {e: (edge_cache_key(e), edge_prior_key(e), edge_sizes_key(e), edge_meta_key(e),
-                              *(edge_cache_key(e, name) for name, _ in ADMISSION_COUNTS),
-                              *(edge_rank_key(e, r) for r in RANKINGS))
-                          for e in self.edges}
+        self.edge_keys = {
+            e: (
+                edge_cache_key(e),
+                edge_prior_key(e),
+                edge_sizes_key(e),
+                edge_meta_key(e),
+                *(edge_cache_key(e, name) for name, _ in ADMISSION_COUNTS),
+                *(edge_rank_key(e, r) for r in RANKINGS),
+            )
+            for e in self.edges
+        }
         # the script's ARGV from sequel on: the rankings are the evaluation's
-        self._rankings = (ADMISSION_SEQUEL, ADMISSION_MEMORY, " ".join(str(RANKINGS.index(r) + 1) for r in LEAD_ORDER),
-                          *(v for name, m in ADMISSION_COUNTS for v in (name, m)))
+        self._rankings = (
+            ADMISSION_SEQUEL,
+            ADMISSION_MEMORY,
+            " ".join(str(RANKINGS.index(r) + 1) for r in LEAD_ORDER),
+            *(v for name, m in ADMISSION_COUNTS for v in (name, m)),
+        )
         self.states = {e: EdgeState(e) for e in self.edges}
         self.active = {e: ActiveUsers() for e in self.edges}
         self._lock = threading.Lock()  # the service runs decisions on one thread, tests on several
@@ -448,8 +468,11 @@ class Delivery:
                     self.refresh(e)
         except redis.RedisError:
             self._failed(self.edges[0])
-            return Readiness(False, {e: "unknown" for e in self.edges},
-                             {e: self._marker_date[e] or self.states[e].warm_date for e in self.edges})
+            return Readiness(
+                False,
+                {e: "unknown" for e in self.edges},
+                {e: self._marker_date[e] or self.states[e].warm_date for e in self.edges},
+            )
         self._recovered()
         return Readiness(True, dict(self.warm_status), dict(self._marker_date))
 
@@ -462,7 +485,7 @@ class Delivery:
             self._set_warm(e, marker is not None)
             self._marker_date[e] = marker.date if marker else None
             if marker:
-                day = dt.datetime.fromisoformat(marker.date).replace(tzinfo=dt.timezone.utc)
+                day = dt.datetime.fromisoformat(marker.date).replace(tzinfo=dt.UTC)
                 self.metrics.warm_date.labels(e).set(day.timestamp())
         return dict(self.warm_status)
 
@@ -489,8 +512,11 @@ class Delivery:
                 with self._lock:
                     self.refresh(e, force=True)
         now = self.clock()
-        due = [e for e in self.edges
-               if self.warm_status[e] == "missing" and now - self._rewarmed_at[e] >= self.rewarm_interval]
+        due = [
+            e
+            for e in self.edges
+            if self.warm_status[e] == "missing" and now - self._rewarmed_at[e] >= self.rewarm_interval
+        ]
         if not due or self.data_dir is None:
             return {}
         for e in due:
@@ -534,24 +560,33 @@ class Delivery:
             self.metrics.rewarms.labels(e, outcome).inc()
         which = f"edge{'s' if len(edges) > 1 else ''} {', '.join(edges)}"
         if outcome == "ok":
-            log.warning("%s: warm missing from Redis, re-warmed %s in %.1f s", which, detail,
-                        time.perf_counter() - started)
+            log.warning(
+                "%s: warm missing from Redis, re-warmed %s in %.1f s", which, detail, time.perf_counter() - started
+            )
         else:
-            log.warning("%s: warm missing from Redis, re-warm %s: %s (next try in %g s)", which,
-                        outcome.replace("_", " "), detail, self.rewarm_interval)
+            log.warning(
+                "%s: warm missing from Redis, re-warm %s: %s (next try in %g s)",
+                which,
+                outcome.replace("_", " "),
+                detail,
+                self.rewarm_interval,
+            )
         return {e: outcome for e in edges}
 
     def _try_rewarm(self, edges: list[str]) -> tuple[str, str]:
         """Re-warm ``edges`` from the newest complete predictions: (outcome, what happened)."""
         from edgecache import cache  # pandas and pyarrow: loaded only once a warm is lost
 
+        assert self.data_dir is not None  # no re-warm is due without one (see rewarm_due)
         date = cache.latest_predictions(self.data_dir)
         if date is None:
             return "no_predictions", f"no complete predictions under {self.data_dir / 'predictions'}"
         ttl = cache.rewarm_ttl(self.data_dir, date, self.ttl)
         if ttl < 1:
-            return "expired", (f"the newest predictions ({date}) are past their TTL of {self.ttl} s: "
-                               f"they stay expired until the next warm")
+            return "expired", (
+                f"the newest predictions ({date}) are past their TTL of {self.ttl} s: "
+                f"they stay expired until the next warm"
+            )
         client = with_timeout(self.client, REWARM_TIMEOUT)
         try:
             result = cache.warm(client, self.data_dir, date, ttl, edges)
@@ -565,8 +600,10 @@ class Delivery:
         lost = [e for e in edges if self.warm_status[e] != "ok"]
         if lost:
             return "failed", f"no warm marker after the warm for {', '.join(lost)}"
-        return "ok", (f"from the predictions of {date}: {result.users} viewers, {result.prefetched_titles} "
-                      f"cached titles, keys expire in {ttl} s")
+        return "ok", (
+            f"from the predictions of {date}: {result.users} viewers, {result.prefetched_titles} "
+            f"cached titles, keys expire in {ttl} s"
+        )
 
     async def keep_warm(self, every: float = 1.0) -> None:
         """``heal`` every ``every`` seconds, off the event loop, until cancelled."""
@@ -591,7 +628,7 @@ class Delivery:
         if force or (date is not None and date != state.warm_date):
             state = self.states[edge_id] = load_state(self.client, edge_id)
             if state.warm_date:
-                day = dt.datetime.fromisoformat(state.warm_date).replace(tzinfo=dt.timezone.utc)
+                day = dt.datetime.fromisoformat(state.warm_date).replace(tzinfo=dt.UTC)
                 self.metrics.warm_date.labels(edge_id).set(day.timestamp())
         return state
 
@@ -643,11 +680,23 @@ class Delivery:
             user_keys = [] if self.cluster else [user, user + TOPK_SUFFIX]
             try:
                 hit, admitted, boosted, evicted = self._evalsha(
-                    len(edge_keys) + len(user_keys), *edge_keys, *user_keys,
-                    content_id, size or 0, title.next_id if nxt else "", nxt.size if nxt else 0, repr(float(at)),
-                    self.capacity, ADMISSION_TAU, ADMISSION_BOOST, ADMISSION_EPS, self.ttl,
-                    prediction[0] if prediction and not self.cluster else "", "" if self.cluster else ranked,
-                    *self._rankings)
+                    len(edge_keys) + len(user_keys),
+                    *edge_keys,
+                    *user_keys,
+                    content_id,
+                    size or 0,
+                    title.next_id if nxt and title else "",
+                    nxt.size if nxt else 0,
+                    repr(float(at)),
+                    self.capacity,
+                    ADMISSION_TAU,
+                    ADMISSION_BOOST,
+                    ADMISSION_EPS,
+                    self.ttl,
+                    prediction[0] if prediction and not self.cluster else "",
+                    "" if self.cluster else ranked,
+                    *self._rankings,
+                )
                 if hit == NOT_WARM:
                     self._recovered()
                     return self._not_warm(edge_id, user_id, content_id, size)
@@ -672,8 +721,18 @@ class Delivery:
             em.admissions.inc(admitted + boosted)
         if evicted:
             em.evictions.inc(evicted)
-        return Decision(edge_id, user_id, content_id, "edge" if hit else "origin", False, bool(admitted),
-                        bool(boosted), int(evicted), size, None if hit else prediction)
+        return Decision(
+            edge_id,
+            user_id,
+            content_id,
+            "edge" if hit else "origin",
+            False,
+            bool(admitted),
+            bool(boosted),
+            int(evicted),
+            size,
+            None if hit else prediction,
+        )
 
     def _evalsha(self, numkeys: int, *keys_and_args: Any) -> list:
         # execute_command, not evalsha(): the same command without redis-py's argument

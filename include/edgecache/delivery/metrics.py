@@ -29,37 +29,73 @@ class DeliveryMetrics:
         self.hits = counter("cache_hits", "Requests served from the edge cache")
         self.misses = counter("cache_misses", "Requests the edge cache did not hold (served from the origin)")
         self.degraded = counter(
-            "edgecache_degraded_requests", "Requests served from the origin without a cache decision (Redis down)")
+            "edgecache_degraded_requests", "Requests served from the origin without a cache decision (Redis down)"
+        )
         self.rejected = counter("edgecache_rejected_requests", "Requests refused before reaching Redis", "reason")
-        self.admissions = counter("edgecache_admissions", "Titles admitted to the edge cache on a miss or a "
-                                  "next-episode boost")
+        self.admissions = counter(
+            "edgecache_admissions", "Titles admitted to the edge cache on a miss or a next-episode boost"
+        )
         self.evictions = counter("edgecache_evictions", "Titles evicted from the edge cache to admit others")
         self.redis_errors = counter("edgecache_redis_errors", "Failed Redis calls on the delivery path")
         self.bytes_saved = counter("edgecache_origin_bytes_saved", "Bytes served from the edge instead of the origin")
         self.origin_bytes = counter("edgecache_origin_bytes", "Bytes fetched from the origin")
-        self.latency = Histogram("edgecache_delivery_seconds", "Time to decide and serve one request",
-                                 ["edge", "source"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.prediction = Histogram("edgecache_prediction_seconds", "Time to compute a viewer's fresh prediction",
-                                    ["edge"], buckets=PREDICTION_BUCKETS, registry=registry)
+        self.latency = Histogram(
+            "edgecache_delivery_seconds",
+            "Time to decide and serve one request",
+            ["edge", "source"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.prediction = Histogram(
+            "edgecache_prediction_seconds",
+            "Time to compute a viewer's fresh prediction",
+            ["edge"],
+            buckets=PREDICTION_BUCKETS,
+            registry=registry,
+        )
         # Each worker counts the viewers it has seen: the sum over workers is an upper bound
         # (a viewer whose requests reached two workers counts twice).
-        self.active_users = Gauge("edgecache_active_users", "Distinct viewers in the last ACTIVE_WINDOW seconds",
-                                  ["edge"], registry=registry, multiprocess_mode="livesum")
+        self.active_users = Gauge(
+            "edgecache_active_users",
+            "Distinct viewers in the last ACTIVE_WINDOW seconds",
+            ["edge"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         # Down or missing if any worker sees it so: a worker that cannot reach Redis degrades.
-        self.redis_up = Gauge("edgecache_redis_up", "1 while the edge's Redis answers", ["edge"], registry=registry,
-                              multiprocess_mode="livemin")
-        self.warm_date = Gauge("edgecache_delivery_warm_date_seconds",
-                               "Logical date of the warm the edge service serves from (Unix time)", ["edge"],
-                               registry=registry, multiprocess_mode="livemax")
+        self.redis_up = Gauge(
+            "edgecache_redis_up",
+            "1 while the edge's Redis answers",
+            ["edge"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.warm_date = Gauge(
+            "edgecache_delivery_warm_date_seconds",
+            "Logical date of the warm the edge service serves from (Unix time)",
+            ["edge"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         # A warm lost from Redis (a restart without persistence, a flush, an eviction): the
         # service serves from the origin until it has re-warmed the edge from disk.
-        self.edge_warm = Gauge("edgecache_edge_warm", "1 while the edge's warm marker is in Redis, 0 when it is "
-                               "missing (requests go to the origin until a re-warm)", ["edge"], registry=registry,
-                               multiprocess_mode="livemin")
-        self.not_warm = counter("edgecache_not_warm_requests", "Requests served from the origin because the "
-                                "edge's warm was missing from Redis (also counted as degraded)")
-        self.rewarms = counter("edgecache_rewarms", "Re-warms of an edge whose warm was missing, by outcome: ok, "
-                               "failed, no_predictions, expired", "outcome")
+        self.edge_warm = Gauge(
+            "edgecache_edge_warm",
+            "1 while the edge's warm marker is in Redis, 0 when it is "
+            "missing (requests go to the origin until a re-warm)",
+            ["edge"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.not_warm = counter(
+            "edgecache_not_warm_requests",
+            "Requests served from the origin because the edge's warm was missing from Redis (also counted as degraded)",
+        )
+        self.rewarms = counter(
+            "edgecache_rewarms",
+            "Re-warms of an edge whose warm was missing, by outcome: ok, failed, no_predictions, expired",
+            "outcome",
+        )
 
 
 _DEFAULT: list[DeliveryMetrics] = []

@@ -108,19 +108,21 @@ def read_logs(logs: Path, edges: set[str] | None = None) -> tuple[list[LogReques
                 if isinstance(rec, dict) and rec.get("edge_id") is None:  # as validation does
                     rec["edge_id"] = folder_edge
                 if not isinstance(rec, dict) or not all(
-                        isinstance(rec.get(k), str) for k in ("edge_id", "user_id", "content_id", "timestamp")):
+                    isinstance(rec.get(k), str) for k in ("edge_id", "user_id", "content_id", "timestamp")
+                ):
                     skipped["missing_field"] += 1
                     continue
                 if edges is not None and rec["edge_id"] not in edges:
                     skipped["edge_not_served"] += 1
                     continue
                 try:
-                    when = dt.datetime.strptime(rec["timestamp"], TIMESTAMP_STRFTIME).replace(tzinfo=dt.timezone.utc)
+                    when = dt.datetime.strptime(rec["timestamp"], TIMESTAMP_STRFTIME).replace(tzinfo=dt.UTC)
                 except ValueError:
                     skipped["bad_timestamp"] += 1
                     continue
-                out.append(LogRequest(rec["edge_id"], rec["user_id"], rec["content_id"], rec["timestamp"],
-                                      when.timestamp()))
+                out.append(
+                    LogRequest(rec["edge_id"], rec["user_id"], rec["content_id"], rec["timestamp"], when.timestamp())
+                )
     out.sort(key=lambda r: (r.edge_id, r.ts, r.user_id, r.content_id))
     return out, skipped
 
@@ -163,9 +165,11 @@ def _progress(t: Tally, total: int, started: float, out: TextIO, end: str = "\r"
     elapsed = max(time.perf_counter() - started, 1e-9)
     hr = "-" if t.hit_ratio is None else f"{t.hit_ratio:.3f}"
     p99 = "-" if not t.latencies else f"{t.percentile_ms(99):.1f} ms"
-    out.write(f"replay: {t.sent}/{total} requests  {t.sent / elapsed:,.0f}/s  hit ratio {hr}  p99 {p99}  "
-              f"degraded {t.degraded}  rejected {sum(t.rejected.values())}  errors {sum(t.errors.values())}   "
-              f"{end}")
+    out.write(
+        f"replay: {t.sent}/{total} requests  {t.sent / elapsed:,.0f}/s  hit ratio {hr}  p99 {p99}  "
+        f"degraded {t.degraded}  rejected {sum(t.rejected.values())}  errors {sum(t.errors.values())}   "
+        f"{end}"
+    )
     out.flush()
 
 
@@ -201,9 +205,11 @@ def _detail(raw: bytes, limit: int = 200) -> str:
 
 
 def _refusal(status: int, url: str, raw: bytes) -> str:
-    return (f"the edge service refused the token: HTTP {status} from {url} ({_detail(raw) or 'no detail'}); "
-            f"the service and the replay must read the same one ($EDGECACHE_API_TOKEN, "
-            f"$EDGECACHE_API_TOKEN_FILE or {default_path()})")
+    return (
+        f"the edge service refused the token: HTTP {status} from {url} ({_detail(raw) or 'no detail'}); "
+        f"the service and the replay must read the same one ($EDGECACHE_API_TOKEN, "
+        f"$EDGECACHE_API_TOKEN_FILE or {default_path()})"
+    )
 
 
 async def _service_edges(session, urls: list[str]) -> dict[str, str]:  # noqa: ANN001
@@ -215,7 +221,7 @@ async def _service_edges(session, urls: list[str]) -> dict[str, str]:  # noqa: A
         try:
             async with session.get(f"{url}/") as resp:
                 status, raw = resp.status, await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ReplayError(f"cannot reach the edge service at {url}: {str(exc) or type(exc).__name__}") from None
         if status in TOKEN_REFUSED:
             raise TokenRefused(_refusal(status, f"{url}/", raw))
@@ -224,8 +230,10 @@ async def _service_edges(session, urls: list[str]) -> dict[str, str]:  # noqa: A
         except (ValueError, KeyError, TypeError):
             edges = None
         if not isinstance(edges, list) or not all(isinstance(e, str) for e in edges):
-            raise ReplayError(f"{url}/ answered HTTP {status} without the list of edges it serves "
-                              f"({_detail(raw) or 'empty reply'}); is it an edge service?")
+            raise ReplayError(
+                f"{url}/ answered HTTP {status} without the list of edges it serves "
+                f"({_detail(raw) or 'empty reply'}); is it an edge service?"
+            )
         for edge in edges:
             if edge in route:
                 raise ReplayError(f"edge {edge} is served by both {route[edge]} and {url}", exit_code=2)
@@ -301,7 +309,7 @@ async def replay_async(
             try:
                 async with session.post(url, json=body) as resp:
                     status, raw = resp.status, await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 tally.errors[type(exc).__name__] += 1
                 return
             kind, value = classify(status, raw)
@@ -328,12 +336,12 @@ async def replay_async(
 
             await asyncio.gather(*(lane() for _ in range(connections_per_edge)))
 
-        async def ticker() -> None:
+        async def ticker(progress: TextIO) -> None:
             while True:
                 await asyncio.sleep(1.0)
                 _progress(tally, len(requests), started, progress)
 
-        tick = asyncio.create_task(ticker()) if progress is not None else None
+        tick = asyncio.create_task(ticker(progress)) if progress is not None else None
         try:
             await asyncio.gather(*(edge_worker(ids) for ids in by_edge.values()))
         finally:
@@ -356,12 +364,18 @@ async def replay_async(
         "errors": dict(sorted(tally.errors.items())),
         "rejected_4xx": dict(sorted(tally.rejected.items())),
         "hit_ratio": tally.hit_ratio,
-        "per_edge": {e: {"hits": h, "decided": n, "hit_ratio": h / n if n else None}
-                     for e, (h, n) in sorted(tally.per_edge.items())},
+        "per_edge": {
+            e: {"hits": h, "decided": n, "hit_ratio": h / n if n else None}
+            for e, (h, n) in sorted(tally.per_edge.items())
+        },
         "seconds": round(elapsed, 3),
         "throughput_per_second": round(tally.sent / elapsed, 1) if elapsed > 0 else None,
-        "latency_ms": {"p50": tally.percentile_ms(50), "p90": tally.percentile_ms(90),
-                       "p99": tally.percentile_ms(99), "max": tally.percentile_ms(100)},
+        "latency_ms": {
+            "p50": tally.percentile_ms(50),
+            "p90": tally.percentile_ms(90),
+            "p99": tally.percentile_ms(99),
+            "max": tally.percentile_ms(100),
+        },
     }
 
 
@@ -378,14 +392,19 @@ def iter_lines(summary: dict[str, Any]) -> Iterator[str]:
         return "-" if v is None else f"{v:.2f} ms"
 
     hr = summary["hit_ratio"]
-    yield (f"sent {summary['sent']} requests to {len(summary['services'])} service(s) for "
-           f"{len(summary['edges'])} edge(s) in {summary['seconds']:.1f} s "
-           f"({summary['throughput_per_second']}/s)")
-    yield (f"hits {summary['hits']}  misses {summary['misses']}  hit ratio {'-' if hr is None else f'{hr:.4f}'}  "
-           f"degraded {summary['degraded']}")
+    yield (
+        f"sent {summary['sent']} requests to {len(summary['services'])} service(s) for "
+        f"{len(summary['edges'])} edge(s) in {summary['seconds']:.1f} s "
+        f"({summary['throughput_per_second']}/s)"
+    )
+    yield (
+        f"hits {summary['hits']}  misses {summary['misses']}  hit ratio {'-' if hr is None else f'{hr:.4f}'}  "
+        f"degraded {summary['degraded']}"
+    )
     if summary["rejected_4xx"]:
-        yield (f"rejected by the service (4xx, malformed requests; expected for bad log lines): "
-               f"{summary['rejected_4xx']}")
+        yield (
+            f"rejected by the service (4xx, malformed requests; expected for bad log lines): {summary['rejected_4xx']}"
+        )
     yield f"errors (server and transport; any fails the run): {summary['errors'] or 0}"
     yield f"latency p50 {ms(lat['p50'])}  p90 {ms(lat['p90'])}  p99 {ms(lat['p99'])}  max {ms(lat['max'])}"
     if summary["not_sent"]:
@@ -407,9 +426,18 @@ def exit_code(summary: dict[str, Any]) -> int:
     return 0 if decided(summary) and not summary["errors"] else 1
 
 
-def main(urls: list[str], logs: Path, rate: float, duration: float, *, max_requests: int | None = None,
-         connections_per_edge: int = 1, as_json: bool = False, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
+def main(
+    urls: list[str],
+    logs: Path,
+    rate: float,
+    duration: float,
+    *,
+    max_requests: int | None = None,
+    connections_per_edge: int = 1,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
     """``edgecache replay``: the summary on ``out``, progress on ``err``, and a failure to start
     or a refused token as one line on ``err``. Returns the exit code (2: set-up, 1: errors)."""
     out = out or sys.stdout
@@ -421,8 +449,16 @@ def main(urls: list[str], logs: Path, rate: float, duration: float, *, max_reque
         print(f"error: {exc}", file=err)
         return 2
     try:
-        summary = replay(urls, logs, rate, duration, token=token, max_requests=max_requests,
-                         connections_per_edge=connections_per_edge, progress=err)
+        summary = replay(
+            urls,
+            logs,
+            rate,
+            duration,
+            token=token,
+            max_requests=max_requests,
+            connections_per_edge=connections_per_edge,
+            progress=err,
+        )
     except ReplayError as exc:
         print(f"error: {exc}", file=err)
         return exc.exit_code

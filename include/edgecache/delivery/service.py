@@ -20,9 +20,9 @@ token bucket per client address (``RateLimiter``) answers 429 beyond its rate.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
-import asyncio
 import math
 import os
 import socket
@@ -35,11 +35,11 @@ from typing import Annotated, Any, Literal
 
 import redis
 from fastapi import FastAPI, Security
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from edgecache.delivery.auth import authorized, load_token
 from edgecache.delivery.core import Delivery, DeliveryError, delivery_client, parse_time, warm_keeper
@@ -80,9 +80,11 @@ class DeliverRequest(BaseModel):
     content_id: Id
     edge_id: Id | None = Field(None, description="the edge asked; default: the service's only edge")
     timestamp: dt.datetime | float | None = Field(
-        None, description="when the request happened (a log's 'YYYY-MM-DD HH:MM:SS', UTC, or Unix seconds); "
-                          "default now. It must lie within the service's time window (see `edgecache serve "
-                          "--clock`); replays pass the log's time so values decay in the log's clock.")
+        None,
+        description="when the request happened (a log's 'YYYY-MM-DD HH:MM:SS', UTC, or Unix seconds); "
+        "default now. It must lie within the service's time window (see `edgecache serve "
+        "--clock`); replays pass the log's time so values decay in the log's clock.",
+    )
 
 
 class DeliverResponse(BaseModel):
@@ -102,14 +104,18 @@ class DeliverResponse(BaseModel):
 def problem(status: int, detail: Any, headers: dict[str, str] | None = None, **extra: Any) -> Response:
     """A JSON error reply. ASCII-escaped: a detail may quote a client's text, which can hold
     lone surrogates that a UTF-8 encoder would choke on."""
-    return Response(json.dumps({"detail": detail, **extra}, ensure_ascii=True), status_code=status,
-                    headers=headers, media_type="application/json")
+    return Response(
+        json.dumps({"detail": detail, **extra}, ensure_ascii=True),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 def _when(at: float) -> str:
     """A Unix time for a message: ISO UTC where it has one."""
     try:
-        return dt.datetime.fromtimestamp(at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (OverflowError, OSError, ValueError):  # nan, inf, or outside years 1-9999
         return repr(at)
 
@@ -126,8 +132,13 @@ class TimeWindow:
     edge. The bound follows the warm, not the requests, so no run of requests can move it.
     """
 
-    def __init__(self, clock: str = "wall", max_age: float = 3600.0, max_ahead: float = 300.0,
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: str = "wall",
+        max_age: float = 3600.0,
+        max_ahead: float = 300.0,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         if clock not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
         if not (0 <= max_age < math.inf and 0 <= max_ahead < math.inf):
@@ -157,7 +168,7 @@ class TimeWindow:
         if date is None:
             return None
         if date not in self._days:
-            self._days[date] = dt.datetime.fromisoformat(date).replace(tzinfo=dt.timezone.utc).timestamp()
+            self._days[date] = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp()
         return self._days[date]
 
     def resolve(self, delivery: Delivery, edge: str, value: dt.datetime | float | None) -> float:
@@ -168,14 +179,18 @@ class TimeWindow:
             now = self.now()
             at = now if value is None else parse_time(value)
             low, high = now - self.max_age, now + self.max_ahead
-            why = lambda: (f"more than {self.max_age:g} s before or {self.max_ahead:g} s after the server's "  # noqa: E731
-                           f"clock ({_when(now)})")
+            why = lambda: (  # noqa: E731
+                f"more than {self.max_age:g} s before or {self.max_ahead:g} s after the server's clock ({_when(now)})"
+            )
         else:
             day = self._warm_day(delivery, edge)
             if day is None:
                 delivery.metrics.rejected.labels(edge, "bad_time").inc()
-                raise DeliveryError("bad_time", f"edge {edge!r} has no warm yet: with --clock replay a request's "
-                                                "time is checked against the warm's day")
+                raise DeliveryError(
+                    "bad_time",
+                    f"edge {edge!r} has no warm yet: with --clock replay a request's "
+                    "time is checked against the warm's day",
+                )
             at = self._latest.get(edge, day + DAY) if value is None else parse_time(value)
             low, high = day, day + 2 * DAY
             why = lambda: f"outside {_when(low)} .. {_when(high)} (a day either side of the warm's t0 for {edge})"  # noqa: E731
@@ -192,8 +207,9 @@ class RateLimiter:
     """A token bucket per client address: on average ``rate`` requests a second, in bursts
     of up to ``burst``. Behind a proxy every client shares the proxy's address."""
 
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic,
-                 max_clients: int = 65536) -> None:
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic, max_clients: int = 65536
+    ) -> None:
         if not (0 < rate < math.inf and 1 <= burst < math.inf):
             raise ValueError(f"rate must be positive and burst at least 1, got {rate}, {burst}")
         self.rate = rate
@@ -220,8 +236,14 @@ class RateLimiter:
         return wait
 
 
-def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY, *, token: str,
-               times: TimeWindow | None = None, limiter: RateLimiter | None = None) -> EdgeService:
+def create_app(
+    delivery: Delivery,
+    registry: CollectorRegistry = REGISTRY,
+    *,
+    token: str,
+    times: TimeWindow | None = None,
+    limiter: RateLimiter | None = None,
+) -> EdgeService:
     """The service over ``delivery``: requests that need it must carry ``token``; request
     times are bounded by ``times`` (default: the wall clock's window); ``limiter`` (default
     none) throttles each client address."""
@@ -241,9 +263,14 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY, *, to
 
     @app.get("/")
     def info() -> dict:
-        return {"service": "edgecache edge service", "edges": delivery.edges,
-                "capacity_bytes": delivery.capacity, "origin_latency_seconds": delivery.origin_latency,
-                "clock": times.clock, "docs": "/docs"}
+        return {
+            "service": "edgecache edge service",
+            "edges": delivery.edges,
+            "capacity_bytes": delivery.capacity,
+            "origin_latency_seconds": delivery.origin_latency,
+            "clock": times.clock,
+            "docs": "/docs",
+        }
 
     async def handle_deliver(req: DeliverRequest) -> Response:
         if req.edge_id is None and len(delivery.edges) > 1:
@@ -255,19 +282,39 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY, *, to
         except DeliveryError as exc:
             return refuse(exc)
         # a plain Response: FastAPI would validate the model again on the way out
-        return Response(json.dumps({
-            "edge_id": d.edge_id, "user_id": d.user_id, "content_id": d.content_id, "source": d.source,
-            "hit": d.hit, "degraded": d.degraded, "admitted": d.admitted, "next_admitted": d.next_admitted,
-            "evicted": d.evicted, "size_bytes": d.size, "prediction": d.prediction}), media_type="application/json")
+        return Response(
+            json.dumps(
+                {
+                    "edge_id": d.edge_id,
+                    "user_id": d.user_id,
+                    "content_id": d.content_id,
+                    "source": d.source,
+                    "hit": d.hit,
+                    "degraded": d.degraded,
+                    "admitted": d.admitted,
+                    "next_admitted": d.next_admitted,
+                    "evicted": d.evicted,
+                    "size_bytes": d.size,
+                    "prediction": d.prediction,
+                }
+            ),
+            media_type="application/json",
+        )
 
-    app.post("/deliver", response_model=DeliverResponse, dependencies=[bearer],
-             responses={401: {"description": "no valid bearer token"}, 404: {"description": "unknown edge or title"},
-                        413: {"description": "body too large"},
-                        422: {"description": "malformed id or body, or a time outside the window"},
-                        429: {"description": "over the client's rate limit (see Retry-After)"}})(handle_deliver)
+    app.post(
+        "/deliver",
+        response_model=DeliverResponse,
+        dependencies=[bearer],
+        responses={
+            401: {"description": "no valid bearer token"},
+            404: {"description": "unknown edge or title"},
+            413: {"description": "body too large"},
+            422: {"description": "malformed id or body, or a time outside the window"},
+            429: {"description": "over the client's rate limit (see Retry-After)"},
+        },
+    )(handle_deliver)
 
-    @app.get("/predictions/{user_id}", dependencies=[bearer],
-             responses={401: {"description": "no valid bearer token"}})
+    @app.get("/predictions/{user_id}", dependencies=[bearer], responses={401: {"description": "no valid bearer token"}})
     def prediction(user_id: str) -> Response:
         try:
             ranked = delivery.prediction(user_id)
@@ -290,8 +337,10 @@ def create_app(delivery: Delivery, registry: CollectorRegistry = REGISTRY, *, to
         # ready: Redis answers and every edge's warm marker is there ("missing": the edge
         # serves from the origin until the service has re-warmed it)
         r = delivery.readiness()
-        return JSONResponse({"ready": r.ready, "redis": "up" if r.redis_up else "down", "warm": r.warm,
-                             "warm_date": r.warm_date}, status_code=200 if r.ready else 503)
+        return JSONResponse(
+            {"ready": r.ready, "redis": "up" if r.redis_up else "down", "warm": r.warm, "warm_date": r.warm_date},
+            status_code=200 if r.ready else 503,
+        )
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -311,8 +360,13 @@ class EdgeService:
     FastAPI's routing and request machinery, which costs more per request than the
     decision itself. Everything else is the FastAPI app (docs included)."""
 
-    def __init__(self, app: FastAPI, handle_deliver, token: str,  # noqa: ANN001
-                 limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        handle_deliver,
+        token: str,  # noqa: ANN001
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.app = app
         self.handle_deliver = handle_deliver
         self.token = token
@@ -325,12 +379,16 @@ class EdgeService:
             client = scope.get("client")
             wait = self.limiter.take(client[0] if client else "")
             if wait:
-                return await problem(429, f"over the rate limit of {self.limiter.rate:g} requests/s",
-                                     {"Retry-After": str(max(1, math.ceil(wait)))})(scope, receive, send)
+                return await problem(
+                    429,
+                    f"over the rate limit of {self.limiter.rate:g} requests/s",
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
+                )(scope, receive, send)
         headers = dict(scope["headers"])
         method = scope["method"]
         if not (method == "GET" and scope["path"] in OPEN_PATHS) and not authorized(
-                headers.get(b"authorization"), self.token):
+            headers.get(b"authorization"), self.token
+        ):
             return await problem(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
         if method != "POST":
             return await self.app(scope, receive, send)
@@ -354,8 +412,10 @@ class EdgeService:
         except ValidationError as exc:
             # FastAPI's 422 shape, with the location in the body; without the input, which
             # may be bytes that are not UTF-8 or a NaN that JSON cannot carry
-            errors = [{"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]}
-                      for e in exc.errors(include_url=False, include_input=False, include_context=False)]
+            errors = [
+                {"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]}
+                for e in exc.errors(include_url=False, include_input=False, include_context=False)
+            ]
             response = problem(422, errors)
         else:
             response = await self.handle_deliver(req)
@@ -406,14 +466,22 @@ class ServeConfig:
         answer yet is only a warning: the service starts degraded and recovers)."""
         from edgecache.redis_conn import redact
 
-        delivery = Delivery(delivery_client(self.redis_url), self.edges, self.cache_bytes, self.ttl, self.top_k,
-                            origin_latency=self.origin_latency)
+        delivery = Delivery(
+            delivery_client(self.redis_url),
+            self.edges,
+            self.cache_bytes,
+            self.ttl,
+            self.top_k,
+            origin_latency=self.origin_latency,
+        )
         for edge in delivery.edges:
             try:
                 delivery.refresh(edge, force=True)
             except redis.RedisError as exc:
-                print(f"warning: could not read the warm state of {edge} from {redact(self.redis_url)}: {exc}",
-                      file=sys.stderr)
+                print(
+                    f"warning: could not read the warm state of {edge} from {redact(self.redis_url)}: {exc}",
+                    file=sys.stderr,
+                )
         return delivery
 
     def to_env(self) -> str:
@@ -428,8 +496,7 @@ def app_from_env() -> EdgeService:
     config = ServeConfig(**json.loads(os.environ[SERVE_CONFIG_ENV]))
     registry = CollectorRegistry()
     LiveWorkersCollector(registry)
-    return create_app(config.delivery(), registry, token=load_token(), times=config.times(),
-                      limiter=config.limiter())
+    return create_app(config.delivery(), registry, token=load_token(), times=config.times(), limiter=config.limiter())
 
 
 def reap_dead_workers(path: str | Path) -> list[int]:

@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import redis
-
 from edgecache.keys import CATALOG_KEY, WARM_MARKER_FIELDS, edge_meta_key, edge_prior_key, edge_transitions_key
+from edgecache.redis_conn import Client
 
 NO_NEXT = "-"  # the catalog's "no next episode"
 POPULAR_N = 50  # how many of the edge's most expected titles a fallback may draw on
@@ -75,7 +74,7 @@ def _text(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def warm_date(client: redis.Redis, edge_id: str) -> str | None:
+def warm_date(client: Client, edge_id: str) -> str | None:
     """The date of the warm the edge's state comes from (None: not warmed)."""
     raw = client.hget(edge_meta_key(edge_id), "date")
     return None if raw is None else _text(raw)
@@ -89,7 +88,7 @@ class WarmMarker:
     t0: int  # Unix seconds
 
 
-def warm_markers(client: redis.Redis, edges: list[str]) -> dict[str, WarmMarker | None]:
+def warm_markers(client: Client, edges: list[str]) -> dict[str, WarmMarker | None]:
     """Each edge's warm marker, None where it is missing (one round trip)."""
     pipe = client.pipeline(transaction=False)
     for e in edges:
@@ -101,7 +100,7 @@ def warm_markers(client: redis.Redis, edges: list[str]) -> dict[str, WarmMarker 
     return out
 
 
-def load_state(client: redis.Redis, edge_id: str) -> EdgeState:
+def load_state(client: Client, edge_id: str) -> EdgeState:
     """Read one edge's state; empty parts where the warm wrote nothing."""
     pipe = client.pipeline(transaction=False)
     pipe.hget(edge_meta_key(edge_id), "date")

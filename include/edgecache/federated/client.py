@@ -22,16 +22,25 @@ from edgecache.scorer import rank_auc
 # What a task sends the server for one edge and one round. Without secure aggregation:
 # the parameters and the row count. With it: only the masked contribution (params and
 # count stay null). Both ways, the edge's validation figures of the model it was sent.
-UPDATE_SCHEMA = ("edge_id string, params array<double>, count long, masked array<bigint>, "
-                 "val_rows long, val_logloss double, val_auc double")
+UPDATE_SCHEMA = (
+    "edge_id string, params array<double>, count long, masked array<bigint>, "
+    "val_rows long, val_logloss double, val_auc double"
+)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic function, without overflow
 
 
-def local_update(x: np.ndarray, y: np.ndarray, init: np.ndarray, steps: int, reg: float,
-                 weight: np.ndarray | None = None, prox: float = 0.0) -> Update:
+def local_update(
+    x: np.ndarray,
+    y: np.ndarray,
+    init: np.ndarray,
+    steps: int,
+    reg: float,
+    weight: np.ndarray | None = None,
+    prox: float = 0.0,
+) -> Update:
     """``steps`` Newton steps of L2-regularised logistic regression from ``init``
     (weights then intercept); the update carries the number of rows.
 
@@ -97,8 +106,14 @@ class LocalPlan:
     secure: SecureRound | None = None
 
 
-def edge_updates(rows: DataFrame, features: Sequence[str], plan: LocalPlan, label: str = "label",
-                 weight: str | None = None, holdout: str | None = None) -> DataFrame:
+def edge_updates(
+    rows: DataFrame,
+    features: Sequence[str],
+    plan: LocalPlan,
+    label: str = "label",
+    weight: str | None = None,
+    holdout: str | None = None,
+) -> DataFrame:
     """One update per edge (``UPDATE_SCHEMA``), each computed by a Spark task from that
     edge's rows alone. Rows flagged in the boolean column ``holdout`` are not trained on:
     they measure the model the edge was sent.
@@ -116,14 +131,25 @@ def edge_updates(rows: DataFrame, features: Sequence[str], plan: LocalPlan, labe
         x, y = pdf[cols].to_numpy(), pdf[label].to_numpy()
         val = validation(x[held], y[held], start, None if w is None else w[held])
         u = local_update(x[~held], y[~held], start, plan.steps, plan.reg, None if w is None else w[~held], plan.prox)
-        params, count, masked = u.params.tolist(), u.count, None
+        params: list[float] | None = u.params.tolist()
+        count: int | None = u.count
+        masked: list[int] | None = None
         if plan.secure is not None:
             s = plan.secure
             me = Client.from_private_bytes(edge, s.private_keys[edge])
             ring = me.masked(contribution(u, start, plan.clip_norm), s.public_keys, s.round_id)
             params, count, masked = None, None, ring.view(np.int64).tolist()
-        return pd.DataFrame({"edge_id": [edge], "params": [params], "count": [count], "masked": [masked],
-                             "val_rows": [val["rows"]], "val_logloss": [val["logloss"]], "val_auc": [val["auc"]]})
+        return pd.DataFrame(
+            {
+                "edge_id": [edge],
+                "params": [params],
+                "count": [count],
+                "masked": [masked],
+                "val_rows": [val["rows"]],
+                "val_logloss": [val["logloss"]],
+                "val_auc": [val["auc"]],
+            }
+        )
 
     needed = ["edge_id", *cols, label, *([weight] if weight else []), *([holdout] if holdout else [])]
     return rows.select(*needed).groupBy("edge_id").applyInPandas(train, UPDATE_SCHEMA)
@@ -131,5 +157,7 @@ def edge_updates(rows: DataFrame, features: Sequence[str], plan: LocalPlan, labe
 
 def collect_updates(updates: DataFrame) -> list[tuple[str, Update]]:
     """The edges' plain updates, by edge id: what the server receives without secure aggregation."""
-    return sorted(((r["edge_id"], Update(np.array(r["params"], dtype=np.float64), r["count"]))
-                   for r in updates.collect()), key=lambda pair: pair[0])
+    return sorted(
+        ((r["edge_id"], Update(np.array(r["params"], dtype=np.float64), r["count"])) for r in updates.collect()),
+        key=lambda pair: pair[0],
+    )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from edgecache.federated.config import DEFAULT_DELTA
+
 if TYPE_CHECKING:
     import dp_accounting
 
@@ -21,8 +23,6 @@ if TYPE_CHECKING:
 # RDP orders whose series do not converge are skipped with a warning each; the bound
 # from the other orders still holds, so the warnings are noise in the job's log.
 logging.getLogger("absl").setLevel(logging.ERROR)
-
-from edgecache.federated.config import DEFAULT_DELTA
 
 
 def _event(noise_multiplier: float, fraction: float, rounds: int) -> dp_accounting.DpEvent:
@@ -51,6 +51,13 @@ def noise_for_epsilon(epsilon: float, fraction: float, rounds: int, delta: float
     import dp_accounting
     from dp_accounting import rdp
 
-    return float(dp_accounting.calibrate_dp_mechanism(
-        rdp.RdpAccountant, lambda z: _event(z, fraction, rounds), epsilon, delta,
-        dp_accounting.LowerEndpointAndGuess(1e-3, 1.0), tol=1e-3))
+    return float(
+        dp_accounting.calibrate_dp_mechanism(
+            rdp.RdpAccountant,
+            lambda z: _event(z, fraction, rounds),
+            epsilon,
+            delta,
+            dp_accounting.LowerEndpointAndGuess(1e-3, 1.0),
+            tol=1e-3,
+        )
+    )

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -22,7 +23,7 @@ def fedavg(updates: Sequence[Update]) -> np.ndarray:
     shapes = {u.params.shape for u in updates}
     if len(shapes) != 1:
         raise ValueError(f"updates differ in shape: {sorted(shapes)}")
-    return sum(u.count * u.params for u in updates) / total
+    return cast(np.ndarray, sum(u.count * u.params for u in updates)) / total
 
 
 def average_of_sums(weighted_sum: np.ndarray, total_count: int) -> np.ndarray:
@@ -74,8 +75,8 @@ def plain_sum(updates: Sequence[Update], params: np.ndarray, privacy: Privacy | 
     """The round's sum when the server sees each update (no secure aggregation); with
     ``privacy`` the server clips each change itself."""
     clip_norm = None if privacy is None else privacy.clip_norm
-    return Received(sum(contribution(u, params, clip_norm) for u in updates),
-                    sum(u.params.nbytes + 8 for u in updates))
+    total = cast(np.ndarray, sum(contribution(u, params, clip_norm) for u in updates))
+    return Received(total, sum(u.params.nbytes + 8 for u in updates))
 
 
 def aggregate(params: np.ndarray, summed: np.ndarray, privacy: Privacy | None, rng: np.random.Generator) -> np.ndarray:
@@ -96,8 +97,15 @@ def aggregate(params: np.ndarray, summed: np.ndarray, privacy: Privacy | None, r
 TrainRound = Callable[[np.ndarray, Sequence[str], int], Received]
 
 
-def run_rounds(train_round: TrainRound, init: np.ndarray, edges: Sequence[str], rounds: int, fraction: float = 1.0,
-               seed: int = 0, privacy: Privacy | None = None) -> tuple[np.ndarray, list[RoundStats]]:
+def run_rounds(
+    train_round: TrainRound,
+    init: np.ndarray,
+    edges: Sequence[str],
+    rounds: int,
+    fraction: float = 1.0,
+    seed: int = 0,
+    privacy: Privacy | None = None,
+) -> tuple[np.ndarray, list[RoundStats]]:
     """Federated training: each round picks ``fraction`` of the edges (at least one, by a
     seeded draw), sends them the global parameters, and aggregates what comes back
     (FedAvg by sample count; with ``privacy``, DP-FedAvg)."""
@@ -112,7 +120,15 @@ def run_rounds(train_round: TrainRound, init: np.ndarray, edges: Sequence[str], 
         chosen = tuple(sorted(rng.choice(sorted(edges), size=k, replace=False).tolist()))
         got = train_round(params, chosen, r)
         new = aggregate(params, got.summed, privacy, rng)
-        stats.append(RoundStats(r, chosen, round(time.perf_counter() - started, 3), got.update_bytes,
-                                float(np.linalg.norm(new - params)), dict(got.validation)))
+        stats.append(
+            RoundStats(
+                r,
+                chosen,
+                round(time.perf_counter() - started, 3),
+                got.update_bytes,
+                float(np.linalg.norm(new - params)),
+                dict(got.validation),
+            )
+        )
         params = new
     return params, stats

@@ -40,27 +40,37 @@ def with_holdout(rows: DataFrame, seed: int = 0) -> DataFrame:
     return rows.withColumn(HOLDOUT, F.expr(in_hash_sample(["user_id"], seed + 7, HOLDOUT_RATE)))
 
 
-def _received(frame: DataFrame, params: np.ndarray, privacy: Privacy | None,
-              clients: Mapping[str, Client] | None, round_id: int) -> Received:
+def _received(
+    frame: DataFrame, params: np.ndarray, privacy: Privacy | None, clients: Mapping[str, Client] | None, round_id: int
+) -> Received:
     """The server's side of a round: sum what arrived. Under secure aggregation (``clients``:
     the round's key holders) the sum is unmasked; for a chosen edge that sent nothing, the
     survivors reveal their pair seeds with it, so its dangling masks can be removed."""
     got = frame.collect()
     if not got:
         raise ValueError("no chosen edge had training rows")
-    validation = {r["edge_id"]: {"rows": r["val_rows"], "logloss": r["val_logloss"], "auc": r["val_auc"]}
-                  for r in got}
+    validation = {r["edge_id"]: {"rows": r["val_rows"], "logloss": r["val_logloss"], "auc": r["val_auc"]} for r in got}
     if clients is not None:
         masked = {r["edge_id"]: np.array(r["masked"], dtype=np.int64).view(np.uint64) for r in got}
-        revealed = {(s, d): clients[s].pair_seed(d, clients[d].public_key(), round_id)
-                    for s in masked for d in clients if d not in masked}
+        revealed = {
+            (s, d): clients[s].pair_seed(d, clients[d].public_key(), round_id)
+            for s in masked
+            for d in clients
+            if d not in masked
+        }
         return Received(unmask_sum(masked, revealed), sum(m.nbytes for m in masked.values()), validation)
     updates = [Update(np.array(r["params"], dtype=np.float64), r["count"]) for r in got]
     return replace(plain_sum(updates, params, privacy), validation=validation)
 
 
-def train_federated(rows: DataFrame, features: Sequence[str], config: FedConfig, reg: float,
-                    label: str = "label", weight: str | None = "weight") -> tuple[LinearModel, dict[str, LinearModel], dict]:
+def train_federated(
+    rows: DataFrame,
+    features: Sequence[str],
+    config: FedConfig,
+    reg: float,
+    label: str = "label",
+    weight: str | None = "weight",
+) -> tuple[LinearModel, dict[str, LinearModel], dict]:
     """The global model, each edge's fine-tuned model (empty without fine-tuning) and a
     report: per round its edges, seconds, bytes received, model change and per-edge
     validation; with DP, the noise and the epsilon spent."""
@@ -75,8 +85,11 @@ def train_federated(rows: DataFrame, features: Sequence[str], config: FedConfig,
             # Each edge makes a fresh key pair per round; only public keys go round. (The
             # simulation makes them here and hands each edge's task its own private key.)
             clients = {e: Client(e) for e in chosen}
-            secure = SecureRound(round_id, {e: c.private_bytes() for e, c in clients.items()},
-                                 {e: c.public_key() for e, c in clients.items()})
+            secure = SecureRound(
+                round_id,
+                {e: c.private_bytes() for e, c in clients.items()},
+                {e: c.public_key() for e, c in clients.items()},
+            )
         plan = LocalPlan(params, config.local_steps, reg, clip_norm=clip_norm, secure=secure)
         frame = edge_updates(rows.where(F.col("edge_id").isin(list(chosen))), features, plan, label, weight, HOLDOUT)
         return _received(frame, params, privacy, clients, round_id)
@@ -87,16 +100,19 @@ def train_federated(rows: DataFrame, features: Sequence[str], config: FedConfig,
     tuned: dict[str, LinearModel] = {}
     if config.fine_tune_steps:
         plan = LocalPlan(params, config.fine_tune_steps, reg, prox=FINE_TUNE_PROX)
-        tuned = {e: _model(u.params, features) for e, u in
-                 collect_updates(edge_updates(rows.where(~F.col(HOLDOUT)), features, plan, label, weight))}
+        tuned = {
+            e: _model(u.params, features)
+            for e, u in collect_updates(edge_updates(rows.where(~F.col(HOLDOUT)), features, plan, label, weight))
+        }
     rows.unpersist()
     records = [round_record(s) for s in stats]
     report = {
         "config": asdict(config),
         "edges": edges,
         "noise_multiplier": None if privacy is None else privacy.noise_multiplier,
-        "epsilon_spent": None if privacy is None else epsilon_spent(privacy.noise_multiplier, config.fraction,
-                                                                  config.rounds, config.delta),
+        "epsilon_spent": None
+        if privacy is None
+        else epsilon_spent(privacy.noise_multiplier, config.fraction, config.rounds, config.delta),
         "update_bytes_per_round": max(s.update_bytes for s in stats),
         "rounds_to_settle": rounds_to_settle(stats),
         "rounds_to_converge": rounds_to_converge(records),
@@ -105,11 +121,19 @@ def train_federated(rows: DataFrame, features: Sequence[str], config: FedConfig,
     return model, tuned, report
 
 
-def train_local(rows: DataFrame, features: Sequence[str], reg: float, steps: int = 10, label: str = "label",
-                weight: str | None = "weight") -> dict[str, LinearModel]:
+def train_local(
+    rows: DataFrame,
+    features: Sequence[str],
+    reg: float,
+    steps: int = 10,
+    label: str = "label",
+    weight: str | None = "weight",
+) -> dict[str, LinearModel]:
     """Each edge's own model from its own rows alone (nothing shared)."""
     plan = LocalPlan(np.zeros(len(features) + 1), steps, reg)
-    return {e: _model(u.params, features) for e, u in collect_updates(edge_updates(rows, features, plan, label, weight))}
+    return {
+        e: _model(u.params, features) for e, u in collect_updates(edge_updates(rows, features, plan, label, weight))
+    }
 
 
 def held_out_logloss(record: Mapping[str, Any]) -> float | None:
@@ -123,8 +147,7 @@ def rounds_to_converge(records: Sequence[Mapping[str, Any]], tol: float = 0.01) 
     """How many rounds the model needed to come within ``tol`` of the lowest held-out
     log-loss of the run (round r measures the model of r - 1 rounds). None when the last
     round was the first to get there: it may not have converged yet."""
-    losses = [(r["round"], held_out_logloss(r)) for r in records]
-    losses = [(n, v) for n, v in losses if v is not None]
+    losses = [(r["round"], v) for r in records if (v := held_out_logloss(r)) is not None]
     if not losses:
         return None
     best = min(v for _, v in losses)
@@ -147,9 +170,14 @@ def round_record(s: RoundStats) -> dict[str, Any]:
     def clean(v: float) -> float | None:
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
-    return {"round": s.round, "edges": list(s.edges), "seconds": s.seconds, "update_bytes": s.update_bytes,
-            "change": s.change,
-            "validation": {e: {k: clean(v) for k, v in f.items()} for e, f in sorted(s.validation.items())}}
+    return {
+        "round": s.round,
+        "edges": list(s.edges),
+        "seconds": s.seconds,
+        "update_bytes": s.update_bytes,
+        "change": s.change,
+        "validation": {e: {k: clean(v) for k, v in f.items()} for e, f in sorted(s.validation.items())},
+    }
 
 
 def _model(params: np.ndarray, features: Sequence[str]) -> LinearModel:

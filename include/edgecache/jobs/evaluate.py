@@ -40,11 +40,15 @@ def size_list(value: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = base_parser("Replay day D+1's requests against D's predictions and classic cache policies.")
     p.add_argument(
-        "--sizes", type=size_list, default=list(SIZES_PCT),
+        "--sizes",
+        type=size_list,
+        default=list(SIZES_PCT),
         help="cache sizes in percent of the catalog's titles and bytes (default 1,2,5,10,20)",
     )
     p.add_argument(
-        "--workers", type=positive_int, default=default_workers(),
+        "--workers",
+        type=positive_int,
+        default=default_workers(),
         help="processes for the libCacheSim replays (default: the CPUs this process may use)",
     )
     return p
@@ -80,9 +84,7 @@ def ensure_logs(spark: SparkSession, layout: Layout, date: str, master: str) -> 
         return None
     source = layout.report(date, "generate")
     if not source.exists():
-        raise FileNotFoundError(
-            f"no logs for {target} and no generate report for {date} at {source} to make them with"
-        )
+        raise FileNotFoundError(f"no logs for {target} and no generate report for {date} at {source} to make them with")
     parser = generate.build_parser()
     argv, unknown = workload_argv(parser, read_json(source)["workload"])
     args = parser.parse_args(["--date", target, "--data-dir", str(layout.root), "--master", master, *argv])
@@ -105,10 +107,19 @@ def validated_events(spark: SparkSession, layout: Layout, date: str) -> tuple[pd
     whole day anyway). Exact duplicate records count once, as in the features job.
     """
     lines = spark.read.text(str(layout.logs(date))).select("value", F.col("_metadata.file_path").alias("source"))
-    table = classify(lines, date).select(
-        "reason", "edge_id", "user_id", "content_id", "device", "duration",
-        F.to_timestamp("timestamp", "yyyy-MM-dd HH:mm:ss").cast("long").alias("ts"),
-    ).toArrow()
+    table = (
+        classify(lines, date)
+        .select(
+            "reason",
+            "edge_id",
+            "user_id",
+            "content_id",
+            "device",
+            "duration",
+            F.to_timestamp("timestamp", "yyyy-MM-dd HH:mm:ss").cast("long").alias("ts"),
+        )
+        .toArrow()
+    )
     reasons = table.column("reason")
     counts = {r["values"]: r["counts"] for r in pc.value_counts(reasons.drop_null()).to_pylist()}
     records = table.filter(pc.is_null(reasons)).drop_columns(["reason"]).to_pandas()
@@ -124,13 +135,14 @@ def validated_events(spark: SparkSession, layout: Layout, date: str) -> tuple[pd
 
 def check(args: argparse.Namespace) -> None:
     layout = Layout(args.data_dir.resolve())
-    for path in (layout.predictions(args.date, "edge_demand"), layout.predictions(args.date, "users"),
-                 layout.catalog):
+    for path in (layout.predictions(args.date, "edge_demand"), layout.predictions(args.date, "users"), layout.catalog):
         if not path.exists():
             raise InputError(f"{path} is missing: run features and predict for {args.date} first")
     if not committed(layout.predictions_day(args.date)):
-        raise InputError(f"the predictions for {args.date} at {layout.predictions_day(args.date)} are incomplete "
-                         f"(a predict that did not finish): run predict for {args.date} again")
+        raise InputError(
+            f"the predictions for {args.date} at {layout.predictions_day(args.date)} are incomplete "
+            f"(a predict that did not finish): run predict for {args.date} again"
+        )
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
@@ -156,20 +168,42 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     demand = read_parquet(spark, demand_path).to_pandas()
     users = read_parquet(spark, users_path, ["user_id", "edge_id", "ranked"]).to_pandas()
     popularity_path = layout.features(date, "popularity")
-    popularity = (read_parquet(spark, popularity_path, ["edge_id", "content_id", "requests", "rank",
-                                                        "requests_decayed"]).to_pandas()
-                  if committed(layout.features_day(date)) else None)
+    popularity = (
+        read_parquet(
+            spark, popularity_path, ["edge_id", "content_id", "requests", "rank", "requests_decayed"]
+        ).to_pandas()
+        if committed(layout.features_day(date))
+        else None
+    )
 
     prefetch_path, summary_path = layout.predictions(date, "prefetch"), layout.predictions(date, "summary.json")
-    prefetch = (read_parquet(spark, prefetch_path, ["edge_id", "content_id"]).to_pandas()
-                if prefetch_path.exists() else None)
+    prefetch = (
+        read_parquet(spark, prefetch_path, ["edge_id", "content_id"]).to_pandas() if prefetch_path.exists() else None
+    )
     cache_bytes = read_json(summary_path).get("cache_bytes") if summary_path.exists() else None
-    report, traces = evaluate(events, catalog, demand, users, args.sizes, args.workers, popularity=popularity,
-                              prefetch=prefetch, cache_bytes=cache_bytes)
-    report = {"date": date, "replayed_date": replayed, "logs_generated": generated is not None,
-              "validation": validation, **report}
-    report["seconds"] = {"generate": round(generate_seconds, 2), "validate": round(validate_seconds, 2),
-                         **report["seconds"]}
+    report, traces = evaluate(
+        events,
+        catalog,
+        demand,
+        users,
+        args.sizes,
+        args.workers,
+        popularity=popularity,
+        prefetch=prefetch,
+        cache_bytes=cache_bytes,
+    )
+    report = {
+        "date": date,
+        "replayed_date": replayed,
+        "logs_generated": generated is not None,
+        "validation": validation,
+        **report,
+    }
+    report["seconds"] = {
+        "generate": round(generate_seconds, 2),
+        "validate": round(validate_seconds, 2),
+        **report["seconds"],
+    }
     clock = time.perf_counter()
     out = layout.evaluation(date)
     # No stage reads the evaluation back, so it needs no marker; it is swapped in whole.
@@ -192,7 +226,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         },
         "deployed_object_hit_ratio": (
             {n: round(e["object_hit_ratio"], 4) for n, e in report["deployed"]["policies"].items()}
-            if "deployed" in report else None),
+            if "deployed" in report
+            else None
+        ),
         "users": report["users"],
         "users_baseline": report.get("users_baseline"),
         "seconds": {**report["seconds"], "outputs": round(outputs_seconds, 2)},

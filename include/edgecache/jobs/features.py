@@ -31,11 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     d = Settings.from_env()
     p = base_parser("Validate the logs of the window and build the feature tables for day D (and D-1).")
     p.add_argument(
-        "--window-days", type=positive_int, default=d.window_days,
+        "--window-days",
+        type=positive_int,
+        default=d.window_days,
         help=f"days of history, ending at --date, that the features cover (default {d.window_days})",
     )
     p.add_argument(
-        "--decay-days", type=positive_float, default=d.decay_days,
+        "--decay-days",
+        type=positive_float,
+        default=d.decay_days,
         help=f"e-folding time of the popularity decay, in days (default {d.decay_days})",
     )
     return p
@@ -76,8 +80,9 @@ def manifest(cutoff: str, args: argparse.Namespace, days: list[str]) -> dict[str
     return {"cutoff": cutoff, "window_days": args.window_days, "decay_days": args.decay_days, "days": days}
 
 
-def write_features(spark: SparkSession, layout: Layout, events: DataFrame, catalog: DataFrame, cutoff: str,
-                   args: argparse.Namespace) -> dict[str, int]:
+def write_features(
+    spark: SparkSession, layout: Layout, events: DataFrame, catalog: DataFrame, cutoff: str, args: argparse.Namespace
+) -> dict[str, int]:
     """Build every feature table for ``cutoff`` and commit them with their manifest as one
     folder (the day's old folder stays in place until then); return rows per table."""
     days = [d for d in window_dates(cutoff, args.window_days) if committed(layout.events(d))]
@@ -107,11 +112,14 @@ def check_day_logs(layout: Layout, date: str) -> None:
     logs = layout.logs(date)
     files = [p for p in logs.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))] if logs.is_dir() else []
     if not files:
-        raise InputError(f"no logs for {date} at {logs}: run `edgecache generate` or `edgecache ingest` "
-                         f"for {date} first")
+        raise InputError(
+            f"no logs for {date} at {logs}: run `edgecache generate` or `edgecache ingest` for {date} first"
+        )
     if not layout.has_logs(date):
-        raise InputError(f"the logs for {date} at {logs} are incomplete (no {COMMIT_MARKER} marker: the "
-                         f"generate or ingest that wrote them did not finish): run it again for {date}")
+        raise InputError(
+            f"the logs for {date} at {logs} are incomplete (no {COMMIT_MARKER} marker: the "
+            f"generate or ingest that wrote them did not finish): run it again for {date}"
+        )
     if all(p.stat().st_size == 0 for p in files):
         raise InputError(f"the logs for {date} at {logs} are empty")
 

@@ -17,22 +17,27 @@ from edgecache.layout import Layout, read_json, staging, write_json_atomic
 from edgecache.settings import WORKLOAD_CHOICES, WORKLOAD_HELP, Settings, WorkloadParams
 from edgecache.workload import LOG_DDL, Workload, build_workload, for_workers, generate_chunk, manifest, n_chunks
 
-
 CHUNKS_PER_TASK = 16
+
 
 def build_parser() -> argparse.ArgumentParser:
     d = WorkloadParams.from_env()
     p = base_parser("Generate one day of synthetic viewing logs, JSON Lines per edge.")
     window = Settings.from_env().window_days
     p.add_argument(
-        "--history-days", type=positive_int, default=window + 1,
+        "--history-days",
+        type=positive_int,
+        default=window + 1,
         help=f"also generate the days before --date, up to this many days in all, where missing "
-             f"(default {window + 1}: the feature window and the training day before it)",
+        f"(default {window + 1}: the feature window and the training day before it)",
     )
     for f in fields(WorkloadParams):
         default = getattr(d, f.name)
         p.add_argument(
-            f"--{f.name.replace('_', '-')}", type=type(default), default=default, choices=WORKLOAD_CHOICES.get(f.name),
+            f"--{f.name.replace('_', '-')}",
+            type=type(default),
+            default=default,
+            choices=WORKLOAD_CHOICES.get(f.name),
             help=f"{WORKLOAD_HELP[f.name]} (default {default}; env EDGECACHE_{f.name.upper()})",
         )
     return p
@@ -49,6 +54,7 @@ def write_reference(wl: Workload, layout: Layout) -> bool:
     if manifest_path.exists() and read_json(manifest_path) == wanted:
         return False
     # Swapped in whole; its manifest says which workload it holds, so it needs no marker.
+    assert wl.catalog is not None and wl.users is not None, "the driver's workload has its tables"
     with staging(layout.reference, mark=False) as tmp:
         wl.catalog.to_parquet(tmp / "catalog.parquet", index=False)
         wl.users.to_parquet(tmp / "users.parquet", index=False)

@@ -40,15 +40,21 @@ NO_EDGE = "__HIVE_DEFAULT_PARTITION__"  # Spark's folder for a null partition va
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = base_parser("Copy your own viewing logs for day D (JSON Lines, plain or gzip) and your catalog "
-                    "into the data directory.")
-    p.add_argument("--source", required=True,
-                   help="folder or glob of log files; {date} stands for D; a date=D folder under it is used "
-                        "when there is one")
+    p = base_parser(
+        "Copy your own viewing logs for day D (JSON Lines, plain or gzip) and your catalog into the data directory."
+    )
+    p.add_argument(
+        "--source",
+        required=True,
+        help="folder or glob of log files; {date} stands for D; a date=D folder under it is used when there is one",
+    )
     p.add_argument("--edge", default=None, help="edge id of records that have none and sit in no edge=E folder")
-    p.add_argument("--catalog", default=None,
-                   help="catalog file (CSV or Parquet; only content_id is required). Without one, the catalog "
-                        "already in the data directory is kept, or one is inferred from the logs")
+    p.add_argument(
+        "--catalog",
+        default=None,
+        help="catalog file (CSV or Parquet; only content_id is required). Without one, the catalog "
+        "already in the data directory is kept, or one is inferred from the logs",
+    )
     return p
 
 
@@ -65,8 +71,11 @@ def source_files(source: str, date: str) -> list[Path]:
     files = []
     for root in roots:
         candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        files += [p for p in candidates
-                  if not any(part.startswith(SKIPPED_PREFIXES) for part in p.relative_to(root.parent).parts)]
+        files += [
+            p
+            for p in candidates
+            if not any(part.startswith(SKIPPED_PREFIXES) for part in p.relative_to(root.parent).parts)
+        ]
     return sorted(set(files))
 
 
@@ -109,7 +118,7 @@ def copy_lines(src: Path, dst: Path) -> int:
         gz = probe.read(2) == GZIP_MAGIC
     lines, last = 0, b"\n"
     try:
-        with (gzip.open(src, "rb") if gz else open(src, "rb")) as fin, open(dst, "wb") as fout:
+        with gzip.open(src, "rb") if gz else open(src, "rb") as fin, open(dst, "wb") as fout:
             while chunk := fin.read(1 << 20):
                 fout.write(chunk)
                 lines += chunk.count(b"\n")
@@ -127,8 +136,9 @@ def route_by_record(spark: SparkSession, files: list[Path], staging: Path) -> di
     record's edge_id (lines without a valid one to no edge). The part files written, by edge."""
     record = F.get_json_object(F.expr("regexp_replace(value, '^\\uFEFF', '')"), "$.edge_id")
     route = F.when(record.rlike(ID_PATTERN), record)
-    spark.read.text([str(f) for f in files]).select(route.alias("edge"), "value").write.partitionBy(
-        "edge").option("compression", "none").text(str(staging))
+    spark.read.text([str(f) for f in files]).select(route.alias("edge"), "value").write.partitionBy("edge").option(
+        "compression", "none"
+    ).text(str(staging))
     out: dict[Path, str | None] = {}
     for part in sorted(staging.glob("edge=*/part-*")):
         edge = part.parent.name.removeprefix("edge=")

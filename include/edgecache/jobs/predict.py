@@ -19,13 +19,8 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.candidates import (
-    FEATURES,
-    candidate_rows,
-    materialize,
-    sample_users,
-    with_labels,
-)
+from edgecache.candidates import FEATURES, candidate_rows, materialize, sample_users, with_labels
+from edgecache.catalog import read_spark
 from edgecache.demand import (
     DEMAND_FEATURES,
     demand_rows,
@@ -35,8 +30,10 @@ from edgecache.demand import (
     viewers,
     with_request_counts,
 )
-from edgecache.catalog import read_spark
 from edgecache.features import FEATURE_TABLES, title_features
+from edgecache.federated.config import FedConfig
+from edgecache.federated.model import from_vector, to_vector
+from edgecache.federated.training import apply_by_edge, train_federated, train_local
 from edgecache.gate import (
     GATE_K,
     LIST_MODELS,
@@ -50,15 +47,12 @@ from edgecache.gate import (
     prefetch_hit_ratios,
     requests_by_title,
 )
-from edgecache.federated.config import FedConfig
-from edgecache.federated.model import from_vector, to_vector
-from edgecache.federated.training import apply_by_edge, train_federated, train_local
 from edgecache.jobs.common import (
+    InputError,
     Laps,
     base_parser,
     boolean,
     non_negative_float,
-    InputError,
     non_negative_int,
     positive_float,
     positive_int,
@@ -83,37 +77,83 @@ def build_parser() -> argparse.ArgumentParser:
     d = Settings.from_env()
     p = base_parser("Predict next titles per viewer and the prefetch set per edge.")
     p.add_argument("--top-k", type=positive_int, default=d.top_k, help=f"titles per viewer (default {d.top_k})")
-    p.add_argument("--cache-gb", type=positive_float, default=d.cache_gb,
-                   help=f"prefetch capacity of each edge cache in GB (default {d.cache_gb})")
-    p.add_argument("--model", choices=MODELS, default=d.model,
-                   help=f"learned scorer, or the simple tiered baseline (default {d.model})")
+    p.add_argument(
+        "--cache-gb",
+        type=positive_float,
+        default=d.cache_gb,
+        help=f"prefetch capacity of each edge cache in GB (default {d.cache_gb})",
+    )
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default=d.model,
+        help=f"learned scorer, or the simple tiered baseline (default {d.model})",
+    )
     f = FedConfig()
-    p.add_argument("--training", choices=TRAININGS, default=d.training,
-                   help="how the learned scorer is trained: federated across edges, central (all rows pooled) "
-                        f"or local (each edge alone) (default {d.training})")
-    p.add_argument("--gate", type=boolean, default=True,
-                   help="score the learned model against the baselines on the last labelled day and deploy the "
-                        "best (true/false; false deploys the learned model unchecked, default true)")
+    p.add_argument(
+        "--training",
+        choices=TRAININGS,
+        default=d.training,
+        help="how the learned scorer is trained: federated across edges, central (all rows pooled) "
+        f"or local (each edge alone) (default {d.training})",
+    )
+    p.add_argument(
+        "--gate",
+        type=boolean,
+        default=True,
+        help="score the learned model against the baselines on the last labelled day and deploy the "
+        "best (true/false; false deploys the learned model unchecked, default true)",
+    )
     p.add_argument("--fl-rounds", type=positive_int, default=f.rounds, help=f"federated rounds (default {f.rounds})")
-    p.add_argument("--fl-fraction", type=positive_float, default=f.fraction,
-                   help=f"share of the edges each round (default {f.fraction})")
-    p.add_argument("--fl-local-steps", type=positive_int, default=f.local_steps,
-                   help=f"Newton steps per edge per round (default {f.local_steps})")
-    p.add_argument("--fl-fine-tune-steps", type=non_negative_int, default=f.fine_tune_steps,
-                   help="local fine-tuning steps per edge after the rounds; 0: one global model (default 0)")
-    p.add_argument("--fl-epsilon", type=non_negative_float, default=f.epsilon,
-                   help="client-level differential privacy budget over all rounds; 0: off (default 0)")
-    p.add_argument("--fl-clip-norm", type=positive_float, default=f.clip_norm,
-                   help=f"differential privacy: bound of an edge's change per round (default {f.clip_norm})")
-    p.add_argument("--fl-secure", type=boolean, default=f.secure,
-                   help="secure aggregation: the server sees only the masked sum (true/false, default false)")
+    p.add_argument(
+        "--fl-fraction",
+        type=positive_float,
+        default=f.fraction,
+        help=f"share of the edges each round (default {f.fraction})",
+    )
+    p.add_argument(
+        "--fl-local-steps",
+        type=positive_int,
+        default=f.local_steps,
+        help=f"Newton steps per edge per round (default {f.local_steps})",
+    )
+    p.add_argument(
+        "--fl-fine-tune-steps",
+        type=non_negative_int,
+        default=f.fine_tune_steps,
+        help="local fine-tuning steps per edge after the rounds; 0: one global model (default 0)",
+    )
+    p.add_argument(
+        "--fl-epsilon",
+        type=non_negative_float,
+        default=f.epsilon,
+        help="client-level differential privacy budget over all rounds; 0: off (default 0)",
+    )
+    p.add_argument(
+        "--fl-clip-norm",
+        type=positive_float,
+        default=f.clip_norm,
+        help=f"differential privacy: bound of an edge's change per round (default {f.clip_norm})",
+    )
+    p.add_argument(
+        "--fl-secure",
+        type=boolean,
+        default=f.secure,
+        help="secure aggregation: the server sees only the masked sum (true/false, default false)",
+    )
     return p
 
 
 def fed_config(args: argparse.Namespace) -> FedConfig:
-    return FedConfig(rounds=args.fl_rounds, fraction=args.fl_fraction, local_steps=args.fl_local_steps,
-                     fine_tune_steps=args.fl_fine_tune_steps, epsilon=args.fl_epsilon, clip_norm=args.fl_clip_norm,
-                     secure=args.fl_secure)
+    return FedConfig(
+        rounds=args.fl_rounds,
+        fraction=args.fl_fraction,
+        local_steps=args.fl_local_steps,
+        fine_tune_steps=args.fl_fine_tune_steps,
+        epsilon=args.fl_epsilon,
+        clip_norm=args.fl_clip_norm,
+        secure=args.fl_secure,
+    )
 
 
 def read_features(spark: SparkSession, layout: Layout, date: str) -> tuple[dict[str, DataFrame], dict] | None:
@@ -167,13 +207,17 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         scorer = _mean_model(list(per_edge.values()))
     laps.lap("fit")
     scored = materialize(apply_by_edge(rows, per_edge, scorer, "p"))
-    counts = scored.agg(F.count("*").alias("rows"), F.sum("label").alias("positives"),
-                        F.stddev_pop("p").alias("spread")).first()
+    counts = scored.agg(
+        F.count("*").alias("rows"), F.sum("label").alias("positives"), F.stddev_pop("p").alias("spread")
+    ).first()
+    assert counts is not None  # an aggregate without groups has one row
     expected_viewers = viewers(scored, rate=rate)
     demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers), labels))
     demand_fit = fit_poisson_checked(demand_train, DEMAND_FEATURES)
-    demand_stats = demand_train.selectExpr("count(*) AS n",
-                                           f"stddev_pop({demand_fit.model.linear_sql()}) AS spread").first()
+    demand_stats = demand_train.selectExpr(
+        "count(*) AS n", f"stddev_pop({demand_fit.model.linear_sql()}) AS spread"
+    ).first()
+    assert demand_stats is not None
     laps.lap("demand")
     auc_training_day = auc(apply_by_edge(sample, per_edge, scorer, "p"), "p")
     laps.lap("auc")
@@ -186,13 +230,28 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         # on the training sample: the full day's rows would cost a sort of all of them
         "scorer_auc_training_day": auc_training_day,
         "demand_rows": demand_stats["n"],
-        "demand_fit": {"converged": demand_fit.converged, "iterations": demand_fit.iterations,
-                       "dropped_features": list(demand_fit.dropped)},
+        "demand_fit": {
+            "converged": demand_fit.converged,
+            "iterations": demand_fit.iterations,
+            "dropped_features": list(demand_fit.dropped),
+        },
         "federated": federated,
         "seconds": laps.seconds,
     }
-    return Trained(scorer, per_edge, demand_fit, stats, feats, manifest["window_days"], titles, labels, scored,
-                   demand_train, counts["spread"], demand_stats["spread"])
+    return Trained(
+        scorer,
+        per_edge,
+        demand_fit,
+        stats,
+        feats,
+        manifest["window_days"],
+        titles,
+        labels,
+        scored,
+        demand_train,
+        counts["spread"],
+        demand_stats["spread"],
+    )
 
 
 def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity: int) -> dict[str, Verdict]:
@@ -201,12 +260,16 @@ def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity
     previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
     asked = materialize(requests_by_title(t.labels))
     pop = t.feats["popularity"]
-    learned = t.demand_rows.selectExpr("'learned' AS model", "edge_id", "content_id",
-                                       f"{t.demand.model.sql()} AS score", "size_bytes")
+    learned = t.demand_rows.selectExpr(
+        "'learned' AS model", "edge_id", "content_id", f"{t.demand.model.sql()} AS score", "size_bytes"
+    )
     scored = learned
     for name in ("simple", "recency"):
-        scored = scored.unionByName(baseline_demand(name, pop, t.titles, t.window_days).selectExpr(
-            f"'{name}' AS model", "edge_id", "content_id", "score", "size_bytes"))
+        scored = scored.unionByName(
+            baseline_demand(name, pop, t.titles, t.window_days).selectExpr(
+                f"'{name}' AS model", "edge_id", "content_id", "score", "size_bytes"
+            )
+        )
     yesterday = layout.predictions(previous, "prefetch")
     members = {"yesterday": spark.read.parquet(str(yesterday))} if committed(layout.predictions_day(previous)) else {}
     figures = prefetch_hit_ratios(scored, asked, capacity, members)
@@ -216,9 +279,12 @@ def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity
     firsts = first_requests(t.labels).join(t.feats["users"].select("user_id"), "user_id", "left_semi")
     lists = top_lists(rank_candidates(t.scored), GATE_K).selectExpr("'learned' AS model", "user_id", "ranked")
     lists = lists.unionByName(
-        predict_users(t.feats["users"], t.feats["transitions"], pop, catalog, GATE_K)
-        .selectExpr("'simple' AS model", "user_id", "ranked")
-    ).unionByName(popular_lists(t.feats["users"], pop, GATE_K).selectExpr("'edge_popular' AS model", "user_id", "ranked"))
+        predict_users(t.feats["users"], t.feats["transitions"], pop, catalog, GATE_K).selectExpr(
+            "'simple' AS model", "user_id", "ranked"
+        )
+    ).unionByName(
+        popular_lists(t.feats["users"], pop, GATE_K).selectExpr("'edge_popular' AS model", "user_id", "ranked")
+    )
     rates = list_hit_rates(lists, firsts, GATE_K)
     why = degenerate(t.scorer, t.scorer_spread, None)
     viewer_lists = choose(f"hit@{GATE_K}", rates, {"learned": why} if why else {}, LIST_MODELS)
@@ -232,8 +298,11 @@ def baseline_demand(name: str, popularity: DataFrame, titles: DataFrame, window_
     if name == "simple":
         return edge_demand(popularity, titles, window_days)
     if name == "recency":
-        return rank_demand(popularity.join(titles.select("content_id", "size_bytes"), "content_id")
-                           .selectExpr("edge_id", "content_id", "requests_decayed AS score", "size_bytes"))
+        return rank_demand(
+            popularity.join(titles.select("content_id", "size_bytes"), "content_id").selectExpr(
+                "edge_id", "content_id", "requests_decayed AS score", "size_bytes"
+            )
+        )
     raise ValueError(f"no baseline demand called {name!r}")
 
 
@@ -274,8 +343,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         else:
             gate = {"skipped": "--gate false: the learned model is deployed unchecked"}
             deployed = {"prefetch": "learned", "lists": "learned"}
-        models = {"scorer": t.scorer.to_dict(), "demand": t.demand.model.to_dict(),
-                  "scorer_per_edge": {e: m.to_dict() for e, m in sorted(t.per_edge.items())}}
+        models = {
+            "scorer": t.scorer.to_dict(),
+            "demand": t.demand.model.to_dict(),
+            "scorer_per_edge": {e: m.to_dict() for e, m in sorted(t.per_edge.items())},
+        }
     elif args.model == "learned":
         gate = {"skipped": "no labelled day yet: the simple model is deployed"}
 
@@ -283,17 +355,21 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     if "learned" in deployed.values():
         # Ranked in the same pass that builds the candidates, while they are still
         # partitioned by viewer; only what the top lists and demand read is kept.
-        scored = materialize(rank_candidates(apply_by_edge(candidate_rows(feats, titles, manifest["window_days"]),
-                                                           t.per_edge, t.scorer, "p"))
-                             .select("user_id", "edge_id", "content_id", "p", "r", "source"))
+        scored = materialize(
+            rank_candidates(
+                apply_by_edge(candidate_rows(feats, titles, manifest["window_days"]), t.per_edge, t.scorer, "p")
+            ).select("user_id", "edge_id", "content_id", "p", "r", "source")
+        )
         laps.lap("score_candidates")
     if deployed["lists"] == "learned":
+        assert scored is not None  # scored above whenever a learned model is deployed
         users = top_lists(scored, args.top_k)
     elif deployed["lists"] == "edge_popular":
         users = popular_lists(feats["users"], feats["popularity"], args.top_k)
     else:
         users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
     if deployed["prefetch"] == "learned":
+        assert scored is not None
         demand = rank_demand(apply(demand_rows(feats["popularity"], titles, viewers(scored)), t.demand.model, "score"))
     elif deployed["prefetch"] == "yesterday":
         demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
@@ -311,8 +387,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         written = spark.read.parquet(str(out / "users"))
         by_source = {r["source"]: r["n"] for r in written.groupBy("source").agg(F.count("*").alias("n")).collect()}
         pf = spark.read.parquet(str(out / "prefetch"))
-        per_edge = {r["edge_id"]: (r["n"], r["b"]) for r in
-                    pf.groupBy("edge_id").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).collect()}
+        per_edge = {
+            r["edge_id"]: (r["n"], r["b"])
+            for r in pf.groupBy("edge_id").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).collect()
+        }
         has_yesterday = committed(layout.predictions_day(previous))
         # Without yesterday's set (the first night) every title of the new set must be loaded.
         before = spark.read.parquet(str(layout.predictions(previous, "prefetch"))) if has_yesterday else pf.limit(0)
@@ -346,8 +424,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
 def check(args: argparse.Namespace) -> None:
     layout = Layout(args.data_dir.resolve())
     if not committed(layout.features_day(args.date)):
-        raise InputError(f"no features for {args.date} under {layout.features_day(args.date)} (or a build that did "
-                         f"not finish): run features first")
+        raise InputError(
+            f"no features for {args.date} under {layout.features_day(args.date)} (or a build that did "
+            f"not finish): run features first"
+        )
     if not layout.catalog.exists():
         raise InputError(f"no catalog at {layout.catalog}: run generate, ingest or features first")
 
