@@ -11,7 +11,7 @@ DATE ?= 2025-04-12
 help:
 	@echo "make run    - set up, run the DAG predictive_caching once for DATE=$(DATE), print a summary"
 	@echo "make test   - set up, run the whole test suite"
-	@echo "make lint   - ruff (lint and format) and mypy over the package, the DAGs and the Spark jobs"
+	@echo "make lint   - ruff (lint and format) and mypy over the package, the DAGs and the Spark jobs; the import rules"
 	@echo "make bench  - wall time per task of the default DAG run, then the delivery path's benchmarks"
 	@echo "make up     - start Airflow (web UI), the edge services, the metrics bridge, Prometheus and the"
 	@echo "              Pushgateway on 127.0.0.1 and print their URLs and the Airflow login"
@@ -53,6 +53,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: java
 	$(BIN)/python bench/pipeline.py --date $(DATE)

@@ -67,7 +67,7 @@ from edgecache.keys import (
     user_topk_key,
 )
 from edgecache.layout import Layout, write_json_atomic
-from edgecache.policies import ADMISSION_COUNTS
+from edgecache.serving.admission import ADMISSION_COUNTS
 from edgecache.redis_server import EmbeddedRedis, free_port
 from edgecache.settings import DEFAULT_DATE, Settings, WorkloadParams
 from edgecache.workload import build_workload, edge_ids, user_ids

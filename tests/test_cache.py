@@ -28,7 +28,7 @@ from edgecache.keys import (
     user_topk_key,
 )
 from edgecache.layout import COMMIT_MARKER, Layout, read_json
-from edgecache.policies import ADMISSION_EPS
+from edgecache.serving.admission import ADMISSION_EPS
 
 DATE = "2025-04-12"
 TTL = 3600

@@ -13,7 +13,8 @@ from edgecache.delivery import Delivery, DeliveryError
 from edgecache.delivery.core import ActiveUsers, parse_time
 from edgecache.delivery.metrics import DeliveryMetrics
 from edgecache.keys import edge_cache_key, edge_meta_key, edge_sizes_key, user_key, user_topk_key
-from edgecache.policies import ADMISSION_EPS, ADMISSION_TAU, RANKINGS, Trace, hit_ratios
+from edgecache.policies import Trace, hit_ratios
+from edgecache.serving.admission import ADMISSION_EPS, ADMISSION_TAU, RANKINGS
 from tests.delivery_data import DATE, T0, TTL, seeded_day
 
 

@@ -44,7 +44,6 @@ from redis.cluster import REDIS_CLUSTER_HASH_SLOTS as REDIS_CLUSTER_SLOTS
 from redis.cluster import RedisCluster, key_slot
 
 from edgecache.delivery.state import format_catalog_entry
-from edgecache.evaluate import next_episode_rows
 from edgecache.keys import (
     CATALOG_KEY,
     LAST_WARM_KEY,
@@ -59,10 +58,10 @@ from edgecache.keys import (
     user_key,
 )
 from edgecache.layout import Layout, committed, write_json_atomic
-from edgecache.policies import ADMISSION_COUNTS, ADMISSION_EPS, ADMISSION_UNASKED, RANKINGS
 from edgecache.redis_conn import Client, check_access, is_cluster
 from edgecache.redis_server import redis_cli_binary
 from edgecache.schema import ID_RE
+from edgecache.serving.admission import ADMISSION_COUNTS, ADMISSION_EPS, ADMISSION_UNASKED, RANKINGS, next_episode_rows
 
 ID_RE2 = f"^{ID_RE.pattern}$"  # RE2 (pyarrow): $ is the end of the text
 TRANSITIONS_PER_TITLE = 10  # followers kept per title for the delivery path's fresh predictions

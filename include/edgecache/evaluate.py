@@ -40,6 +40,7 @@ from edgecache.policies import (
     s3fifo_small_ratio,
     static_hits,
 )
+from edgecache.serving.admission import next_episode_rows
 
 SIZES_PCT: tuple[int, ...] = (1, 2, 5, 10, 20)
 MODES: tuple[str, ...] = ("titles", "bytes")
@@ -135,24 +136,6 @@ class Catalog:
 
     def sizes(self, ids: np.ndarray) -> np.ndarray:
         return self.size[np.searchsorted(self.obj_id, ids)]
-
-
-def next_episode_rows(catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Row pairs (episode, the same series' next episode) of a catalog frame with
-    series_id and episode (position in the whole series); none without those columns."""
-    if "series_id" not in catalog or "episode" not in catalog:
-        return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
-    eps = pd.DataFrame(
-        {
-            "series": catalog["series_id"].to_numpy(),
-            "episode": catalog["episode"].to_numpy(),
-            "row": np.arange(len(catalog)),
-        }
-    ).dropna(subset=["series", "episode"])
-    eps["episode"] = eps["episode"].astype(np.int64)
-    later = eps.assign(episode=eps["episode"] - 1)  # each episode under its predecessor's number
-    pairs = eps.merge(later, on=["series", "episode"], suffixes=("", "_next"))
-    return pairs["row"].to_numpy(), pairs["row_next"].to_numpy()
 
 
 def next_episodes(catalog: pd.DataFrame, ids: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@
 
 The nightly warm loads each edge cache with its prefetch set and the pred ranking with the
 predicted titles; during the day the delivery path (``edgecache.delivery``) admits and
-evicts titles. Rankings value every title (see ``edgecache.policies``): pred,
+evicts titles. Rankings value every title (see ``edgecache.serving.admission``): pred,
 ``ln(expected requests + eps) + (t - t0) / tau``, and the counting rankings (slow, medium,
 fast, recent), request counts that decay at four speeds. The ranking that has lately had
 the requested titles nearest its top leads, and under it the lowest cached title is
@@ -73,7 +73,7 @@ def edge_cache_key(edge_id: str, ranking: str = "pred") -> str:
 
 
 def edge_rank_key(edge_id: str, ranking: str) -> str:
-    """Every title ``ranking`` (``edgecache.policies.RANKINGS``) knows, with its value."""
+    """Every title ``ranking`` (``edgecache.serving.admission.RANKINGS``) knows, with its value."""
     return _edge_key(edge_id, f"rank:{_ranking(ranking)}")
 
 

@@ -9,14 +9,14 @@ The leading ranking is the one (the night's prediction, or request counts decayi
 speeds) that has lately had the requested titles nearest its top, so a useless prediction
 is found out within a few hundred requests.
 
-This is the evaluation's ``predictive+admission`` policy (``edgecache.policies``, whose
-comment gives the algorithm) run against Redis: one Lua script per request does the look-up,
-the admission, the evictions and the write-back atomically, so a decision is one round
-trip and two edge services never interleave half-decisions. On a Redis Cluster the
-viewer's keys are in other slots than the edge's: the script keeps to the edge's slot and a
-miss writes the prediction back in a second call. The fresh prediction is made
-in process from the warm's state (``edgecache.delivery.state``) before the script runs, so
-that a miss needs no second round trip.
+This is the admission rule of ``edgecache.serving.admission`` (whose comment gives the
+algorithm; the evaluation replays it as ``predictive+admission``) run against Redis: one
+Lua script per request does the look-up, the admission, the evictions and the write-back
+atomically, so a decision is one round trip and two edge services never interleave
+half-decisions. On a Redis Cluster the viewer's keys are in other slots than the edge's:
+the script keeps to the edge's slot and a miss writes the prediction back in a second call.
+The fresh prediction is made in process from the warm's state (``edgecache.delivery.state``)
+before the script runs, so that a miss needs no second round trip.
 
 When Redis fails, requests are served from the origin (``degraded``), each failed call is
 counted, the service reports not ready, and Redis is tried again ``retry_after`` seconds
@@ -65,7 +65,9 @@ from edgecache.keys import (
     user_key,
     user_topk_key,
 )
-from edgecache.policies import (
+from edgecache.redis_conn import Client, RedisUnreachableError, check_access, connect, is_cluster, with_timeout
+from edgecache.schema import is_valid_id
+from edgecache.serving.admission import (
     ADMISSION_BOOST,
     ADMISSION_COUNTS,
     ADMISSION_EPS,
@@ -75,8 +77,6 @@ from edgecache.policies import (
     LEAD_ORDER,
     RANKINGS,
 )
-from edgecache.redis_conn import Client, RedisUnreachableError, check_access, connect, is_cluster, with_timeout
-from edgecache.schema import is_valid_id
 
 log = logging.getLogger("edgecache.delivery")
 

@@ -1,0 +1,1 @@
+"""The serving side: what an edge runs live and what loads it (the shared rules so far)."""
