@@ -16,16 +16,21 @@ The nightly pipeline of the edge predictive cache, for one logical day D:
    updates reach the server; `fl_*` params), and the demand model on D's requests per
    edge; then rank each viewer's candidates and each edge's titles for D+1; the prefetch
    set fills `cache_gb` per edge.
-4. **warm_cache**: writes `user:<id>` (top title), the ranked top-k and each edge's cache
+4. **warm_cache** and **evaluate**, side by side once the predictions are written.
+   **warm_cache** writes `user:<id>` (top title), the ranked top-k and each edge's cache
    contents into Redis (connection `redis_default`), with a TTL, and what the edge
    services (`edgecache serve`) need to decide and predict during the day: the catalog,
    each edge's demand and transitions.
-5. **push_metrics**: batch metrics to the Pushgateway (`PUSHGATEWAY_URL`) or a text file.
-6. **evaluate** (Spark, libCacheSim): replays day D+1's requests (generated with D's workload
+   **evaluate** (Spark, libCacheSim) replays day D+1's requests (generated with D's workload
    if they are not there yet; with your own logs, once D+1 is ingested, else it says so and
    skips) against D's predictions and the classic cache policies (LRU,
    LFU, S3-FIFO, SIEVE, Belady) at 1-20 % of the catalog, and the caches as deployed;
    hit-ratio report, plot and replayable traces under `evaluation/date=D/`.
+5. **push_metrics**, last, whatever became of the others (`all_done`): the run's batch
+   metrics, the evaluation's hit ratios among them, to the Pushgateway (`PUSHGATEWAY_URL`)
+   or a text file.
+
+Every task has an execution timeout, and the run a timeout of its own.
 
 Trigger it with *Trigger DAG w/ config* to change the dataset size, the seed, the workload
 model (`catalog` or the shot noise model `snm`) and its shapes, top-k or the cache size, or
@@ -42,20 +47,12 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
-from edgecache.federated.config import FedConfig
+from edgecache.federated.config import KNOBS
 from edgecache.settings import WORKLOAD_CHOICES, WORKLOAD_HELP, Settings, WorkloadParams
 
 SETTINGS = Settings.from_env()  # environment only: no connection or network look-up here
-FED = FedConfig()
-FED_ARGS = (
-    "fl_rounds",
-    "fl_fraction",
-    "fl_local_steps",
-    "fl_fine_tune_steps",
-    "fl_epsilon",
-    "fl_clip_norm",
-    "fl_secure",
-)
+# The federated settings (DAG params fl_*, predict's --fl-* flags): one definition, KNOBS.
+FED_ARGS = tuple(k.name for k in KNOBS)
 WORKLOAD = WorkloadParams.from_env()
 DATA_DIR = str(SETTINGS.data_dir)
 JOBS = Path(__file__).resolve().parents[1] / "spark_jobs"
@@ -72,6 +69,10 @@ EVALUATION = Asset(name="edgecache_evaluation", uri=f"file://{DATA_DIR}/evaluati
 # Session defaults (time zone, shuffle partitions) come from edgecache.spark.get_spark;
 # the Spark connection or these settings override them.
 SPARK_CONF = {"spark.ui.enabled": "false"}
+# A task that hangs (a stuck Spark job, a Redis that never answers) fails after this and is
+# retried; the run as a whole gives up well before the next night's run is due.
+TASK_TIMEOUT = timedelta(hours=3)
+RUN_TIMEOUT = timedelta(hours=20)
 
 
 def workload_param(name: str, kind: object) -> Param:
@@ -100,6 +101,7 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
     start_date=pendulum.datetime(2025, 4, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=RUN_TIMEOUT,
     tags=["edgecache", "spark", "redis"],
     doc_md=__doc__,
     default_args={
@@ -107,6 +109,7 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": TASK_TIMEOUT,
     },
     params={
         # Where the logs come from: the generator, or an operator's own files.
@@ -158,38 +161,7 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
             enum=["federated", "central", "local"],
             description="federated across edges, central (all logs pooled) or local (each edge alone)",
         ),
-        "fl_rounds": Param(FED.rounds, type="integer", minimum=1, description="federated rounds"),
-        "fl_fraction": Param(
-            FED.fraction,
-            type="number",
-            exclusiveMinimum=0,
-            maximum=1,
-            description="share of the edges that train in each round",
-        ),
-        "fl_local_steps": Param(
-            FED.local_steps, type="integer", minimum=1, description="local epochs: Newton steps per edge per round"
-        ),
-        "fl_fine_tune_steps": Param(
-            FED.fine_tune_steps,
-            type="integer",
-            minimum=0,
-            description="local fine-tuning steps per edge after the rounds (0: off)",
-        ),
-        "fl_epsilon": Param(
-            FED.epsilon,
-            type="number",
-            minimum=0,
-            description="client-level differential privacy budget over all rounds (0: off)",
-        ),
-        "fl_clip_norm": Param(
-            FED.clip_norm,
-            type="number",
-            exclusiveMinimum=0,
-            description="differential privacy: bound of one edge's change per round",
-        ),
-        "fl_secure": Param(
-            FED.secure, type="boolean", description="secure aggregation: the server learns only the sum of the updates"
-        ),
+        **{k.name: Param(k.default, type=k.kind, description=k.help, **k.bounds()) for k in KNOBS},
     },
 )
 def predictive_caching():
@@ -243,7 +215,9 @@ def predictive_caching():
         client = RedisHook(redis_conn_id="redis_default").get_conn()
         return warm_stage(client, SETTINGS.data_dir, run_date, SETTINGS.ttl_seconds)
 
-    @task
+    # Last, after the warm and the evaluation whatever their outcome: a failed night's figures
+    # are the ones an operator most needs on the dashboards.
+    @task(trigger_rule="all_done")
     def push_metrics(run_date: str) -> dict:
         from edgecache.metrics import push_metrics as push
 
@@ -254,7 +228,7 @@ def predictive_caching():
 
     warmed = warm_cache(RUN_DATE)
     choose_source("{{ params.source }}") >> [generate_logs, ingest_logs] >> spark_features
-    spark_features >> spark_predict >> warmed >> push_metrics(RUN_DATE) >> evaluate
+    spark_features >> spark_predict >> [warmed, evaluate] >> push_metrics(RUN_DATE)
 
 
 predictive_caching()

@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import ROOT
 
 DAG_FILE = ROOT / "dags" / "predictive_caching.py"
-ORDER = ["generate_logs", "spark_features", "spark_predict", "warm_cache", "push_metrics", "evaluate"]
+ORDER = ["generate_logs", "spark_features", "spark_predict"]
 
 
 def _no_lookups(*args, **kwargs):
@@ -35,11 +35,19 @@ def test_no_import_errors(dagbag):
     assert list(dagbag.dags) == ["predictive_caching"]
 
 
-def test_tasks_run_in_order(dagbag):
+def test_tasks_run_as_the_data_flows(dagbag):
     dag = dagbag.dags["predictive_caching"]
-    assert sorted(dag.task_ids) == sorted(ORDER + ["choose_source", "ingest_logs"])
+    assert sorted(dag.task_ids) == sorted(ORDER + ["choose_source", "ingest_logs", "warm_cache", "evaluate",
+                                                   "push_metrics"])
     for upstream, downstream in zip(ORDER[1:], ORDER[2:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    # The warm and the evaluation need only the predictions: side by side after them.
+    assert dag.get_task("warm_cache").upstream_task_ids == {"spark_predict"}
+    assert dag.get_task("evaluate").upstream_task_ids == {"spark_predict"}
+    # The metrics go last, after both, whatever became of them.
+    push = dag.get_task("push_metrics")
+    assert push.upstream_task_ids == {"warm_cache", "evaluate"} and not push.downstream_task_ids
+    assert push.trigger_rule == "all_done"
     # The logs come from the generator or from the operator's files: one branch runs.
     assert dag.get_task("generate_logs").upstream_task_ids == {"choose_source"}
     assert dag.get_task("ingest_logs").upstream_task_ids == {"choose_source"}
@@ -69,6 +77,9 @@ def test_schedule_params_and_docs(dagbag):
     assert {"users", "edges", "events", "seed", "top_k", "cache_gb", "window_days", "decay_days", "model",
             "source", "logs_path", "catalog_path"} <= set(dag.params)
     assert all(t.retries >= 1 and t.retry_exponential_backoff for t in dag.tasks)
+    # Nothing hangs for ever: every task, and the run, has a timeout.
+    assert all(t.execution_timeout is not None and t.execution_timeout.total_seconds() > 0 for t in dag.tasks)
+    assert dag.dagrun_timeout is not None and dag.dagrun_timeout > max(t.execution_timeout for t in dag.tasks)
 
 
 def test_outlets_give_lineage(dagbag):
@@ -130,6 +141,24 @@ def test_federated_settings_are_params_passed_to_predict(dagbag):
         argv += [flag, str(dag.params[name])]  # a boolean renders as True / False
     parsed = build_parser().parse_args(argv)
     assert parsed.training == "federated" and parsed.fl_secure is False and parsed.fl_rounds == dag.params["fl_rounds"]
+
+
+def test_federated_params_and_flags_come_from_one_definition(dagbag, capsys):
+    from edgecache.federated.config import KNOBS, FedConfig
+    from edgecache.jobs.predict import build_parser, fed_config
+
+    dag = dagbag.dags["predictive_caching"]
+    parsed = build_parser().parse_args(["--date", "2025-04-12"])
+    assert fed_config(parsed) == FedConfig()
+    for knob in KNOBS:
+        schema = dag.params.get_param(knob.name).schema
+        assert schema["type"] == knob.kind and {k: schema[k] for k in knob.bounds()} == knob.bounds()
+        assert dag.params[knob.name] == getattr(parsed, knob.name) == knob.default
+    # the job refuses what the param's schema refuses
+    for flag, value in (("--fl-rounds", "0"), ("--fl-clip-norm", "0"), ("--fl-epsilon", "-1")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--date", "2025-04-12", flag, value])
+    assert "--fl-rounds" in capsys.readouterr().err
 
 
 def test_schedule_comes_from_the_environment(monkeypatch):

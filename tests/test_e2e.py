@@ -106,6 +106,8 @@ def test_the_learned_model_predicts(two_runs):
 def test_metrics_file_written(two_runs):
     text = two_runs["layout"].metrics_file.read_text()
     assert "edgecache_batch_predictions" in text and "edgecache_batch_records_quarantined" in text
+    # pushed after the evaluation, so its verdict on the deployed caches is in the same push
+    assert 'edgecache_evaluation_hit_ratio{kind="object",policy="predictive+admission"}' in text
 
 
 def test_evaluate_task_writes_its_report(two_runs):

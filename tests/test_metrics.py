@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgecache.layout import Layout, write_json_atomic
-from edgecache.metrics import batch_registry, push_metrics
+from edgecache.metrics import batch_registry, push_metrics, read_reports
 from edgecache.redis_server import free_port
 from tests.conftest import ROOT
 from tests.services import http_get, process, require_binary
@@ -65,6 +65,23 @@ def test_federated_rounds_become_labelled_gauges():
     assert got[("edgecache_federated_rounds", ())] == 2 and got[("edgecache_federated_epsilon_spent", ())] == 3.9
     # a run trained centrally has no federated figures
     assert not any(k[0].startswith("edgecache_federated") for k in samples(generate_latest(batch_registry(REPORTS, DATE)).decode()))
+
+
+def test_the_evaluation_of_the_deployed_caches_is_pushed_with_the_run(tmp_path):
+    write_reports(tmp_path)
+    layout = Layout(tmp_path)
+    assert not any(k[0].startswith("edgecache_evaluation") for k in samples(
+        generate_latest(batch_registry(read_reports(layout, DATE), DATE)).decode()))
+    report = {"requests_replayed": 5000, "deployed": {"policies": {
+        "predictive": {"object_hit_ratio": 0.5, "byte_hit_ratio": 0.4},
+        "predictive+admission": {"object_hit_ratio": 0.6, "byte_hit_ratio": 0.55}}}}
+    write_json_atomic(layout.evaluation(DATE) / "report.json", report)
+    got = samples(generate_latest(batch_registry(read_reports(layout, DATE), DATE)).decode())
+    assert got[("edgecache_evaluation_hit_ratio", (("kind", "object"), ("policy", "predictive+admission")))] == 0.6
+    assert got[("edgecache_evaluation_hit_ratio", (("kind", "byte"), ("policy", "predictive")))] == 0.4
+    assert got[("edgecache_evaluation_requests", ())] == 5000
+    # the evaluation is not a stage of its own in the durations
+    assert ("edgecache_batch_stage_duration_seconds", (("stage", "evaluate"),)) not in got
 
 
 def test_text_file_is_served_by_the_exporter(tmp_path):

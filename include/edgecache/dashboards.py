@@ -356,6 +356,13 @@ def pipeline_dashboard() -> dict[str, Any]:
             "short",
         ),
         panel(
+            "Next day's hit ratio of the caches as deployed",
+            "bargauge",
+            [target("max by (policy, kind) (edgecache_evaluation_hit_ratio)", "{{policy}} ({{kind}})", instant=True)],
+            "percentunit",
+            description="The evaluation task: day D+1's requests replayed against the caches D's run deployed",
+        ),
+        panel(
             "Prefetch set per edge",
             "bargauge",
             [

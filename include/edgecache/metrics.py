@@ -16,8 +16,14 @@ STAGES = ("generate", "ingest", "features", "predict", "warm")
 
 
 def read_reports(layout: Layout, date: str) -> dict[str, dict[str, Any]]:
-    """The stage reports of day ``date`` that exist."""
-    return {s: read_json(layout.report(date, s)) for s in STAGES if layout.report(date, s).exists()}
+    """The stage reports of day ``date`` that exist, and the evaluation's report as
+    ``evaluate`` when the evaluation ran (it may not have: with your own logs it waits for
+    D+1's)."""
+    reports = {s: read_json(layout.report(date, s)) for s in STAGES if layout.report(date, s).exists()}
+    evaluation = layout.evaluation(date) / "report.json"
+    if evaluation.exists():
+        reports["evaluate"] = read_json(evaluation)
+    return reports
 
 
 def batch_registry(reports: dict[str, dict[str, Any]], date: str) -> CollectorRegistry:
@@ -58,13 +64,37 @@ def batch_registry(reports: dict[str, dict[str, Any]], date: str) -> CollectorRe
     federated_gauges(reg, (pred.get("training") or {}).get("federated"))
     gate_gauges(reg, pred.get("gate"))
     gauge("edgecache_batch_redis_keys_warmed", "Redis keys written by the warm", warm.get("keys_written"))
+    evaluation_gauges(reg, reports.get("evaluate"))
     d = Gauge("edgecache_batch_stage_duration_seconds", "Wall time of each stage", ["stage"], registry=reg)
     for stage, rep in reports.items():
-        d.labels(stage=stage).set(rep.get("wall_seconds", 0.0))
+        if stage in STAGES:
+            d.labels(stage=stage).set(rep.get("wall_seconds", 0.0))
     day = dt.datetime.combine(dt.date.fromisoformat(date), dt.time(), tzinfo=dt.UTC)
     gauge("edgecache_batch_logical_date_seconds", "Logical date of the last run (Unix time)", day.timestamp())
     gauge("edgecache_batch_last_success_seconds", "When the last run pushed its metrics", time.time())
     return reg
+
+
+def evaluation_gauges(reg: CollectorRegistry, report: dict[str, Any] | None) -> None:
+    """The evaluation's verdict on the caches as deployed: D+1's requests replayed against
+    D's prefetch sets, each policy's object and byte hit ratio, and the requests replayed."""
+    deployed = (report or {}).get("deployed") or {}
+    if not deployed.get("policies"):
+        return
+    ratio = Gauge(
+        "edgecache_evaluation_hit_ratio",
+        "Hit ratio of the caches as deployed on the next day's requests, by policy and kind (object or byte)",
+        ["policy", "kind"],
+        registry=reg,
+    )
+    for policy, figures in deployed["policies"].items():
+        for kind in ("object", "byte"):
+            if figures.get(f"{kind}_hit_ratio") is not None:
+                ratio.labels(policy=policy, kind=kind).set(figures[f"{kind}_hit_ratio"])
+    if report and report.get("requests_replayed") is not None:
+        Gauge("edgecache_evaluation_requests", "Requests of the next day replayed by the evaluation", registry=reg).set(
+            report["requests_replayed"]
+        )
 
 
 def gate_gauges(reg: CollectorRegistry, gate: dict[str, Any] | None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edgecache.federated.server import Privacy
@@ -39,3 +39,45 @@ class FedConfig:
         from edgecache.federated.server import Privacy
 
         return Privacy(self.clip_norm, noise_for_epsilon(self.epsilon, self.fraction, self.rounds, self.delta))
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One FedConfig field as the user sets it: the DAG param ``fl_<field>`` and the predict
+    job's flag ``--fl-<field>``, both built from this one definition."""
+
+    field: str
+    kind: str  # JSON Schema type: "integer", "number" or "boolean"
+    help: str
+    minimum: float | None = None
+    exclusive_minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"fl_{self.field}"
+
+    @property
+    def flag(self) -> str:
+        return f"--fl-{self.field.replace('_', '-')}"
+
+    @property
+    def default(self) -> Any:
+        return getattr(FedConfig(), self.field)
+
+    def bounds(self) -> dict[str, float]:
+        """The bounds as JSON Schema keywords (for an Airflow Param)."""
+        named = {"minimum": self.minimum, "exclusiveMinimum": self.exclusive_minimum, "maximum": self.maximum}
+        return {k: v for k, v in named.items() if v is not None}
+
+
+# The settings a run may change (delta and seed stay fixed); FedConfig checks them again.
+KNOBS = (
+    Knob("rounds", "integer", "federated rounds", minimum=1),
+    Knob("fraction", "number", "share of the edges that train in each round", exclusive_minimum=0, maximum=1),
+    Knob("local_steps", "integer", "local epochs: Newton steps per edge per round", minimum=1),
+    Knob("fine_tune_steps", "integer", "local fine-tuning steps per edge after the rounds (0: off)", minimum=0),
+    Knob("epsilon", "number", "client-level differential privacy budget over all rounds (0: off)", minimum=0),
+    Knob("clip_norm", "number", "differential privacy: bound of one edge's change per round", exclusive_minimum=0),
+    Knob("secure", "boolean", "secure aggregation: the server learns only the sum of the updates"),
+)

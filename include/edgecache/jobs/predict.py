@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from edgecache.demand import (
     with_request_counts,
 )
 from edgecache.features import FEATURE_TABLES, title_features
-from edgecache.federated.config import FedConfig
+from edgecache.federated.config import KNOBS, FedConfig, Knob
 from edgecache.federated.model import from_vector, to_vector
 from edgecache.federated.training import apply_by_edge, train_federated, train_local
 from edgecache.gate import (
@@ -89,7 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.model,
         help=f"learned scorer, or the simple tiered baseline (default {d.model})",
     )
-    f = FedConfig()
     p.add_argument(
         "--training",
         choices=TRAININGS,
@@ -104,56 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the learned model against the baselines on the last labelled day and deploy the "
         "best (true/false; false deploys the learned model unchecked, default true)",
     )
-    p.add_argument("--fl-rounds", type=positive_int, default=f.rounds, help=f"federated rounds (default {f.rounds})")
-    p.add_argument(
-        "--fl-fraction",
-        type=positive_float,
-        default=f.fraction,
-        help=f"share of the edges each round (default {f.fraction})",
-    )
-    p.add_argument(
-        "--fl-local-steps",
-        type=positive_int,
-        default=f.local_steps,
-        help=f"Newton steps per edge per round (default {f.local_steps})",
-    )
-    p.add_argument(
-        "--fl-fine-tune-steps",
-        type=non_negative_int,
-        default=f.fine_tune_steps,
-        help="local fine-tuning steps per edge after the rounds; 0: one global model (default 0)",
-    )
-    p.add_argument(
-        "--fl-epsilon",
-        type=non_negative_float,
-        default=f.epsilon,
-        help="client-level differential privacy budget over all rounds; 0: off (default 0)",
-    )
-    p.add_argument(
-        "--fl-clip-norm",
-        type=positive_float,
-        default=f.clip_norm,
-        help=f"differential privacy: bound of an edge's change per round (default {f.clip_norm})",
-    )
-    p.add_argument(
-        "--fl-secure",
-        type=boolean,
-        default=f.secure,
-        help="secure aggregation: the server sees only the masked sum (true/false, default false)",
-    )
+    for knob in KNOBS:
+        p.add_argument(
+            knob.flag, type=knob_type(knob), default=knob.default, help=f"{knob.help} (default {knob.default})"
+        )
     return p
 
 
+def knob_type(knob: Knob) -> Callable[[str], Any]:
+    """The argparse type of a federated setting, from its kind and lower bound."""
+    if knob.kind == "boolean":
+        return boolean
+    if knob.kind == "integer":
+        return positive_int if (knob.minimum or 0) >= 1 else non_negative_int
+    return positive_float if knob.exclusive_minimum is not None else non_negative_float
+
+
 def fed_config(args: argparse.Namespace) -> FedConfig:
-    return FedConfig(
-        rounds=args.fl_rounds,
-        fraction=args.fl_fraction,
-        local_steps=args.fl_local_steps,
-        fine_tune_steps=args.fl_fine_tune_steps,
-        epsilon=args.fl_epsilon,
-        clip_norm=args.fl_clip_norm,
-        secure=args.fl_secure,
-    )
+    return FedConfig(**{k.field: getattr(args, k.name) for k in KNOBS})
 
 
 def read_features(spark: SparkSession, layout: Layout, date: str) -> tuple[dict[str, DataFrame], dict] | None:
