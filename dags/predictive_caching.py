@@ -27,8 +27,8 @@ The nightly pipeline of the edge predictive cache, for one logical day D:
    LFU, S3-FIFO, SIEVE, Belady) at 1-20 % of the catalog, and the caches as deployed;
    hit-ratio report, plot and replayable traces under `evaluation/date=D/`.
 5. **push_metrics**, last, whatever became of the others (`all_done`): the run's batch
-   metrics, the evaluation's hit ratios among them, to the Pushgateway (`PUSHGATEWAY_URL`)
-   or a text file.
+   metrics, the evaluation's hit ratios among them, to the Pushgateway of the connection
+   `pushgateway_default` (or `PUSHGATEWAY_URL`), else to a text file.
 
 Every task has an execution timeout, and the run a timeout of its own.
 
@@ -220,8 +220,10 @@ def predictive_caching():
     @task(trigger_rule="all_done")
     def push_metrics(run_date: str) -> dict:
         from edgecache.metrics import push_metrics as push
+        from edgecache.metrics import pushgateway_target
 
-        return push(SETTINGS.data_dir, run_date, SETTINGS.pushgateway_url)
+        # looked up when the task runs, never while the DAG is parsed
+        return push(SETTINGS.data_dir, run_date, pushgateway_target())
 
     # Day D's predictions meet day D+1's requests; the job generates D+1's logs if missing.
     evaluate = spark_job("evaluate", "evaluate.py", [], [EVALUATION])

@@ -15,9 +15,8 @@ from edgecache.delivery import Delivery, delivery_client
 from edgecache.delivery.metrics import DeliveryMetrics
 from edgecache.localrun import redis_conn_json
 from edgecache.redis_conn import connect, is_cluster, split_cluster_flag
-from edgecache.redis_server import LocalCluster, free_cluster_port
 from tests.delivery_data import DATE, TTL, seeded_day
-from tests.services import require_binary
+from tests.services import LocalCluster, free_cluster_port, require_binary
 from tests.test_cache import PREFETCH, USERS, snapshot, write_predictions
 
 pytestmark = pytest.mark.cluster

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -60,8 +62,9 @@ def two_runs(tmp_path_factory, redis_server):
     layout = Layout(tmp / "data")
     state1, out1 = snapshot(client), outputs(layout)
     client.flushdb()
+    began = dt.datetime.now(dt.UTC)
     second = run_dag(tmp, redis_server.url)  # same folders, no clean-up in between
-    yield {"layout": layout, "client": client, "stdout": [first.stdout, second.stdout],
+    yield {"layout": layout, "client": client, "stdout": [first.stdout, second.stdout], "tmp": tmp, "began": began,
            "state": [state1, snapshot(client)], "outputs": [out1, outputs(layout)]}
     client.flushdb()
 
@@ -95,6 +98,23 @@ def test_two_runs_leave_identical_outputs(two_runs):
     first, second = two_runs["outputs"]
     assert all(first.values())
     assert first == second
+
+
+def test_the_airflow_ui_shows_the_run_s_real_start_and_duration(two_runs):
+    """``airflow dags test`` dates a run's start at its logical date; ``edgecache run`` sets
+    it to when the run began, so the UI shows minutes, not the months since that date."""
+    db = two_runs["tmp"] / "local" / "airflow" / "airflow.db"
+    with sqlite3.connect(db) as con:
+        start, end = con.execute("SELECT start_date, end_date FROM dag_run WHERE dag_id = 'predictive_caching' "
+                                 "ORDER BY id DESC LIMIT 1").fetchone()
+
+    def utc(value: str) -> dt.datetime:
+        t = dt.datetime.fromisoformat(value)
+        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+    start, end = utc(start), utc(end)
+    assert two_runs["began"] <= start + dt.timedelta(seconds=1)
+    assert dt.timedelta(0) < end - start < dt.timedelta(minutes=20)
 
 
 def test_the_learned_model_predicts(two_runs):

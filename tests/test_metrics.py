@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgecache.layout import Layout, write_json_atomic
-from edgecache.metrics import batch_registry, push_metrics, read_reports
+from edgecache.metrics import (
+    batch_registry,
+    connection_url,
+    push_metrics,
+    pushgateway_conn_json,
+    pushgateway_target,
+    read_reports,
+)
 from edgecache.redis_server import free_port
 from tests.conftest import ROOT
 from tests.services import http_get, process, require_binary
@@ -82,6 +90,20 @@ def test_the_evaluation_of_the_deployed_caches_is_pushed_with_the_run(tmp_path):
     assert got[("edgecache_evaluation_requests", ())] == 5000
     # the evaluation is not a stage of its own in the durations
     assert ("edgecache_batch_stage_duration_seconds", (("stage", "evaluate"),)) not in got
+
+
+def test_the_push_goes_to_the_pushgateway_connection_else_the_variable_else_a_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))  # no metadata DB needed: connections from the environment
+    monkeypatch.delenv("AIRFLOW_CONN_PUSHGATEWAY_DEFAULT", raising=False)
+    monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
+    assert pushgateway_target() is None
+    monkeypatch.setenv("PUSHGATEWAY_URL", "http://127.0.0.1:9999")
+    assert pushgateway_target() == "http://127.0.0.1:9999"
+    monkeypatch.setenv("AIRFLOW_CONN_PUSHGATEWAY_DEFAULT", pushgateway_conn_json("https://gateway.example:9091"))
+    assert pushgateway_target() == "https://gateway.example:9091"  # the connection wins
+    assert connection_url("http://10.0.0.5", 9091, None) == "http://10.0.0.5:9091"
+    with pytest.raises(ValueError, match="not a Pushgateway URL"):
+        pushgateway_conn_json("127.0.0.1")
 
 
 def test_text_file_is_served_by_the_exporter(tmp_path):

@@ -8,6 +8,7 @@ and prints what the run produced.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from urllib.parse import unquote, urlparse
 from edgecache.java import require_java
 from edgecache.keys import LAST_WARM_KEY, user_key, user_topk_key
 from edgecache.layout import Layout, read_json
-from edgecache.metrics import read_reports
+from edgecache.metrics import pushgateway_conn_json, read_reports
 from edgecache.redis_conn import Client, connect, split_cluster_flag
 from edgecache.redis_server import EmbeddedRedis
 from edgecache.settings import PROJECT_ROOT, Settings
@@ -73,6 +74,8 @@ def airflow_env(settings: Settings, redis_url: str, airflow_home: Path) -> dict[
     )
     env.setdefault("AIRFLOW_CONN_SPARK_DEFAULT", spark_conn_json(settings.spark_master))
     env.setdefault("AIRFLOW_CONN_REDIS_DEFAULT", redis_conn_json(redis_url))
+    if env.get("PUSHGATEWAY_URL"):
+        env.setdefault("AIRFLOW_CONN_PUSHGATEWAY_DEFAULT", pushgateway_conn_json(env["PUSHGATEWAY_URL"]))
     return env
 
 
@@ -90,17 +93,25 @@ def airflow(args: list[str], env: dict[str, str], log: Path | None = None) -> No
         raise RuntimeError(f"`airflow {' '.join(args)}` failed with exit {out.returncode}{where}:\n{tail}")
 
 
-def task_durations(env: dict[str, str], date: str) -> dict[str, dict[str, Any]]:
-    """State and wall time of each task of the DAG run for ``date``, from the metadata DB."""
+def task_durations(env: dict[str, str], date: str, started: dt.datetime | None = None) -> dict[str, dict[str, Any]]:
+    """State and wall time of each task of the DAG run for ``date``, from the metadata DB.
+
+    ``started``: when the run really began. ``airflow dags test`` dates a run's start at its
+    logical date, so the UI would show a run of last year as lasting a year; the run's
+    start is set to ``started`` instead (when it is earlier than that)."""
     code = f"""
+import datetime as dt
 import json
 from sqlalchemy import select
 from airflow.models import DagRun, TaskInstance
 from airflow.utils.session import create_session
+started = {started.isoformat() if started else None!r}
 with create_session() as s:
     run = s.scalars(select(DagRun).where(DagRun.dag_id == {DAG_ID!r})
                     .order_by(DagRun.id.desc())).all()
     run = [r for r in run if r.logical_date and r.logical_date.date().isoformat() == {date!r}][0]
+    if started and (run.start_date is None or run.start_date < dt.datetime.fromisoformat(started)):
+        run.start_date = dt.datetime.fromisoformat(started)
     tis = s.scalars(select(TaskInstance).where(TaskInstance.dag_id == {DAG_ID!r},
                                                TaskInstance.run_id == run.run_id)).all()
     print(json.dumps({{ti.task_id: {{"state": str(ti.state), "seconds": ti.duration,
@@ -130,8 +141,9 @@ def run(date: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
         args += ["--conf", json.dumps(conf)]
     log = local / "logs" / f"dags-test-{date}.log"
     print(f"[run] airflow {' '.join(args)}   (log: {log})")
+    began = dt.datetime.now(dt.UTC)
     airflow(args, env, log)
-    durations = task_durations(env, date)
+    durations = task_durations(env, date, began)
     # One of generate_logs and ingest_logs is skipped by the branch on the source.
     failed = {t: d["state"] for t, d in durations.items() if d["state"] not in ("success", "skipped")}
     if failed:

