@@ -30,7 +30,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.tom
 	touch $@
 
 java: $(STAMP)
-	@$(BIN)/python -m edgecache.java
+	@$(BIN)/python -m edgecache.pipeline.java
 
 run: java
 	$(BIN)/edgecache run --date $(DATE)
@@ -47,7 +47,7 @@ test-fast: java system-tools
 	$(BIN)/python -m pytest -m "not e2e and not stack and not cluster"
 
 # The code paths ruff and mypy check (mypy's list is in pyproject.toml).
-LINTED := include dags spark_jobs
+LINTED := include dags spark_jobs tools
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
@@ -66,7 +66,7 @@ down: $(STAMP)
 	$(BIN)/edgecache down
 
 dashboards: $(STAMP)
-	$(BIN)/python -m edgecache.dashboards
+	$(BIN)/python -m edgecache.ops.dashboards
 
 redis-stop: $(STAMP)
 	$(BIN)/edgecache redis stop

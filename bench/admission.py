@@ -17,12 +17,12 @@ qualities:
   order with confident, decreasing scores: a degenerate model) and ``constant`` (a
   random order, every score equal).
 
-Families: the project's generator (``edgecache.workload``) at alpha 0.7, 0.9 and 1.1,
+Families: the project's generator (``edgecache.simulate.workload``) at alpha 0.7, 0.9 and 1.1,
 with per-edge traces; shapes built here that break its assumptions: IRM Zipf with no
 temporal locality, shot noise (titles that arrive, peak and die within hours or days) and
 one-day spikes over an IRM base; and the generator's own shapes: a very small catalog (1 %
 is two titles), a single tiny edge of a few hundred requests, movies only, high churn, and
-its shot noise model (``edgecache.snm``) with exponential and with short flat bursts.
+its shot noise model (``edgecache.simulate.snm``) with exponential and with short flat bursts.
 
 Each row is one family, mode and prediction; a cell gives the new policy's hit ratio minus
 the best classic's at that size, and the old policy's in brackets (object hit ratio; with
@@ -47,9 +47,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from edgecache.evaluate import SIZES_PCT, Catalog, Requests, capacities, edge_traces
+from edgecache.evaluation.report import SIZES_PCT, Catalog, Requests, capacities, edge_traces
 from edgecache.layout import write_json_atomic
-from edgecache.policies import STEPS, Hits, Ranking, Trace, default_workers, plan, run_step
+from edgecache.evaluation.policies import STEPS, Hits, Ranking, Trace, default_workers, plan, run_step
 
 HERE = Path(__file__).resolve().parent
 CLASSICS = ("LRU", "LFU", "S3-FIFO", "SIEVE")
@@ -81,7 +81,7 @@ def counts_of(catalog: Catalog, ids: np.ndarray) -> np.ndarray:
 def generator_family(alpha: float, quick: bool, **knobs: float | str) -> Family:
     """Two days of the project's generator; the second is replayed, the first predicts it."""
     from edgecache.settings import WorkloadParams
-    from edgecache.workload import build_workload, generate_chunk, n_chunks
+    from edgecache.simulate.workload import build_workload, generate_chunk, n_chunks
 
     params = WorkloadParams(alpha=alpha, bad_rate=0.0, **({"events": 12000} if quick else {}) | knobs)
     wl = build_workload(params)
@@ -282,7 +282,7 @@ def families(quick: bool, seed: int) -> list[Callable[[], Family]]:
         lambda: generator_family(0.9, quick, edges=1, users=150, events=400),  # one tiny edge
         lambda: generator_family(0.9, quick, series_share=0.0),  # movies only: no next episodes
         lambda: generator_family(0.9, quick, releases_per_day=2, titles=5000),  # high churn
-        # the project's other model: popularity made of bursts (edgecache.snm)
+        # the project's other model: popularity made of bursts (edgecache.simulate.snm)
         lambda: generator_family(0.9, quick, workload="snm"),
         lambda: generator_family(0.9, quick, workload="snm", snm_shape="uniform", snm_lifetime_days=3.0),
     ]

@@ -49,14 +49,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry
 
-from edgecache.cache import warm, warm_users
-from edgecache.delivery import Delivery, delivery_client
-from edgecache.delivery.auth import auth_header
-from edgecache.delivery.metrics import DeliveryMetrics
-from edgecache.delivery.replay import read_logs, replay
-from edgecache.jobs.evaluate import next_day
+from edgecache.serving.warm_cache import warm, warm_users
+from edgecache.serving.delivery import Delivery, delivery_client
+from edgecache.serving.delivery.auth import auth_header
+from edgecache.serving.delivery.metrics import DeliveryMetrics
+from edgecache.serving.delivery.replay import read_logs, replay
+from edgecache.evaluation.evaluate import next_day
 from edgecache.layout import Layout, write_json_atomic
-from edgecache.redis_server import EmbeddedRedis, free_port
+from edgecache.ops.redis_server import EmbeddedRedis, free_port
 from edgecache.settings import DEFAULT_DATE, Settings
 
 HERE = Path(__file__).resolve().parent

@@ -4,7 +4,7 @@
 
 A viewer's first request of a day is either their followed series' next episode or a
 fresh pick: half the time from their edge's taste, half from their favourite genre at
-that edge (``edgecache.workload``). With the true probabilities of that mix (which no
+that edge (``edgecache.simulate.workload``). With the true probabilities of that mix (which no
 model sees), the best 9 and 10 titles hold this share of the pick on average: the
 ceiling of per-user hit@10 on fresh picks.
 """
@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from edgecache.settings import WorkloadParams
-from edgecache.workload import GENRES, build_workload, day_index, item_probs
+from edgecache.simulate.workload import GENRES, build_workload, day_index, item_probs
 
 
 def main(argv: list[str] | None = None) -> int:

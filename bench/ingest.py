@@ -12,7 +12,7 @@ one SparkSession, each of these runs ``--repeat`` times and the best time counts
               validation that writes its events costs here;
   validate    the features job's validation of the day: every line checked (lines in the
               seed's shape by one pattern in the JVM, the others by
-              ``edgecache.validate.check_line`` in Python workers), events and quarantine
+              ``edgecache.pipeline.validate.check_line`` in Python workers), events and quarantine
               written, exact duplicates dropped, outcomes counted;
   from_json   for comparison, a bare ``from_json`` of every line into the record's fields
               (what Spark's own JSON reader costs, with none of the contract's checks).
@@ -58,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYSPARK_SUBMIT_ARGS", f"--driver-memory {args.driver_memory} pyspark-shell")
     from pyspark.sql import functions as F
 
-    from edgecache.jobs import generate, ingest
-    from edgecache.jobs.features import validate_day
+    from edgecache.pipeline import ingest_logs as ingest
+    from edgecache.simulate import generate_logs as generate
+    from edgecache.pipeline.features import validate_day
     from edgecache.layout import Layout
-    from edgecache.spark import get_spark
+    from edgecache.pipeline.spark import get_spark
 
     spark = get_spark("edgecache-bench-ingest", args.master)
     spark.conf.set("spark.sql.shuffle.partitions", "8")

@@ -5,7 +5,7 @@ Its wall time under spark-submit is the fixed cost every Spark task of the DAG p
 
 import sys
 
-from edgecache.spark import get_spark
+from edgecache.pipeline.spark import get_spark
 
 
 def main() -> int:

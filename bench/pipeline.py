@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from edgecache.layout import write_json_atomic
-from edgecache.localrun import run
+from edgecache.ops.localrun import run
 from edgecache.settings import DEFAULT_DATE, Settings
 
 HERE = Path(__file__).resolve().parent

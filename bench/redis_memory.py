@@ -7,7 +7,7 @@
 Builds the warm's inputs with pyarrow, in the layout the predict job writes them
 (``reference/catalog.parquet`` from the workload's own catalog generator,
 ``predictions/date=D/{users,prefetch,edge_demand}``, ``features/date=D/transitions``), then
-runs ``edgecache.cache.warm`` against a fresh embedded redis-server and reads the server's
+runs ``edgecache.serving.warm_cache.warm`` against a fresh embedded redis-server and reads the server's
 ``INFO memory`` (``used_memory``) before and after, and ``MEMORY USAGE`` of every edge key
 and of a sample of viewer keys. The keys and values are exactly what the warm writes:
 
@@ -53,8 +53,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import redis
 
-from edgecache.cache import MassInsert, top_followers, warm
-from edgecache.keys import (
+from edgecache.serving.warm_cache import MassInsert, top_followers, warm
+from edgecache.serving.keys import (
     CATALOG_KEY,
     LAST_WARM_KEY,
     edge_cache_key,
@@ -68,9 +68,9 @@ from edgecache.keys import (
 )
 from edgecache.layout import Layout, write_json_atomic
 from edgecache.serving.admission import ADMISSION_COUNTS
-from edgecache.redis_server import EmbeddedRedis, free_port
+from edgecache.ops.redis_server import EmbeddedRedis, free_port
 from edgecache.settings import DEFAULT_DATE, Settings, WorkloadParams
-from edgecache.workload import build_workload, edge_ids, user_ids
+from edgecache.simulate.workload import build_workload, edge_ids, user_ids
 
 HERE = Path(__file__).resolve().parent
 FOLLOWERS = 10  # titles the warm keeps per title in edge:{E}:trans (cache.TRANSITIONS_PER_TITLE)

@@ -5,7 +5,7 @@
 Builds a synthetic day with numpy (Zipf popularity over the catalog, a regional twist per
 edge, edges of unequal size, sizes of 0.4-2.7 GB, every run of eight titles one series) and a
 prediction drawn from a smaller "yesterday" of the same model (scores: its counts scaled to
-a day), then times ``edgecache.evaluate.replay``: eight policies,
+a day), then times ``edgecache.evaluation.report.replay``: eight policies,
 five sizes, caches counted in titles and in bytes, one cache per edge. The reference,
 measured in the same run on the same machine, is one plain libCacheSim LRU pass over the
 whole day as a single trace (10 % of the titles), so the ratio says how many such passes
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edgecache.evaluate import SIZES_PCT, Catalog, replay, write_trace_csv
+from edgecache.evaluation.report import SIZES_PCT, Catalog, replay, write_trace_csv
 from edgecache.layout import write_json_atomic
-from edgecache.policies import POLICIES, Ranking, Trace, default_workers, oracle_ranking
+from edgecache.evaluation.policies import POLICIES, Ranking, Trace, default_workers, oracle_ranking
 
 SERIES_LEN = 8  # titles 1-8, 9-16, ... are the episodes of one series each
 

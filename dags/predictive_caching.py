@@ -66,7 +66,7 @@ FEATURES = Asset(name="edgecache_features", uri=f"file://{DATA_DIR}/features")
 PREDICTIONS = Asset(name="edgecache_predictions", uri=f"file://{DATA_DIR}/predictions")
 EVALUATION = Asset(name="edgecache_evaluation", uri=f"file://{DATA_DIR}/evaluation")
 
-# Session defaults (time zone, shuffle partitions) come from edgecache.spark.get_spark;
+# Session defaults (time zone, shuffle partitions) come from edgecache.pipeline.spark.get_spark;
 # the Spark connection or these settings override them.
 SPARK_CONF = {"spark.ui.enabled": "false"}
 # A task that hangs (a stuck Spark job, a Redis that never answers) fails after this and is
@@ -210,7 +210,7 @@ def predictive_caching():
     def warm_cache(run_date: str) -> dict:
         from airflow.providers.redis.hooks.redis import RedisHook
 
-        from edgecache.cache import warm_stage
+        from edgecache.serving.warm_cache import warm_stage
 
         client = RedisHook(redis_conn_id="redis_default").get_conn()
         return warm_stage(client, SETTINGS.data_dir, run_date, SETTINGS.ttl_seconds)
@@ -219,8 +219,8 @@ def predictive_caching():
     # are the ones an operator most needs on the dashboards.
     @task(trigger_rule="all_done")
     def push_metrics(run_date: str) -> dict:
-        from edgecache.metrics import push_metrics as push
-        from edgecache.metrics import pushgateway_target
+        from edgecache.ops.push_metrics import push_metrics as push
+        from edgecache.ops.push_metrics import pushgateway_target
 
         # looked up when the task runs, never while the DAG is parsed
         return push(SETTINGS.data_dir, run_date, pushgateway_target())

@@ -15,7 +15,7 @@ import threading
 
 from prometheus_client import REGISTRY, start_http_server
 
-from edgecache.exporter import TextFileCollector
+from edgecache.ops.exporter import TextFileCollector
 from edgecache.layout import Layout
 from edgecache.settings import Settings
 

@@ -1,8 +1,8 @@
-"""spark-submit entry point: the features job (see edgecache.jobs.features)."""
+"""spark-submit entry point: the features job (see edgecache.pipeline.features)."""
 
 import sys
 
-from edgecache.jobs.features import main
+from edgecache.pipeline.features import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

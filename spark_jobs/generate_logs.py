@@ -1,8 +1,8 @@
-"""spark-submit entry point: generate one day of viewing logs (see edgecache.jobs.generate)."""
+"""spark-submit entry point: generate one day of viewing logs (see edgecache.simulate.generate_logs)."""
 
 import sys
 
-from edgecache.jobs.generate import main
+from edgecache.simulate.generate_logs import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -1,8 +1,8 @@
-"""spark-submit entry point: the ingest job (see edgecache.jobs.ingest)."""
+"""spark-submit entry point: the ingest job (see edgecache.pipeline.ingest_logs)."""
 
 import sys
 
-from edgecache.jobs.ingest import main
+from edgecache.pipeline.ingest_logs import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

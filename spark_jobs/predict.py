@@ -1,8 +1,8 @@
-"""spark-submit entry point: the predict job (see edgecache.jobs.predict)."""
+"""spark-submit entry point: the predict job (see edgecache.pipeline.predict)."""
 
 import sys
 
-from edgecache.jobs.predict import main
+from edgecache.pipeline.predict import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -24,7 +24,7 @@ logging.getLogger("py4j").setLevel(logging.WARNING)
 
 @pytest.fixture(scope="session")
 def spark():
-    from edgecache.spark import get_spark
+    from edgecache.pipeline.spark import get_spark
 
     session = get_spark("edgecache-tests", "local[2]")
     session.conf.set("spark.sql.shuffle.partitions", "2")
@@ -34,7 +34,7 @@ def spark():
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    from edgecache.redis_server import EmbeddedRedis, free_port
+    from edgecache.ops.redis_server import EmbeddedRedis, free_port
 
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port())
     assert server.start(), "a redis-server was already listening on the chosen port"
@@ -56,9 +56,9 @@ def small_delivery(tmp_path, redis_client):
     its own metrics registry: (delivery, registry, client)."""
     from prometheus_client import CollectorRegistry
 
-    from edgecache.cache import warm
-    from edgecache.delivery import Delivery
-    from edgecache.delivery.metrics import DeliveryMetrics
+    from edgecache.serving.warm_cache import warm
+    from edgecache.serving.delivery import Delivery
+    from edgecache.serving.delivery.metrics import DeliveryMetrics
     from tests.delivery_data import CATALOG, DATE, DEMAND, PREFETCH, TRANSITIONS, TTL, write_day
 
     write_day(tmp_path, CATALOG, PREFETCH, DEMAND, TRANSITIONS)

@@ -10,10 +10,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from edgecache.cache import day_start
-from edgecache.evaluate import Catalog
+from edgecache.serving.warm_cache import day_start
+from edgecache.evaluation.report import Catalog
 from edgecache.layout import Layout
-from edgecache.policies import Ranking, Trace
+from edgecache.evaluation.policies import Ranking, Trace
 
 DATE = "2025-04-12"
 T0 = day_start(DATE) + 86400  # the predictions are for D+1

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecache.redis_server import EmbeddedRedis, redis_cli_binary
+from edgecache.ops.redis_server import EmbeddedRedis
+from edgecache.serving.redis_conn import redis_cli_binary
 
 
 def require_binary(name: str, debian_package: str, search: str | None = None) -> str:
@@ -75,7 +76,7 @@ def spark_standalone(workdir, cores: int = 2, memory: str = "2g", timeout: float
     pip's pyspark ships; yields the master URL and stops both afterwards."""
     import sys
 
-    from edgecache.redis_server import free_port
+    from edgecache.ops.redis_server import free_port
 
     spark_class = str(Path(sys.executable).parent / "spark-class")
     port, ui_port, worker_ui = free_port(), free_port(), free_port()
@@ -152,7 +153,7 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        """A seed node, marked as a cluster for ``edgecache.redis_conn.connect``."""
+        """A seed node, marked as a cluster for ``edgecache.serving.redis_conn.connect``."""
         return f"redis://127.0.0.1:{self.ports[0]}/0?cluster=true"
 
     def start(self, timeout: float = 30.0) -> None:

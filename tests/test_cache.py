@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgecache.cache import json_lists, latest_predictions, rewarm_ttl, warm, warm_stage
-from edgecache.keys import (
+from edgecache.serving.warm_cache import json_lists, latest_predictions, rewarm_ttl, warm, warm_stage
+from edgecache.serving.keys import (
     CATALOG_KEY,
     LAST_WARM_KEY,
     edge_cache_key,
@@ -141,7 +141,7 @@ def test_edge_cache_is_replaced_not_merged(tmp_path, redis_client):
 
 
 def test_failed_warm_leaves_previous_predictions_serving(tmp_path, redis_client, monkeypatch):
-    monkeypatch.setattr("edgecache.cache.USERS_PER_BATCH", 2000)
+    monkeypatch.setattr("edgecache.serving.warm_cache.USERS_PER_BATCH", 2000)
     redis_client.set(user_key("U004999"), "YESTERDAY")
     redis_client.hset(LAST_WARM_KEY, mapping={"date": "2025-04-11"})
     # A forged id in the last batch: the warm must stop before writing that batch.

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from edgecache.candidates import (
+from edgecache.pipeline.candidates import (
     FEATURES,
     LOG_FLOOR,
     SOURCES,
@@ -19,7 +19,7 @@ from edgecache.candidates import (
     sample_users,
     with_labels,
 )
-from edgecache.features import build_features, title_features
+from edgecache.pipeline.features import build_features, title_features
 from tests.tiny import DAY, EVENTS_SCHEMA, catalog_df, events_df, multi_df
 
 ln, E = math.log, math.exp

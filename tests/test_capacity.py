@@ -1,4 +1,4 @@
-"""The capacity model's arithmetic (bench/capacity.py) on made-up inputs, and the page
+"""The capacity model's arithmetic (tools/capacity.py) on made-up inputs, and the page
 docs/capacity.md against the model."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_capacity():
-    """bench/capacity.py by path (bench/ is not a package, and putting it on sys.path would let
+    """tools/capacity.py by path (tools/ is not a package, and putting it on sys.path would let
     its script names shadow other modules for the whole test session)."""
-    spec = importlib.util.spec_from_file_location("bench_capacity", ROOT / "bench" / "capacity.py")
+    spec = importlib.util.spec_from_file_location("tools_capacity", ROOT / "tools" / "capacity.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
@@ -151,8 +151,8 @@ def test_a_top_k_the_memory_run_did_not_measure_is_refused():
 
 
 def test_the_page_quotes_the_model():
-    """docs/capacity.md's figures are what bench/capacity.py computes from the inputs the page
-    keeps (refresh with ``python bench/capacity.py --write-doc``)."""
+    """docs/capacity.md's figures are what tools/capacity.py computes from the inputs the page
+    keeps (refresh with ``python tools/capacity.py --write-doc``)."""
     text = (ROOT / "docs" / "capacity.md").read_text()
     targets, inputs = doc_inputs(text)
     assert targets == Targets(), "the page is written for the default targets"

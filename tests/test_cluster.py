@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.cluster import RedisCluster
 
-from edgecache.cache import warm
-from edgecache.delivery import Delivery, delivery_client
-from edgecache.delivery.metrics import DeliveryMetrics
-from edgecache.localrun import redis_conn_json
-from edgecache.redis_conn import connect, is_cluster, split_cluster_flag
+from edgecache.serving.warm_cache import warm
+from edgecache.serving.delivery import Delivery, delivery_client
+from edgecache.serving.delivery.metrics import DeliveryMetrics
+from edgecache.ops.localrun import redis_conn_json
+from edgecache.serving.redis_conn import connect, is_cluster, split_cluster_flag
 from tests.delivery_data import DATE, TTL, seeded_day
 from tests.services import LocalCluster, free_cluster_port, require_binary
 from tests.test_cache import PREFETCH, USERS, snapshot, write_predictions

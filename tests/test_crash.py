@@ -26,9 +26,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from edgecache.features import FEATURE_TABLES
-from edgecache.jobs import evaluate, features, generate, predict
-from edgecache.jobs.common import InputError
+from edgecache.pipeline.features import FEATURE_TABLES
+from edgecache.evaluation import evaluate
+from edgecache.pipeline import features, predict
+from edgecache.simulate import generate_logs as generate
+from edgecache.pipeline.job import InputError
 from edgecache.layout import COMMIT_MARKER, Layout, committed, discard, staging, write_json_atomic
 from tests.test_jobs import CACHE_GB, SMALL, table
 

@@ -115,7 +115,7 @@ def test_run_date_renders_for_runs_with_and_without_a_logical_date(dagbag):
 def test_every_workload_knob_is_a_param_passed_to_generate(dagbag):
     from dataclasses import fields
 
-    from edgecache.jobs.generate import build_parser
+    from edgecache.simulate.generate_logs import build_parser
     from edgecache.settings import WorkloadParams
 
     dag = dagbag.dags["predictive_caching"]
@@ -129,7 +129,7 @@ def test_every_workload_knob_is_a_param_passed_to_generate(dagbag):
 
 
 def test_federated_settings_are_params_passed_to_predict(dagbag):
-    from edgecache.jobs.predict import build_parser
+    from edgecache.pipeline.predict import build_parser
 
     dag = dagbag.dags["predictive_caching"]
     args = dag.get_task("spark_predict").application_args
@@ -145,7 +145,7 @@ def test_federated_settings_are_params_passed_to_predict(dagbag):
 
 def test_federated_params_and_flags_come_from_one_definition(dagbag, capsys):
     from edgecache.federated.config import KNOBS, FedConfig
-    from edgecache.jobs.predict import build_parser, fed_config
+    from edgecache.pipeline.predict import build_parser, fed_config
 
     dag = dagbag.dags["predictive_caching"]
     parsed = build_parser().parse_args(["--date", "2025-04-12"])

@@ -8,12 +8,12 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edgecache.cache import warm
-from edgecache.delivery import Delivery, DeliveryError
-from edgecache.delivery.core import ActiveUsers, parse_time
-from edgecache.delivery.metrics import DeliveryMetrics
-from edgecache.keys import edge_cache_key, edge_meta_key, edge_sizes_key, user_key, user_topk_key
-from edgecache.policies import Trace, hit_ratios
+from edgecache.serving.warm_cache import warm
+from edgecache.serving.delivery import Delivery, DeliveryError
+from edgecache.serving.delivery.core import ActiveUsers, parse_time
+from edgecache.serving.delivery.metrics import DeliveryMetrics
+from edgecache.serving.keys import edge_cache_key, edge_meta_key, edge_sizes_key, user_key, user_topk_key
+from edgecache.evaluation.policies import Trace, hit_ratios
 from edgecache.serving.admission import ADMISSION_EPS, ADMISSION_TAU, RANKINGS
 from tests.delivery_data import DATE, T0, TTL, seeded_day
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from edgecache.demand import (
+from edgecache.pipeline.demand import (
     DEMAND_FEATURES,
     demand_rows,
     fill_traffic,
@@ -16,7 +16,7 @@ from edgecache.demand import (
     viewers,
     with_request_counts,
 )
-from edgecache.features import edge_popularity, title_features
+from edgecache.pipeline.features import edge_popularity, title_features
 from tests.tiny import DAY, EVENTS_SCHEMA, catalog_df, window_df
 
 ln, E = math.log, math.exp

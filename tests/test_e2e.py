@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from edgecache.keys import edge_cache_key, user_key, user_topk_key
-from edgecache.features import FEATURE_TABLES
+from edgecache.serving.keys import edge_cache_key, user_key, user_topk_key
+from edgecache.pipeline.features import FEATURE_TABLES
 from edgecache.layout import Layout, read_json
 from tests.test_cache import snapshot
 from tests.test_jobs import table, text_lines
@@ -141,7 +141,7 @@ def test_evaluate_task_writes_its_report(two_runs):
 
 
 PROBE = """
-from edgecache.spark import get_spark
+from edgecache.pipeline.spark import get_spark
 spark = get_spark("edgecache-probe")
 import edgecache
 print("EXECUTOR", spark.sparkContext.parallelize([0, 1], 2).map(lambda _: __import__("edgecache").__file__).collect())
@@ -192,8 +192,8 @@ def test_the_spark_jobs_on_a_standalone_cluster_give_the_local_outputs(two_runs,
 def test_replay_through_the_service_matches_the_evaluation(two_runs, redis_server):
     """D+1's logs sent through an edge service warmed by the DAG give the hit ratio the
     evaluation computed for the caches as deployed (last: it changes the caches in Redis)."""
-    from edgecache.delivery.replay import replay
-    from edgecache.redis_server import free_port
+    from edgecache.serving.delivery.replay import replay
+    from edgecache.ops.redis_server import free_port
     from tests.services import process
 
     layout = two_runs["layout"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from edgecache.evaluate import (
+from edgecache.evaluation.report import (
     CSV_HEADER,
     Catalog,
     Requests,
@@ -25,10 +25,11 @@ from edgecache.evaluate import (
     user_metrics,
     write_outputs,
 )
-from edgecache.jobs import evaluate as job
-from edgecache.jobs import features, generate, predict
+from edgecache.evaluation import evaluate as job
+from edgecache.pipeline import features, predict
+from edgecache.simulate import generate_logs as generate
 from edgecache.layout import Layout, read_json
-from edgecache.policies import POLICIES
+from edgecache.evaluation.policies import POLICIES
 
 DATE, NEXT = "2025-04-12", "2025-04-13"
 T0 = 1744502400  # 2025-04-13 00:00:00 UTC

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from edgecache.features import (
+from edgecache.pipeline.features import (
     FEATURE_TABLES,
     build_features,
     edge_popularity,

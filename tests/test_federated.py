@@ -20,7 +20,7 @@ from edgecache.federated.secagg import SCALE, Client, decode, encode, unmask_sum
 from edgecache.federated.server import Privacy, aggregate, average_of_sums, fedavg, plain_sum, run_rounds
 from edgecache.federated.config import FedConfig
 from edgecache.federated.training import apply_by_edge, train_federated, train_local
-from edgecache.scorer import LinearModel, fit_logistic
+from edgecache.pipeline.scorer import LinearModel, fit_logistic
 
 EDGES = ("edge-01", "edge-02", "edge-03", "edge-04")
 
@@ -356,7 +356,7 @@ def test_runs_without_dp_do_not_load_the_accountant():
     import subprocess
     import sys
 
-    code = ("import sys, edgecache.jobs.predict, edgecache.federated.training; "
+    code = ("import sys, edgecache.pipeline.predict, edgecache.federated.training; "
             "print('dp_accounting' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

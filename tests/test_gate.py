@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from edgecache.evaluate import popularity_predictions
-from edgecache.gate import (
+from edgecache.evaluation.report import popularity_predictions
+from edgecache.pipeline.gate import (
     LIST_MODELS,
     PREFETCH_MODELS,
     choose,
@@ -23,10 +23,11 @@ from edgecache.gate import (
     prefetch_hit_ratios,
     requests_by_title,
 )
-from edgecache.jobs import ingest, features, predict
+from edgecache.pipeline import features, predict
+from edgecache.pipeline import ingest_logs as ingest
 from edgecache.layout import Layout, read_json
-from edgecache.metrics import batch_registry, read_reports
-from edgecache.scorer import LinearModel, fit_poisson_checked, poisson_newton
+from edgecache.ops.push_metrics import batch_registry, read_reports
+from edgecache.pipeline.scorer import LinearModel, fit_poisson_checked, poisson_newton
 from tests.operator_logs import TITLES, day_records, write_catalog_csv, write_day
 from tests.services import require_binary
 from tests.test_monitoring import MON
@@ -83,7 +84,7 @@ def test_poisson_fit_in_spark_samples_zero_counts_without_bias(spark, monkeypatc
     y[::2] = 0.0  # many zero counts, as in the demand rows
     rows = spark.createDataFrame(pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "label": y}))
     whole = fit_poisson_checked(rows, ["a", "b"])
-    monkeypatch.setattr("edgecache.scorer.MAX_POISSON_ROWS", 2_500)
+    monkeypatch.setattr("edgecache.pipeline.scorer.MAX_POISSON_ROWS", 2_500)
     sampled = fit_poisson_checked(rows, ["a", "b"])
     assert whole.converged and sampled.converged
     assert [sampled.model.intercept, *sampled.model.weights] == pytest.approx(

@@ -14,9 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from edgecache.catalog import BYTES_PER_SECOND
-from edgecache.jobs import evaluate, features, ingest, predict
+from edgecache.evaluation import evaluate
+from edgecache.pipeline import features, predict
+from edgecache.pipeline import ingest_logs as ingest
 from edgecache.layout import Layout, read_json
-from edgecache.validate import Event, sort_lines
+from edgecache.pipeline.validate import Event, sort_lines
 from tests.operator_logs import EDGES, TITLES, day_records, write_catalog_csv, write_day
 from tests.test_validate import BAD
 

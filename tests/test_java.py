@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from edgecache.java import java_major_version, require_java
+from edgecache.pipeline.java import java_major_version, require_java
 
 
 def _env_without_java(tmp_path) -> dict[str, str]:
@@ -16,7 +16,7 @@ def _env_without_java(tmp_path) -> dict[str, str]:
 
 
 def test_java_check_reports_missing_java_with_install_hint(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "edgecache.java"], env=_env_without_java(tmp_path),
+    out = subprocess.run([sys.executable, "-m", "edgecache.pipeline.java"], env=_env_without_java(tmp_path),
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "Java was not found" in out.stderr

@@ -9,10 +9,11 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from edgecache.jobs import features, generate, predict
+from edgecache.pipeline import features, predict
+from edgecache.simulate import generate_logs as generate
 from edgecache.layout import COMMIT_MARKER, Layout, read_json
 from tests.test_validate import BAD
-from edgecache.features import FEATURE_TABLES
+from edgecache.pipeline.features import FEATURE_TABLES
 from tests.tiny import EVENTS, catalog_df
 
 DATE = "2025-04-12"

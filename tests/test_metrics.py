@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgecache.layout import Layout, write_json_atomic
-from edgecache.metrics import (
+from edgecache.ops.push_metrics import (
     batch_registry,
     connection_url,
     push_metrics,
@@ -17,7 +17,7 @@ from edgecache.metrics import (
     pushgateway_target,
     read_reports,
 )
-from edgecache.redis_server import free_port
+from edgecache.ops.redis_server import free_port
 from tests.conftest import ROOT
 from tests.services import http_get, process, require_binary
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgecache.dashboards import DASHBOARDS, OUT_DIR, render
-from edgecache.redis_conn import redact
-from edgecache.stack import Ports, prometheus_config, split_edges
-from edgecache.statsd_bridge import BadLine, Bridge, load_mapping, parse_line
+from edgecache.ops.dashboards import DASHBOARDS, OUT_DIR, render
+from edgecache.serving.redis_conn import redact
+from edgecache.ops.stack import Ports, prometheus_config, split_edges
+from edgecache.ops.statsd_bridge import BadLine, Bridge, load_mapping, parse_line
 from tests.services import require_binary, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]

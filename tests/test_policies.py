@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecache.policies import (
+from edgecache.evaluation.policies import (
     ADMISSION_BOOST,
     ADMISSION_TAU,
     LEAD_ORDER,

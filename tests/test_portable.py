@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edgecache.candidates import materialize, title_shares
-from edgecache.features import edge_popularity, in_window, title_features
-from edgecache.filesystems import remove_tree, stable_part_names
+from edgecache.pipeline.candidates import materialize, title_shares
+from edgecache.pipeline.features import edge_popularity, in_window, title_features
+from edgecache.pipeline.filesystems import remove_tree, stable_part_names
 from edgecache.settings import Settings
-from edgecache.spark import drop_checkpoints
+from edgecache.pipeline.spark import drop_checkpoints
 from tests.tiny import DAY, catalog_df, multi_df
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_the_evaluation_reads_its_inputs_through_spark(spark, tmp_path, monkeypa
     system Spark reaches), never a local Parquet reader."""
     import pyarrow.parquet as pq
 
-    from edgecache.jobs.evaluate import read_parquet, validated_events
+    from edgecache.evaluation.evaluate import read_parquet, validated_events
     from edgecache.layout import Layout
 
     layout = Layout(tmp_path)
@@ -153,7 +153,7 @@ def test_the_evaluation_reads_its_inputs_through_spark(spark, tmp_path, monkeypa
 
 
 def test_jobs_side_by_side_keep_their_order_and_raise_after_all_end(spark):
-    from edgecache.spark import in_parallel
+    from edgecache.pipeline.spark import in_parallel
 
     done = []
 

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from edgecache.candidates import SOURCES
-from edgecache.features import edge_popularity, in_window, title_features, transitions, user_features
-from edgecache.predict import edge_demand, predict_users, rank_users
+from edgecache.pipeline.candidates import SOURCES
+from edgecache.pipeline.features import edge_popularity, in_window, title_features, transitions, user_features
+from edgecache.pipeline.ranking import edge_demand, predict_users, rank_users
 from tests.tiny import DAY, catalog_df, window_df
 
 

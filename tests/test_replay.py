@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecache.delivery.replay import classify, replay
+from edgecache.serving.delivery.replay import classify, replay
 from edgecache.layout import Layout
 
 DATE = "2025-04-13"

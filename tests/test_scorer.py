@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from edgecache.scorer import LinearModel, apply, auc, fit_logistic, fit_poisson, negative_sample
+from edgecache.pipeline.scorer import LinearModel, apply, auc, fit_logistic, fit_poisson, negative_sample
 
 MODEL = LinearModel(("a", "b"), (0.5, -1.25), -0.1, "logit")
 POINTS = [(0.0, 0.0), (1.0, 2.0), (-3.0, 0.5), (4.0, -2.0)]

@@ -23,13 +23,13 @@ import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgecache.cache import warm_stage
-from edgecache.delivery import Delivery
-from edgecache.delivery.metrics import DeliveryMetrics
-from edgecache.keys import edge_meta_key, user_key, user_topk_key
+from edgecache.serving.warm_cache import warm_stage
+from edgecache.serving.delivery import Delivery
+from edgecache.serving.delivery.metrics import DeliveryMetrics
+from edgecache.serving.keys import edge_meta_key, user_key, user_topk_key
 from edgecache.layout import COMMIT_MARKER, Layout, write_json_atomic
-from edgecache.redis_conn import RedisAccessError, check_access
-from edgecache.redis_server import EmbeddedRedis, free_port, redis_server_binary
+from edgecache.serving.redis_conn import RedisAccessError, check_access
+from edgecache.ops.redis_server import EmbeddedRedis, free_port, redis_server_binary
 from tests.delivery_data import CATALOG, DATE, DEMAND, PREFETCH, T0, TRANSITIONS, TTL, write_day
 from tests.services import require_binary, wait_http
 
@@ -74,14 +74,14 @@ def all_ttls(client: redis.Redis) -> dict[str, int]:
 
 
 def lines_of(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "edgecache.delivery"]
+    return [r.getMessage() for r in caplog.records if r.name == "edgecache.serving.delivery"]
 
 
 # --- in process: the marker, the re-warm and its bounds ---------------------------------------
 
 
 def test_a_lost_warm_is_reported_and_rewarmed_from_disk(tmp_path, redis_client, caplog):
-    caplog.set_level(logging.WARNING, logger="edgecache.delivery")
+    caplog.set_level(logging.WARNING, logger="edgecache.serving.delivery")
     write_complete_day(tmp_path)
     warm_stage(redis_client, tmp_path, DATE, TTL)
     d, registry, _ = delivery(redis_client, tmp_path)
@@ -129,7 +129,7 @@ def test_a_warm_made_elsewhere_is_taken_up_at_the_next_check(tmp_path, redis_cli
 
 
 def test_rewarm_attempts_are_bounded_logged_and_counted(tmp_path, redis_client, caplog):
-    caplog.set_level(logging.WARNING, logger="edgecache.delivery")
+    caplog.set_level(logging.WARNING, logger="edgecache.serving.delivery")
     data = tmp_path / "data"
     d, registry, clock = delivery(redis_client, data)
     assert d.heal() == {"E1": "no_predictions"}  # Redis empty, nothing on disk

@@ -23,14 +23,14 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgecache.cache import warm
-from edgecache.delivery import Delivery
-from edgecache.delivery.auth import auth_header
-from edgecache.delivery.metrics import DeliveryMetrics
-from edgecache.delivery.replay import loopback_url, read_logs, replay
-from edgecache.delivery.service import MAX_BODY, RateLimiter, TimeWindow, create_app
-from edgecache.keys import edge_cache_key
-from edgecache.redis_server import EmbeddedRedis, free_port
+from edgecache.serving.warm_cache import warm
+from edgecache.serving.delivery import Delivery
+from edgecache.serving.delivery.auth import auth_header
+from edgecache.serving.delivery.metrics import DeliveryMetrics
+from edgecache.serving.delivery.replay import loopback_url, read_logs, replay
+from edgecache.serving.delivery.service import MAX_BODY, RateLimiter, TimeWindow, create_app
+from edgecache.serving.keys import edge_cache_key
+from edgecache.ops.redis_server import EmbeddedRedis, free_port
 from tests.services import process
 from tests.delivery_data import CATALOG, DATE, DEMAND, PREFETCH, T0, TRANSITIONS, TTL, write_day
 
@@ -535,7 +535,7 @@ def test_a_dead_workers_live_gauges_leave_the_metrics(tmp_path):
     after uvicorn has replaced it."""
     from prometheus_client import CollectorRegistry, multiprocess
 
-    from edgecache.delivery.service import LiveWorkersCollector, reap_dead_workers
+    from edgecache.serving.delivery.service import LiveWorkersCollector, reap_dead_workers
 
     code = ("import sys, time; from prometheus_client import Gauge; "
             "Gauge('edgecache_redis_up', 'up', ['edge'], multiprocess_mode='livemin').labels('E1').set(int(sys.argv[1])); "
@@ -573,7 +573,7 @@ def test_worker_connections_have_nagle_off():
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-    from edgecache.delivery.service import NoDelayHttp
+    from edgecache.serving.delivery.service import NoDelayHttp
 
     async def nodelay_of_accepted(protocol: type) -> int:
         config = Config(app=lambda scope, receive, send: None, lifespan="off")

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from edgecache.dashboards import DASHBOARDS, queries
+from edgecache.ops.dashboards import DASHBOARDS, queries
 from tests.services import require_binary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgecache.validate import (
+from edgecache.pipeline.validate import (
     REASONS,
     Event,
     accepted,

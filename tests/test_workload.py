@@ -12,10 +12,10 @@ import pytest
 
 from edgecache.schema import DEVICES, LOG_FIELDS, is_valid_id
 from edgecache.settings import WorkloadParams
-from edgecache.workload import (
-    CHUNK_USERS, GENRES, _follow_draws, _followed_series, _pick, build_workload, chunk_users, day_index,
-    generate_chunk, n_chunks,
+from edgecache.simulate.base import (
+    CHUNK_USERS, GENRES, _follow_draws, _followed_series, _pick, chunk_users, day_index, n_chunks,
 )
+from edgecache.simulate.workload import build_workload, generate_chunk
 
 DATE = "2025-04-12"
 PARAMS = WorkloadParams(users=12000, edges=8, titles=1500, events=30000, seed=7, bad_rate=0.0)
@@ -217,7 +217,7 @@ def test_new_knobs_come_from_the_environment(monkeypatch):
 
 
 def test_generate_takes_every_knob_as_a_flag():
-    from edgecache.jobs.generate import build_parser, params_from_args
+    from edgecache.simulate.generate_logs import build_parser, params_from_args
 
     parser = build_parser()
     args = parser.parse_args(["--date", DATE, "--workload", "snm", "--series-share", "0", "--releases-per-day", "2",
@@ -302,7 +302,7 @@ def test_snm_same_seed_and_date_give_the_same_lines():
 
 
 def test_snm_records_follow_the_contract():
-    from edgecache.validate import check_line
+    from edgecache.pipeline.validate import check_line
 
     df = day(SNM)
     assert list(df.columns[: len(LOG_FIELDS)]) == list(LOG_FIELDS)
@@ -390,9 +390,10 @@ def test_picks_stay_in_their_row_with_many_items_and_small_int_rows():
 def test_the_generate_job_writes_snm_logs_that_validate(tmp_path, spark):
     """Spark end to end: the job's files hold exactly the numpy lines, and only the injected
     bad lines are quarantined."""
-    from edgecache.jobs import features, generate
+    from edgecache.pipeline import features
+    from edgecache.simulate import generate_logs as generate
     from edgecache.layout import Layout
-    from edgecache.validate import check_line
+    from edgecache.pipeline.validate import check_line
 
     params = WorkloadParams(workload="snm", users=300, edges=3, titles=400, events=2000, series_share=0.1,
                             bad_rate=0.02)

@@ -79,7 +79,7 @@ def events_df(spark):
 
 def window_df(spark):
     """EVENTS as the one-day window ending at DAY: every event has age_days 0."""
-    from edgecache.features import in_window
+    from edgecache.pipeline.features import in_window
 
     return in_window(events_df(spark), DAY, 1)
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 
-from edgecache.java import JavaNotFoundError
+from edgecache.pipeline.java import JavaNotFoundError
 from edgecache.settings import DEFAULT_DATE, PROJECT_ROOT, Settings
 
 
@@ -33,17 +33,27 @@ def _spark_job(module: str) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
         import importlib
 
-        return importlib.import_module(f"edgecache.jobs.{module}").main(argv)
+        return importlib.import_module(f"edgecache.{module}").main(argv)
 
     return run
 
 
-SPARK_JOBS = {name: _spark_job(name) for name in ("generate", "ingest", "features", "predict", "evaluate")}
+# The CLI's name of each Spark stage, and its module.
+SPARK_JOBS = {
+    name: _spark_job(module)
+    for name, module in (
+        ("generate", "simulate.generate_logs"),
+        ("ingest", "pipeline.ingest_logs"),
+        ("features", "pipeline.features"),
+        ("predict", "pipeline.predict"),
+        ("evaluate", "evaluation.evaluate"),
+    )
+}
 
 
 def _redis_client(url: str | None):
-    from edgecache.redis_conn import connect
-    from edgecache.redis_server import EmbeddedRedis
+    from edgecache.ops.redis_server import EmbeddedRedis
+    from edgecache.serving.redis_conn import connect
 
     if url is None:
         server = EmbeddedRedis(Settings.from_env().local_dir / "redis")
@@ -220,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         # Redis refused the credentials or did not answer (the warm, serve's start-up
         # check): one line naming the server and the problem. redis is imported only here,
         # so commands that never touch it start without it.
-        from edgecache.redis_conn import RedisAccessError
+        from edgecache.serving.redis_conn import RedisAccessError
 
         if not isinstance(exc, RedisAccessError):
             raise
@@ -232,23 +242,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if args.command == "warm":
-        from edgecache.cache import warm_stage
+        from edgecache.serving.warm_cache import warm_stage
 
         report = warm_stage(_redis_client(args.redis_url), Path(args.data_dir).resolve(), args.date, args.ttl)
         print(json.dumps(report, indent=2))
     elif args.command == "push-metrics":
-        from edgecache.metrics import push_metrics
+        from edgecache.ops.push_metrics import push_metrics
 
         print(json.dumps(push_metrics(Path(args.data_dir).resolve(), args.date, args.pushgateway_url), indent=2))
     elif args.command == "run":
-        from edgecache.localrun import format_summary, run
+        from edgecache.ops.localrun import format_summary, run
 
         print(format_summary(run(args.date, json.loads(args.conf) if args.conf else None)))
     elif args.command == "serve":
         return _serve(args)
     elif args.command == "replay":
-        from edgecache.delivery.replay import main as replay_main
         from edgecache.layout import Layout
+        from edgecache.serving.delivery.replay import main as replay_main
 
         return replay_main(
             args.service,
@@ -260,22 +270,22 @@ def _dispatch(args: argparse.Namespace) -> int:
             as_json=args.json,
         )
     elif args.command == "statsd-bridge":
-        from edgecache.statsd_bridge import serve
+        from edgecache.ops.statsd_bridge import serve
 
         try:
             serve(Path(args.mapping), args.statsd_port, args.port, args.bind)
         except KeyboardInterrupt:
             pass
     elif args.command == "up":
-        from edgecache.stack import up
+        from edgecache.ops.stack import up
 
         return up()
     elif args.command == "down":
-        from edgecache.stack import down
+        from edgecache.ops.stack import down
 
         return down()
     elif args.command == "redis":
-        from edgecache.redis_server import EmbeddedRedis
+        from edgecache.ops.redis_server import EmbeddedRedis
 
         server = EmbeddedRedis(Settings.from_env().local_dir / "redis")
         if args.action == "start":
@@ -300,9 +310,9 @@ LOOP = "asyncio"
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from edgecache.delivery.auth import TokenError, load_token
-    from edgecache.delivery.service import SERVE_CONFIG_ENV, NoDelayHttp, ServeConfig, create_app
-    from edgecache.redis_conn import redact
+    from edgecache.serving.delivery.auth import TokenError, load_token
+    from edgecache.serving.delivery.service import SERVE_CONFIG_ENV, NoDelayHttp, ServeConfig, create_app
+    from edgecache.serving.redis_conn import redact
 
     # Configuration errors are one line and exit 2, before anything starts; the token last,
     # so that a bad flag does not leave a new token file behind.
@@ -329,7 +339,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: cannot create the API token file: {exc}", file=sys.stderr)
         return 2
     if args.redis_url is None:
-        from edgecache.redis_server import EmbeddedRedis
+        from edgecache.ops.redis_server import EmbeddedRedis
 
         server = EmbeddedRedis(Settings.from_env().local_dir / "redis")
         server.start()
@@ -367,7 +377,7 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         os.environ[SERVE_CONFIG_ENV] = config.to_env()
         uvicorn.run(
-            "edgecache.delivery.service:app_from_env",
+            "edgecache.serving.delivery.service:app_from_env",
             factory=True,
             workers=config.workers,
             host=args.bind,

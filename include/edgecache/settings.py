@@ -44,12 +44,12 @@ def _env_str(name: str, default: str) -> str:
 
 @dataclass(frozen=True)
 class WorkloadParams:
-    """Knobs of the synthetic streaming workload (see edgecache.workload for the model).
+    """Knobs of the synthetic streaming workload (see edgecache.simulate.workload for the model).
 
     Each knob can also be set by the environment variable ``EDGECACHE_<NAME>``.
     """
 
-    workload: str = "catalog"  # the model: catalog (Zipf catalog, launches) or snm (shot noise, edgecache.snm)
+    workload: str = "catalog"  # the model: catalog (Zipf catalog, launches) or snm (shot noise, edgecache.simulate.snm)
     users: int = 10000
     edges: int = 8
     titles: int = 1000

@@ -1,6 +1,6 @@
 """Client side: an edge trains the shared scorer on its own rows and returns an ``Update``.
 
-Local training minimises the central scorer's objective (``edgecache.scorer.fit_logistic``:
+Local training minimises the central scorer's objective (``edgecache.pipeline.scorer.fit_logistic``:
 weighted mean log-loss + reg / 2 x |weights|^2, intercept free, features unscaled) on the
 edge's rows only, by Newton steps from the global parameters. With 17 features the
 Hessian is 18 x 18, so a step costs one pass over the rows.
@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame
 
 from edgecache.federated.model import Update, contribution
 from edgecache.federated.secagg import Client
-from edgecache.scorer import rank_auc
+from edgecache.pipeline.scorer import rank_auc
 
 # What a task sends the server for one edge and one round. Without secure aggregation:
 # the parameters and the row count. With it: only the masked contribution (params and

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgecache.federated.privacy import DEFAULT_DELTA, noise_for_epsilon  # light: dp_accounting loads on use
+
 if TYPE_CHECKING:
     from edgecache.federated.server import Privacy
-
-DEFAULT_DELTA = 1e-5  # DP: the chance the epsilon bound fails; well below 1 / edges
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,6 @@ class FedConfig:
         """DP-FedAvg's clip and noise for ``epsilon`` over the rounds (None without DP)."""
         if self.epsilon <= 0:
             return None
-        from edgecache.federated.privacy import noise_for_epsilon
         from edgecache.federated.server import Privacy
 
         return Privacy(self.clip_norm, noise_for_epsilon(self.epsilon, self.fraction, self.rounds, self.delta))

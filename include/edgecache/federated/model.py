@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgecache.scorer import LinearModel
+from edgecache.pipeline.scorer import LinearModel
 
 
 def to_vector(model: LinearModel) -> np.ndarray:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from edgecache.federated.config import DEFAULT_DELTA
-
 if TYPE_CHECKING:
     import dp_accounting
 
@@ -23,6 +21,8 @@ if TYPE_CHECKING:
 # RDP orders whose series do not converge are skipped with a warning each; the bound
 # from the other orders still holds, so the warnings are noise in the job's log.
 logging.getLogger("absl").setLevel(logging.ERROR)
+
+DEFAULT_DELTA = 1e-5  # the chance the epsilon bound fails; well below 1 / edges
 
 
 def _event(noise_multiplier: float, fraction: float, rounds: int) -> dp_accounting.DpEvent:

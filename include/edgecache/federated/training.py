@@ -3,7 +3,7 @@
 - ``federated``: rounds of local Newton steps at each edge and FedAvg at the server
   (optionally DP-FedAvg, secure aggregation and a local fine-tuning step per edge);
 - ``local``: each edge alone, from scratch, on its own rows (the no-sharing baseline);
-- ``central`` lives in ``edgecache.scorer.fit_logistic``: all rows pooled in one place.
+- ``central`` lives in ``edgecache.pipeline.scorer.fit_logistic``: all rows pooled in one place.
 
 The rows' ``edge_id`` says which edge holds them; a Spark task per edge reads only its
 own, and the driver (the server) sees what ``client.UPDATE_SCHEMA`` allows and no more.
@@ -26,7 +26,7 @@ from edgecache.federated.model import Update, from_vector
 from edgecache.federated.privacy import epsilon_spent
 from edgecache.federated.secagg import Client, unmask_sum
 from edgecache.federated.server import Privacy, Received, RoundStats, plain_sum, run_rounds
-from edgecache.scorer import LinearModel, in_hash_sample, rounded
+from edgecache.pipeline.scorer import LinearModel, in_hash_sample, rounded
 
 HOLDOUT = "holdout"
 HOLDOUT_RATE = 0.1  # viewers whose rows each edge keeps back to validate the model it is sent

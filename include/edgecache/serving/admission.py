@@ -1,9 +1,9 @@
 """Rules the serving side owns and the evaluation replays: predictive admission and the
 next-episode map.
 
-The edge service (``edgecache.delivery``) decides each request by the admission rule
-below, and the warm (``edgecache.cache``) loads what it reads; the evaluation replays the
-same rule over a day's trace (``edgecache.policies``) to measure it. The rule lives here,
+The edge service (``edgecache.serving.delivery``) decides each request by the admission rule
+below, and the warm (``edgecache.serving.warm_cache``) loads what it reads; the evaluation replays the
+same rule over a day's trace (``edgecache.evaluation.policies``) to measure it. The rule lives here,
 with what serves, so that serving never depends on the evaluation.
 """
 

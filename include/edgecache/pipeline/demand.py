@@ -1,0 +1,141 @@
+"""Per-edge demand for the next day, the prefetch set within a byte capacity, fill traffic.
+
+Demand rows are (edge, title) pairs with ``DEMAND_FEATURES``: every title the edge saw in
+the window, every title its viewers are likely to watch (``viewers``: the sum of their
+predicted probabilities) and every release of the past week. A Poisson model of the
+next day's requests turns them into expected requests, the ``score`` the caches rank by.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from edgecache.pipeline.features import LAUNCH_DAYS
+
+DEMAND_FEATURES = (
+    "popularity",  # ln(1 + decayed requests at the edge)
+    "last_day",  # ln(1 + requests at the edge on T)
+    "viewers",  # ln(1 + expected viewers: the sum of the viewers' probabilities)
+    "global",  # ln(1 + decayed requests over all edges, per edge)
+    "launch",  # exp(-days since release / LAUNCH_DAYS), as of T+1
+    "new_release",  # 1: released on T+1 itself (no history anywhere yet)
+    "first_episode",  # 1: the first episode of a series
+    "movie",  # 1: a movie
+)
+
+
+def viewers(scored: DataFrame, prob: str = "p", rate: float = 1.0) -> DataFrame:
+    """Per edge and title: the expected number of its viewers who watch it on the next day.
+
+    ``scored`` may hold a sample of the viewers, taken at ``rate``: the sum is scaled up to
+    the whole edge."""
+    return scored.groupBy("edge_id", "content_id").agg((F.sum(prob) / rate).alias("viewers"))
+
+
+def demand_rows(popularity: DataFrame, titles: DataFrame, expected_viewers: DataFrame) -> DataFrame:
+    """(edge, title) rows with ``DEMAND_FEATURES`` and size_bytes, for titles out by T+1."""
+    return titles.sparkSession.sql(
+        """
+        WITH edges AS (SELECT DISTINCT edge_id FROM {popularity}),
+        glob AS (SELECT content_id, max(global_decayed) AS global_decayed FROM {popularity} GROUP BY content_id),
+        keys AS (
+          SELECT edge_id, content_id FROM {popularity}
+          UNION SELECT edge_id, content_id FROM {viewers}
+          UNION SELECT e.edge_id, t.content_id FROM edges e CROSS JOIN {titles} t
+                WHERE t.release_age_days BETWEEN 0 AND :fresh_days
+        )
+        SELECT /*+ BROADCAST(t) */ k.edge_id, k.content_id, t.size_bytes,
+               ln(1 + coalesce(p.requests_decayed, 0))                     AS popularity,
+               ln(1 + coalesce(p.requests_last_day, 0))                    AS last_day,
+               ln(1 + coalesce(v.viewers, 0))                              AS viewers,
+               ln(1 + coalesce(g.global_decayed, 0) / (SELECT count(*) FROM edges)) AS global,
+               t.launch                                                    AS launch,
+               CAST(t.release_age_days = 0 AS double)                      AS new_release,
+               CAST(t.is_first_episode AS double)                          AS first_episode,
+               CAST(t.is_movie AS double)                                  AS movie
+        FROM keys k
+        JOIN {titles} t ON t.content_id = k.content_id AND t.release_age_days >= 0
+        LEFT JOIN {popularity} p ON p.edge_id = k.edge_id AND p.content_id = k.content_id
+        LEFT JOIN {viewers} v ON v.edge_id = k.edge_id AND v.content_id = k.content_id
+        LEFT JOIN glob g ON g.content_id = k.content_id
+        """,
+        args={"fresh_days": int(LAUNCH_DAYS)},
+        popularity=popularity,
+        titles=titles,
+        viewers=expected_viewers,
+    )
+
+
+def with_request_counts(rows: DataFrame, next_day: DataFrame) -> DataFrame:
+    """``rows`` with ``label``: the title's requests at the edge on the next day."""
+    return rows.sparkSession.sql(
+        """
+        SELECT r.*, CAST(coalesce(n.requests, 0) AS double) AS label
+        FROM {rows} r
+        LEFT JOIN (SELECT edge_id, content_id, count(*) AS requests FROM {next_day}
+                   GROUP BY edge_id, content_id) n
+          ON n.edge_id = r.edge_id AND n.content_id = r.content_id
+        """,
+        rows=rows,
+        next_day=next_day,
+    )
+
+
+def rank_demand(scored: DataFrame) -> DataFrame:
+    """edge_id, content_id, score (expected requests), rank (1 = most), size_bytes."""
+    return scored.sparkSession.sql(
+        """
+        SELECT edge_id, content_id, score,
+               row_number() OVER (PARTITION BY edge_id ORDER BY score DESC, content_id) AS rank,
+               size_bytes
+        FROM {scored}
+        """,
+        scored=scored,
+    )
+
+
+def prefetch(demand: DataFrame, capacity_bytes: int, by: tuple[str, ...] = ("edge_id",)) -> DataFrame:
+    """Per edge, the titles to pre-load: greedy by expected requests per byte, within capacity.
+
+    Titles are taken in order of score / size while the running total fits; the first
+    that does not fit ends the set, so the set is always a prefix of that order. ``by``
+    names the columns that make one cache (the model gate fills one per model and edge).
+    """
+    if capacity_bytes < 0:
+        raise ValueError(f"capacity_bytes must not be negative, got {capacity_bytes}")
+    extra = [c for c in by if c != "edge_id"]
+    keep = ", ".join(f"`{c}`" for c in extra) + (", " if extra else "")
+    part = ", ".join(f"`{c}`" for c in by)
+    return demand.sparkSession.sql(
+        f"""
+        SELECT {keep}edge_id, rank, content_id, score, size_bytes FROM (
+          SELECT *, sum(size_bytes) OVER (PARTITION BY {part} ORDER BY rank
+                                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS filled
+          FROM (SELECT {keep}edge_id, content_id, score, size_bytes,
+                       row_number() OVER (PARTITION BY {part}
+                                          ORDER BY score / size_bytes DESC, content_id) AS rank
+                FROM {{demand}} WHERE score > 0))
+        WHERE filled <= :capacity
+        """,
+        args={"capacity": int(capacity_bytes)},
+        demand=demand,
+    )
+
+
+def fill_traffic(today: DataFrame, yesterday: DataFrame) -> DataFrame:
+    """Per edge: titles added to and dropped from the prefetch set, and the bytes to fill."""
+    return today.sparkSession.sql(
+        """
+        SELECT coalesce(t.edge_id, y.edge_id) AS edge_id,
+               count_if(y.content_id IS NULL)                 AS added,
+               count_if(t.content_id IS NULL)                 AS dropped,
+               count_if(t.content_id IS NOT NULL AND y.content_id IS NOT NULL) AS kept,
+               coalesce(sum(CASE WHEN y.content_id IS NULL THEN t.size_bytes END), 0) AS fill_bytes
+        FROM {today} t FULL OUTER JOIN {yesterday} y
+          ON t.edge_id = y.edge_id AND t.content_id = y.content_id
+        GROUP BY coalesce(t.edge_id, y.edge_id)
+        """,
+        today=today,
+        yesterday=yesterday,
+    )

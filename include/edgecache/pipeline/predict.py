@@ -1,0 +1,404 @@
+"""Spark job: predict each viewer's next titles and each edge's prefetch set for day D+1.
+
+The learned model trains on yesterday: candidates built from D-1's features, labelled
+with what each viewer watched on D, fit the scorer (logistic regression, by default by
+federated learning: each edge on its own rows, see ``edgecache.federated``); the edges'
+request counts on D fit the demand model (Poisson). Both then score D's features for
+D+1, a day no model has seen. Without D-1's features (a first day) the job falls back to
+the foundation's simple model and says so in its report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from edgecache.catalog import read_spark
+from edgecache.federated.config import KNOBS, FedConfig, Knob
+from edgecache.federated.model import from_vector, to_vector
+from edgecache.federated.training import apply_by_edge, train_federated, train_local
+from edgecache.layout import Layout, committed, read_json, staging, write_json_atomic
+from edgecache.pipeline.candidates import FEATURES, candidate_rows, materialize, sample_users, with_labels
+from edgecache.pipeline.demand import (
+    DEMAND_FEATURES,
+    demand_rows,
+    fill_traffic,
+    prefetch,
+    rank_demand,
+    viewers,
+    with_request_counts,
+)
+from edgecache.pipeline.features import FEATURE_TABLES, title_features
+from edgecache.pipeline.gate import (
+    GATE_K,
+    LIST_MODELS,
+    PREFETCH_MODELS,
+    Verdict,
+    choose,
+    degenerate,
+    first_requests,
+    list_hit_rates,
+    popular_lists,
+    prefetch_hit_ratios,
+    requests_by_title,
+)
+from edgecache.pipeline.job import (
+    InputError,
+    Laps,
+    base_parser,
+    boolean,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_job,
+)
+from edgecache.pipeline.ranking import edge_demand, predict_users, rank_candidates, top_lists
+from edgecache.pipeline.scorer import Fit, LinearModel, apply, auc, fit_logistic, fit_poisson_checked, negative_sample
+from edgecache.settings import Settings
+
+MODELS = ("learned", "simple")
+TRAININGS = ("federated", "central", "local")
+REG = 1e-3  # the scorer's L2 strength, the same however it is trained
+# The scorer trains on the candidates of a hash sample of at most MAX_TRAINING_USERS
+# viewers: every positive and a weighted sample of negatives, up to MAX_TRAINING_ROWS rows.
+# Enough for 17 weights, and it keeps training time flat as the service grows.
+MAX_TRAINING_USERS = 40_000
+MAX_TRAINING_ROWS = 300_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Settings.from_env()
+    p = base_parser("Predict next titles per viewer and the prefetch set per edge.")
+    p.add_argument("--top-k", type=positive_int, default=d.top_k, help=f"titles per viewer (default {d.top_k})")
+    p.add_argument(
+        "--cache-gb",
+        type=positive_float,
+        default=d.cache_gb,
+        help=f"prefetch capacity of each edge cache in GB (default {d.cache_gb})",
+    )
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default=d.model,
+        help=f"learned scorer, or the simple tiered baseline (default {d.model})",
+    )
+    p.add_argument(
+        "--training",
+        choices=TRAININGS,
+        default=d.training,
+        help="how the learned scorer is trained: federated across edges, central (all rows pooled) "
+        f"or local (each edge alone) (default {d.training})",
+    )
+    p.add_argument(
+        "--gate",
+        type=boolean,
+        default=True,
+        help="score the learned model against the baselines on the last labelled day and deploy the "
+        "best (true/false; false deploys the learned model unchecked, default true)",
+    )
+    for knob in KNOBS:
+        p.add_argument(
+            knob.flag, type=knob_type(knob), default=knob.default, help=f"{knob.help} (default {knob.default})"
+        )
+    return p
+
+
+def knob_type(knob: Knob) -> Callable[[str], Any]:
+    """The argparse type of a federated setting, from its kind and lower bound."""
+    if knob.kind == "boolean":
+        return boolean
+    if knob.kind == "integer":
+        return positive_int if (knob.minimum or 0) >= 1 else non_negative_int
+    return positive_float if knob.exclusive_minimum is not None else non_negative_float
+
+
+def fed_config(args: argparse.Namespace) -> FedConfig:
+    return FedConfig(**{k.field: getattr(args, k.name) for k in KNOBS})
+
+
+def read_features(spark: SparkSession, layout: Layout, date: str) -> tuple[dict[str, DataFrame], dict] | None:
+    """A day's feature tables and manifest, or None when they were not built and committed."""
+    if not committed(layout.features_day(date)):
+        return None
+    tables = {n: spark.read.parquet(str(layout.features(date, n))) for n in FEATURE_TABLES}
+    return tables, read_json(layout.features(date, "manifest.json"))
+
+
+@dataclass
+class Trained:
+    """The night's fits and what the gate scores them on: yesterday's (sampled) features,
+    their titles, today's requests, the scored candidate and demand rows."""
+
+    scorer: LinearModel
+    per_edge: dict[str, LinearModel]
+    demand: Fit
+    stats: dict[str, Any]
+    feats: dict[str, DataFrame]
+    window_days: int
+    titles: DataFrame
+    labels: DataFrame
+    scored: DataFrame  # yesterday's candidate rows with the scorer's ``p``
+    demand_rows: DataFrame  # yesterday's demand rows with today's counts as ``label``
+    scorer_spread: float | None
+    demand_spread: float | None
+
+
+def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, args: argparse.Namespace) -> Trained:
+    """Fit the scorer (federated, central or per edge, as ``args.training`` says) and the
+    demand model on D-1's features against D's requests."""
+    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    laps = Laps()
+    feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
+    feats, rate = sample_users(feats, MAX_TRAINING_USERS)
+    titles = materialize(title_features(catalog, previous))
+    labels = spark.read.parquet(str(layout.events(date)))
+    rows = materialize(with_labels(candidate_rows(feats, titles, manifest["window_days"]), labels))
+    sample = materialize(negative_sample(rows, MAX_TRAINING_ROWS, seed=0, keys=("user_id", "content_id")))
+    laps.lap("candidates")
+    per_edge: dict[str, LinearModel] = {}
+    federated = None
+    if args.training == "central":
+        scorer = fit_logistic(sample, FEATURES, weight="weight", reg_param=REG)
+    elif args.training == "federated":
+        scorer, per_edge, federated = train_federated(sample, FEATURES, fed_config(args), REG)
+    else:
+        per_edge = train_local(sample, FEATURES, REG)
+        # an edge with no rows of its own has nothing to learn from: it gets the mean model
+        scorer = _mean_model(list(per_edge.values()))
+    laps.lap("fit")
+    scored = materialize(apply_by_edge(rows, per_edge, scorer, "p"))
+    counts = scored.agg(
+        F.count("*").alias("rows"), F.sum("label").alias("positives"), F.stddev_pop("p").alias("spread")
+    ).first()
+    assert counts is not None  # an aggregate without groups has one row
+    expected_viewers = viewers(scored, rate=rate)
+    demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers), labels))
+    demand_fit = fit_poisson_checked(demand_train, DEMAND_FEATURES)
+    demand_stats = demand_train.selectExpr(
+        "count(*) AS n", f"stddev_pop({demand_fit.model.linear_sql()}) AS spread"
+    ).first()
+    assert demand_stats is not None
+    laps.lap("demand")
+    auc_training_day = auc(apply_by_edge(sample, per_edge, scorer, "p"), "p")
+    laps.lap("auc")
+    stats = {
+        "trained_on": {"features": previous, "labels": date},
+        "training": args.training,
+        "viewers_sampled_rate": rate,
+        "scorer_rows": counts["rows"],
+        "scorer_positives": int(counts["positives"] or 0),
+        # on the training sample: the full day's rows would cost a sort of all of them
+        "scorer_auc_training_day": auc_training_day,
+        "demand_rows": demand_stats["n"],
+        "demand_fit": {
+            "converged": demand_fit.converged,
+            "iterations": demand_fit.iterations,
+            "dropped_features": list(demand_fit.dropped),
+        },
+        "federated": federated,
+        "seconds": laps.seconds,
+    }
+    return Trained(
+        scorer,
+        per_edge,
+        demand_fit,
+        stats,
+        feats,
+        manifest["window_days"],
+        titles,
+        labels,
+        scored,
+        demand_train,
+        counts["spread"],
+        demand_stats["spread"],
+    )
+
+
+def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity: int) -> dict[str, Verdict]:
+    """Score every candidate on day D from the window ending D-1 (see ``edgecache.pipeline.gate``)."""
+    spark = catalog.sparkSession
+    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    asked = materialize(requests_by_title(t.labels))
+    pop = t.feats["popularity"]
+    learned = t.demand_rows.selectExpr(
+        "'learned' AS model", "edge_id", "content_id", f"{t.demand.model.sql()} AS score", "size_bytes"
+    )
+    scored = learned
+    for name in ("simple", "recency"):
+        scored = scored.unionByName(
+            baseline_demand(name, pop, t.titles, t.window_days).selectExpr(
+                f"'{name}' AS model", "edge_id", "content_id", "score", "size_bytes"
+            )
+        )
+    yesterday = layout.predictions(previous, "prefetch")
+    members = {"yesterday": spark.read.parquet(str(yesterday))} if committed(layout.predictions_day(previous)) else {}
+    figures = prefetch_hit_ratios(scored, asked, capacity, members)
+    why = degenerate(t.demand.model, t.demand_spread, t.demand.converged)
+    sets = choose("object_hit_ratio", figures, {"learned": why} if why else {}, PREFETCH_MODELS)
+
+    firsts = first_requests(t.labels).join(t.feats["users"].select("user_id"), "user_id", "left_semi")
+    lists = top_lists(rank_candidates(t.scored), GATE_K).selectExpr("'learned' AS model", "user_id", "ranked")
+    lists = lists.unionByName(
+        predict_users(t.feats["users"], t.feats["transitions"], pop, catalog, GATE_K).selectExpr(
+            "'simple' AS model", "user_id", "ranked"
+        )
+    ).unionByName(
+        popular_lists(t.feats["users"], pop, GATE_K).selectExpr("'edge_popular' AS model", "user_id", "ranked")
+    )
+    rates = list_hit_rates(lists, firsts, GATE_K)
+    why = degenerate(t.scorer, t.scorer_spread, None)
+    viewer_lists = choose(f"hit@{GATE_K}", rates, {"learned": why} if why else {}, LIST_MODELS)
+    return {"prefetch": sets, "lists": viewer_lists}
+
+
+def baseline_demand(name: str, popularity: DataFrame, titles: DataFrame, window_days: int) -> DataFrame:
+    """A baseline's expected requests per edge and title (``rank_demand``'s columns):
+    ``simple``, the window's mean per day; ``recency``, requests weighted by recency
+    (``requests_decayed``: each day's requests count e^(-age / 2 days))."""
+    if name == "simple":
+        return edge_demand(popularity, titles, window_days)
+    if name == "recency":
+        return rank_demand(
+            popularity.join(titles.select("content_id", "size_bytes"), "content_id").selectExpr(
+                "edge_id", "content_id", "requests_decayed AS score", "size_bytes"
+            )
+        )
+    raise ValueError(f"no baseline demand called {name!r}")
+
+
+def _mean_model(models: list[LinearModel]) -> LinearModel:
+    return from_vector(np.mean([to_vector(m) for m in models], axis=0), models[0].features, models[0].link)
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    layout = Layout(args.data_dir.resolve())
+    date = args.date
+    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    found = read_features(spark, layout, date)
+    if found is None:
+        raise InputError(f"no features for {date} under {layout.features(date, '')}: run features first")
+    feats, manifest = found
+    catalog = read_spark(spark, layout.catalog)
+    titles = materialize(title_features(catalog, date))
+
+    model = args.model
+    trainable = read_features(spark, layout, previous) is not None and committed(layout.events(date))
+    if model == "learned" and not trainable:
+        model = "simple"  # nothing to learn from yet: say so in the report
+    stats: dict[str, Any] = {}
+    gate: dict[str, Any] = {"skipped": "the simple model was asked for"}
+    deployed = {"prefetch": "simple", "lists": "simple"}
+    models: dict[str, Any] = {}
+    capacity = int(args.cache_gb * 1e9)
+    laps = Laps()
+    if model == "learned":
+        t = train(spark, layout, date, catalog, args)
+        stats = t.stats
+        laps.lap("train")
+        if args.gate:
+            verdicts = run_gate(layout, date, catalog, t, capacity)
+            gate = {k: v.to_dict() for k, v in verdicts.items()}
+            deployed = {k: v.chosen for k, v in verdicts.items()}
+            laps.lap("gate")
+        else:
+            gate = {"skipped": "--gate false: the learned model is deployed unchecked"}
+            deployed = {"prefetch": "learned", "lists": "learned"}
+        models = {
+            "scorer": t.scorer.to_dict(),
+            "demand": t.demand.model.to_dict(),
+            "scorer_per_edge": {e: m.to_dict() for e, m in sorted(t.per_edge.items())},
+        }
+    elif args.model == "learned":
+        gate = {"skipped": "no labelled day yet: the simple model is deployed"}
+
+    scored = None
+    if "learned" in deployed.values():
+        # Ranked in the same pass that builds the candidates, while they are still
+        # partitioned by viewer; only what the top lists and demand read is kept.
+        scored = materialize(
+            rank_candidates(
+                apply_by_edge(candidate_rows(feats, titles, manifest["window_days"]), t.per_edge, t.scorer, "p")
+            ).select("user_id", "edge_id", "content_id", "p", "r", "source")
+        )
+        laps.lap("score_candidates")
+    if deployed["lists"] == "learned":
+        assert scored is not None  # scored above whenever a learned model is deployed
+        users = top_lists(scored, args.top_k)
+    elif deployed["lists"] == "edge_popular":
+        users = popular_lists(feats["users"], feats["popularity"], args.top_k)
+    else:
+        users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
+    if deployed["prefetch"] == "learned":
+        assert scored is not None
+        demand = rank_demand(apply(demand_rows(feats["popularity"], titles, viewers(scored)), t.demand.model, "score"))
+    elif deployed["prefetch"] == "yesterday":
+        demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
+    else:
+        demand = baseline_demand(deployed["prefetch"], feats["popularity"], titles, manifest["window_days"])
+
+    # Everything below is written into a temporary folder, committed as one at the end: a
+    # killed run leaves the previous predictions of the day (or none), never a mix.
+    with staging(layout.predictions_day(date)) as out:
+        users.write.mode("overwrite").parquet(str(out / "users"))
+        demand.write.mode("overwrite").parquet(str(out / "edge_demand"))
+        demand = spark.read.parquet(str(out / "edge_demand"))
+        prefetch(demand, capacity).write.mode("overwrite").parquet(str(out / "prefetch"))
+
+        written = spark.read.parquet(str(out / "users"))
+        by_source = {r["source"]: r["n"] for r in written.groupBy("source").agg(F.count("*").alias("n")).collect()}
+        pf = spark.read.parquet(str(out / "prefetch"))
+        per_edge = {
+            r["edge_id"]: (r["n"], r["b"])
+            for r in pf.groupBy("edge_id").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).collect()
+        }
+        has_yesterday = committed(layout.predictions_day(previous))
+        # Without yesterday's set (the first night) every title of the new set must be loaded.
+        before = spark.read.parquet(str(layout.predictions(previous, "prefetch"))) if has_yesterday else pf.limit(0)
+        fill = {r["edge_id"]: r.asDict() for r in fill_traffic(pf, before).collect()}
+        laps.lap("rank_and_write")
+        for v in fill.values():
+            v.pop("edge_id")
+        summary = {
+            "date": date,
+            "model": model,
+            "model_requested": args.model,
+            "deployed": deployed,
+            "gate": gate,
+            "models": models,
+            "training": stats,
+            "predictions": sum(by_source.values()),
+            "predictions_by_source": dict(sorted(by_source.items())),
+            "prefetch_titles_per_edge": {e: n for e, (n, _) in sorted(per_edge.items())},
+            "prefetch_bytes_per_edge": {e: b for e, (_, b) in sorted(per_edge.items())},
+            "fill_traffic": dict(sorted(fill.items())),
+            "fill_bytes": sum(v["fill_bytes"] for v in fill.values()),
+            "fill_from_empty": not has_yesterday,
+            "top_k": args.top_k,
+            "cache_bytes": capacity,
+            "seconds": laps.seconds,
+        }
+        write_json_atomic(out / "summary.json", summary)
+    return {**summary, "output": str(layout.predictions(date, ""))}
+
+
+def check(args: argparse.Namespace) -> None:
+    layout = Layout(args.data_dir.resolve())
+    if not committed(layout.features_day(args.date)):
+        raise InputError(
+            f"no features for {args.date} under {layout.features_day(args.date)} (or a build that did "
+            f"not finish): run features first"
+        )
+    if not layout.catalog.exists():
+        raise InputError(f"no catalog at {layout.catalog}: run generate, ingest or features first")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("predict", build_parser(), run, argv, check=check)
