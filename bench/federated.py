@@ -1,7 +1,7 @@
 """Tables of bench/federated.sh: federated against central and local-only training, per
 edge and overall, and the price of differential privacy.
 
-    python bench/federated.py [SCENARIO] [SIZE_PCT]
+    python bench/federated.py [SCENARIO] [--pct SIZE_PCT]
     python bench/federated.py --pooled SCENARIO...   (the smallest edges over several runs)
 
 Hit ratio: object hit ratio of each edge's static predictive prefetch (and with admission
@@ -12,6 +12,7 @@ their top 10.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -123,7 +124,18 @@ def pooled(scenarios: list[str], smallest: int = 3) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", nargs="*", default=["default"], help="scenario(s) of bench/federated.sh")
+    p.add_argument("--pct", default="5", help="cache size, in percent of the catalog's titles (default 5)")
+    p.add_argument("--pooled", action="store_true", help="pool the smallest edges over the scenarios")
+    args = p.parse_args(argv)
+    if args.pooled:
+        return pooled(args.scenario)
+    if len(args.scenario) > 1:
+        p.error("one scenario at a time without --pooled")
+    return main(args.scenario[0], args.pct)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--pooled"]:
-        sys.exit(pooled(sys.argv[2:]))
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(cli())

@@ -8,6 +8,8 @@ The nightly pipeline of the edge predictive cache, for one logical day D:
    the param `source` = `ingest`, **ingest_logs** (Spark): your own logs for D from
    `logs_path` (a folder or glob; `{date}` stands for D) and your catalog from
    `catalog_path` (CSV or Parquet; empty: keep the one there, or infer one from the logs).
+   Beside the pipeline, **next_day_logs** (Spark) draws day D+1's logs with D's workload for
+   the evaluation (with your own logs it has nothing to do: D+1 comes by ingest).
 2. **spark_features** (Spark SQL): validate the logs (bad lines are quarantined with a
    reason and counted), then per-viewer, per-series, per-edge and transition features
    over the window ending at D (and D-1, for training).
@@ -21,9 +23,8 @@ The nightly pipeline of the edge predictive cache, for one logical day D:
    contents into Redis (connection `redis_default`), with a TTL, and what the edge
    services (`edgecache serve`) need to decide and predict during the day: the catalog,
    each edge's demand and transitions.
-   **evaluate** (Spark, libCacheSim) replays day D+1's requests (generated with D's workload
-   if they are not there yet; with your own logs, once D+1 is ingested, else it says so and
-   skips) against D's predictions and the classic cache policies (LRU,
+   **evaluate** (Spark, libCacheSim) replays day D+1's requests (with your own logs, once
+   D+1 is ingested, else it says so and skips) against D's predictions and the classic cache policies (LRU,
    LFU, S3-FIFO, SIEVE, Belady) at 1-20 % of the catalog, and the caches as deployed;
    hit-ratio report, plot and replayable traces under `evaluation/date=D/`.
 5. **push_metrics**, last, whatever became of the others (`all_done`): the run's batch
@@ -226,10 +227,13 @@ def predictive_caching():
         return push(SETTINGS.data_dir, run_date, pushgateway_target())
 
     # Day D's predictions meet day D+1's requests; the job generates D+1's logs if missing.
+    next_day_logs = spark_job("next_day_logs", "next_day_logs.py", [], [LOGS])
+    next_day_logs.trigger_rule = "none_failed_min_one_success"  # after whichever source ran
     evaluate = spark_job("evaluate", "evaluate.py", [], [EVALUATION])
 
     warmed = warm_cache(RUN_DATE)
     choose_source("{{ params.source }}") >> [generate_logs, ingest_logs] >> spark_features
+    [generate_logs, ingest_logs] >> next_day_logs >> evaluate
     spark_features >> spark_predict >> [warmed, evaluate] >> push_metrics(RUN_DATE)
 
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgecache.catalog import (
+from edgecache.pipeline.catalog import (
     BYTES_PER_SECOND,
     DEFAULT_GENRE,
     DEFAULT_RELEASE,

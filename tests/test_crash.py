@@ -30,6 +30,7 @@ from edgecache.pipeline.features import FEATURE_TABLES
 from edgecache.evaluation import evaluate
 from edgecache.pipeline import features, predict
 from edgecache.simulate import generate_logs as generate
+from edgecache.simulate import next_day_logs
 from edgecache.pipeline.job import InputError
 from edgecache.layout import COMMIT_MARKER, Layout, committed, discard, staging, write_json_atomic
 from tests.test_jobs import CACHE_GB, SMALL, table
@@ -43,11 +44,13 @@ ARGS = {
     "generate": SMALL + ["--history-days", "4"],
     "features": ["--window-days", "3"],
     "predict": ["--top-k", "5", "--cache-gb", str(CACHE_GB)],
+    "next_day_logs": [],
     "evaluate": ["--workers", "1"],
 }
 SCRIPTS = {"generate": "generate_logs.py", "features": "features.py", "predict": "predict.py",
-           "evaluate": "evaluate.py"}
-MODULES = {"generate": generate, "features": features, "predict": predict, "evaluate": evaluate}
+           "next_day_logs": "next_day_logs.py", "evaluate": "evaluate.py"}
+MODULES = {"generate": generate, "features": features, "predict": predict, "next_day_logs": next_day_logs,
+           "evaluate": evaluate}
 STAGES = tuple(MODULES)
 
 # Fields of a report that say what one run had to do (or how long it took), not what it made.
@@ -426,11 +429,13 @@ def test_predict_killed_while_writing_keeps_the_previous_predictions(reference, 
 
 
 @spark_jobs
-def test_evaluate_killed_while_generating_the_next_day_and_while_writing(reference, tmp_path):
+def test_the_next_day_s_logs_and_the_evaluation_killed_while_writing(reference, tmp_path):
     work = start_from(reference, "predict", tmp_path)
-    kill_when("evaluate", work, exists(work, f"logs/.date={NEXT}.tmp-*/_temporary"), f"a write of {NEXT}'s logs")
+    kill_when("next_day_logs", work, exists(work, f"logs/.date={NEXT}.tmp-*/_temporary"), f"a write of {NEXT}'s logs")
     assert not Layout(work).has_logs(NEXT) and not Layout(work).evaluation(DATE).exists()
-    assert_trusted_outputs_are_good(work, reference, "evaluate")
+    assert_trusted_outputs_are_good(work, reference, "next_day_logs")
+    run_to_end("next_day_logs", work)
+    assert_same(actual(work, reference), expected(reference, "next_day_logs"))
     kill_when("evaluate", work, exists(work, f"evaluation/.date={DATE}.tmp-*"), "the evaluation's outputs")
     assert not Layout(work).evaluation(DATE).exists()
     assert_trusted_outputs_are_good(work, reference, "evaluate")

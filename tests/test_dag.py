@@ -37,13 +37,17 @@ def test_no_import_errors(dagbag):
 
 def test_tasks_run_as_the_data_flows(dagbag):
     dag = dagbag.dags["predictive_caching"]
-    assert sorted(dag.task_ids) == sorted(ORDER + ["choose_source", "ingest_logs", "warm_cache", "evaluate",
-                                                   "push_metrics"])
+    assert sorted(dag.task_ids) == sorted(ORDER + ["choose_source", "ingest_logs", "next_day_logs", "warm_cache",
+                                                   "evaluate", "push_metrics"])
     for upstream, downstream in zip(ORDER[1:], ORDER[2:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     # The warm and the evaluation need only the predictions: side by side after them.
     assert dag.get_task("warm_cache").upstream_task_ids == {"spark_predict"}
-    assert dag.get_task("evaluate").upstream_task_ids == {"spark_predict"}
+    # The evaluation also needs D+1's logs, made beside the pipeline from whichever source ran.
+    assert dag.get_task("evaluate").upstream_task_ids == {"spark_predict", "next_day_logs"}
+    next_day = dag.get_task("next_day_logs")
+    assert next_day.upstream_task_ids == {"generate_logs", "ingest_logs"}
+    assert next_day.trigger_rule == "none_failed_min_one_success"
     # The metrics go last, after both, whatever became of them.
     push = dag.get_task("push_metrics")
     assert push.upstream_task_ids == {"warm_cache", "evaluate"} and not push.downstream_task_ids
@@ -62,7 +66,8 @@ def test_spark_tasks_use_spark_submit(dagbag):
     dag = dagbag.dags["predictive_caching"]
     for task_id, script in (("generate_logs", "generate_logs.py"), ("ingest_logs", "ingest_logs.py"),
                             ("spark_features", "features.py"),
-                            ("spark_predict", "predict.py"), ("evaluate", "evaluate.py")):
+                            ("spark_predict", "predict.py"), ("next_day_logs", "next_day_logs.py"),
+                            ("evaluate", "evaluate.py")):
         task = dag.get_task(task_id)
         assert isinstance(task, SparkSubmitOperator)
         assert task._conn_id == "spark_default"

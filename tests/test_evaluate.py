@@ -28,6 +28,7 @@ from edgecache.evaluation.report import (
 from edgecache.evaluation import evaluate as job
 from edgecache.pipeline import features, predict
 from edgecache.simulate import generate_logs as generate
+from edgecache.simulate import next_day_logs
 from edgecache.layout import Layout, read_json
 from edgecache.evaluation.policies import POLICIES
 
@@ -296,15 +297,15 @@ def test_size_list_and_next_day():
 
 def test_workload_argv_passes_every_knob_the_generator_knows():
     parser = generate.build_parser()
-    argv, unknown = job.workload_argv(parser, {"users": 50, "alpha": 0.7, "bad_rate": 0.0, "retired_knob": 3})
+    argv, unknown = next_day_logs.workload_argv(parser, {"users": 50, "alpha": 0.7, "bad_rate": 0.0, "retired_knob": 3})
     assert argv == ["--alpha", "0.7", "--bad-rate", "0.0", "--users", "50"]
     assert unknown == ["retired_knob"]
     args = parser.parse_args(["--date", NEXT, *argv])
     assert (args.users, args.alpha, args.bad_rate) == (50, 0.7, 0.0)
     switch = argparse.ArgumentParser()
     switch.add_argument("--fast", action="store_true")
-    assert job.workload_argv(switch, {"fast": True})[0] == ["--fast"]
-    assert job.workload_argv(switch, {"fast": False})[0] == []
+    assert next_day_logs.workload_argv(switch, {"fast": True})[0] == ["--fast"]
+    assert next_day_logs.workload_argv(switch, {"fast": False})[0] == []
 
 
 SMALL = ["--users", "150", "--edges", "3", "--titles", "80", "--events", "2500", "--seed", "5",
@@ -318,19 +319,22 @@ def evaluated(tmp_path_factory, spark):
     assert generate.main(common + SMALL) == 0
     assert features.main(common + ["--window-days", "2"]) == 0
     assert predict.main(common + ["--top-k", "5"]) == 0
-    assert job.main(common + ["--workers", "2"]) == 0
     layout = Layout(root)
+    assert next_day_logs.main(common) == 0
+    assert read_json(layout.report(DATE, "next_day_logs"))["logs_generated"] is True
+    assert next_day_logs.main(common) == 0  # D+1's logs are there now
+    assert job.main(common + ["--workers", "2"]) == 0
     first = read_json(layout.evaluation(DATE) / "report.json")
-    assert job.main(common + ["--workers", "1"]) == 0  # D+1's logs are there now
+    assert job.main(common + ["--workers", "1"]) == 0
     return layout, first, read_json(layout.evaluation(DATE) / "report.json")
 
 
-def test_job_generates_the_next_day_with_the_same_workload(evaluated):
+def test_the_next_day_is_generated_once_with_the_same_workload(evaluated):
     layout, first, second = evaluated
-    assert first["logs_generated"] is True and second["logs_generated"] is False
+    assert read_json(layout.report(DATE, "next_day_logs"))["logs_generated"] is False  # the second run's
     gen_d, gen_next = read_json(layout.report(DATE, "generate")), read_json(layout.report(NEXT, "generate"))
     assert gen_next["workload"] == gen_d["workload"] and gen_next["workload"]["peak_hour"] == 20
-    assert gen_next["date"] == NEXT and gen_next["generated_by"] == "evaluate"
+    assert gen_next["date"] == NEXT and gen_next["generated_by"] == "next_day_logs"
     assert sorted(p.name for p in layout.logs(NEXT).glob("edge=*")) == ["edge=edge-01", "edge=edge-02", "edge=edge-03"]
 
 

@@ -13,7 +13,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from edgecache.catalog import BYTES_PER_SECOND
+from edgecache.pipeline.catalog import BYTES_PER_SECOND
 from edgecache.evaluation import evaluate
 from edgecache.pipeline import features, predict
 from edgecache.pipeline import ingest_logs as ingest
@@ -214,7 +214,8 @@ def test_the_dag_ingests_a_folder_the_test_writes(tmp_path, source, redis_server
     client = redis_server.client()
     for row in preds.head(20).itertuples():
         assert client.get(f"user:{row.user_id}") == row.content_id.encode()
-    # D+1 is not ingested yet: evaluate says so and succeeds.
+    # D+1 is not ingested yet: next_day_logs leaves it to ingest, evaluate says so, both succeed.
+    assert read_json(layout.report(DATE, "next_day_logs"))["logs_generated"] is False
     assert read_json(layout.report(DATE, "evaluate"))["skipped"].startswith("no logs for 2025-04-13")
 
 

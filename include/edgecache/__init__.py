@@ -7,8 +7,8 @@
 ``evaluation``  the next day replayed against the predictions and the classic policies;
 ``ops``         running and watching it on one machine (only the CLI and the DAG import it).
 
-The contracts every layer reads sit at the top: ``settings``, ``schema`` (the log record),
-``layout`` (where each stage reads and writes) and ``catalog``. The import rules are in
+The contracts every layer reads sit at the top: ``settings``, ``schema`` (the log record)
+and ``layout`` (where each stage reads and writes). The import rules are in
 pyproject.toml and checked by ``make lint``.
 """
 

@@ -28,6 +28,16 @@ from collections.abc import Callable
 from edgecache.pipeline.java import JavaNotFoundError
 from edgecache.settings import DEFAULT_DATE, PROJECT_ROOT, Settings
 
+# The CLI's name of each Spark stage, and its module (each has build_parser, run and main).
+SPARK_STAGES = {
+    "generate": "simulate.generate_logs",
+    "ingest": "pipeline.ingest_logs",
+    "next-day-logs": "simulate.next_day_logs",
+    "features": "pipeline.features",
+    "predict": "pipeline.predict",
+    "evaluate": "evaluation.evaluate",
+}
+
 
 def _spark_job(module: str) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
@@ -38,17 +48,7 @@ def _spark_job(module: str) -> Callable[[list[str]], int]:
     return run
 
 
-# The CLI's name of each Spark stage, and its module.
-SPARK_JOBS = {
-    name: _spark_job(module)
-    for name, module in (
-        ("generate", "simulate.generate_logs"),
-        ("ingest", "pipeline.ingest_logs"),
-        ("features", "pipeline.features"),
-        ("predict", "pipeline.predict"),
-        ("evaluate", "evaluation.evaluate"),
-    )
-}
+SPARK_JOBS = {name: _spark_job(module) for name, module in SPARK_STAGES.items()}
 
 
 def _redis_client(url: str | None):
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
             "ingest",
             "copy your own logs for a day (JSON Lines, plain or gzip) and your catalog into the data directory (Spark)",
         ),
+        ("next-day-logs", "generate day D+1's logs with day D's workload, for the evaluation (Spark)"),
         ("features", "validate logs and build features (Spark SQL)"),
         ("predict", "predict next titles and prefetch sets (Spark)"),
         (

@@ -1,14 +1,13 @@
 """Spark job: replay day D+1's requests against day D's predictions and classic cache policies.
 
-Spark reads and validates D+1's logs (generating them with D's workload if they are
-missing); the replay runs in the driver on numpy arrays and libCacheSim (see
+Spark reads and validates D+1's logs (made by the task ``next_day_logs`` with D's workload,
+or ingested); the replay runs in the driver on numpy arrays and libCacheSim (see
 ``edgecache.evaluation.report``). Writes ``evaluation/date=D/`` and prints the hit-ratio tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
 from typing import Any
 
@@ -18,12 +17,13 @@ import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.catalog import extend_inferred, is_inferred, read_catalog, write_catalog
 from edgecache.evaluation.policies import default_workers
 from edgecache.evaluation.report import SIZES_PCT, evaluate, to_markdown, write_outputs
-from edgecache.layout import Layout, committed, read_json, staging, write_json_atomic
+from edgecache.layout import Layout, committed, read_json, staging
+from edgecache.pipeline.catalog import extend_inferred, is_inferred, read_catalog, write_catalog
 from edgecache.pipeline.job import InputError, base_parser, positive_int, run_job
 from edgecache.pipeline.validate import classify
+from edgecache.simulate.next_day_logs import next_day
 
 
 def size_list(value: str) -> list[int]:
@@ -52,46 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes for the libCacheSim replays (default: the CPUs this process may use)",
     )
     return p
-
-
-def next_day(date: str) -> str:
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
-
-
-def workload_argv(parser: argparse.ArgumentParser, workload: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Flags for the generate parser from a report's "workload" dict, and the keys it does not know."""
-    actions = {s: a for a in parser._actions for s in a.option_strings}
-    argv, unknown = [], []
-    for key, value in sorted(workload.items()):
-        flag = f"--{key.replace('_', '-')}"
-        action = actions.get(flag)
-        if action is None:
-            unknown.append(key)
-        elif action.nargs == 0:  # a switch: present when the run had it on
-            if bool(value) != bool(action.default):
-                argv.append(flag)
-        else:
-            argv += [flag, str(value)]
-    return argv, unknown
-
-
-def ensure_logs(spark: SparkSession, layout: Layout, date: str, master: str) -> dict[str, Any] | None:
-    """Generate D+1's logs with D's workload unless they exist; the generate report if generated."""
-    from edgecache.simulate import generate_logs as generate
-
-    target = next_day(date)
-    if layout.has_logs(target):
-        return None
-    source = layout.report(date, "generate")
-    if not source.exists():
-        raise FileNotFoundError(f"no logs for {target} and no generate report for {date} at {source} to make them with")
-    parser = generate.build_parser()
-    argv, unknown = workload_argv(parser, read_json(source)["workload"])
-    args = parser.parse_args(["--date", target, "--data-dir", str(layout.root), "--master", master, *argv])
-    report = generate.run(spark, args)
-    report.update(stage="generate", date=target, generated_by="evaluate", workload_keys_ignored=unknown)
-    write_json_atomic(layout.report(target, "generate"), report)
-    return report
 
 
 def read_parquet(spark: SparkSession, path: Any, columns: list[str] | None = None) -> pa.Table:
@@ -149,14 +109,15 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     layout = Layout(args.data_dir.resolve())
     date, replayed = args.date, next_day(args.date)
     demand_path, users_path = layout.predictions(date, "edge_demand"), layout.predictions(date, "users")
-    if not layout.has_logs(replayed) and not layout.report(date, "generate").exists():
+    if not layout.has_logs(replayed):
         # An operator's own logs: D+1 is not in yet. Nothing to replay, and nothing wrong.
-        print(f"evaluate: no logs for {replayed} yet (ingest them, then run evaluate for {date})")
+        print(
+            f"evaluate: no logs for {replayed} yet (ingest them, or run next_day_logs for {date}), "
+            f"then run evaluate for {date}"
+        )
         return {"replayed_date": replayed, "skipped": f"no logs for {replayed} yet"}
 
     clock = time.perf_counter()
-    generated = ensure_logs(spark, layout, date, args.master)
-    generate_seconds, clock = time.perf_counter() - clock, time.perf_counter()
     events, validation = validated_events(spark, layout, replayed)
     validate_seconds = time.perf_counter() - clock
     catalog = read_catalog(layout.catalog)
@@ -192,18 +153,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         prefetch=prefetch,
         cache_bytes=cache_bytes,
     )
-    report = {
-        "date": date,
-        "replayed_date": replayed,
-        "logs_generated": generated is not None,
-        "validation": validation,
-        **report,
-    }
-    report["seconds"] = {
-        "generate": round(generate_seconds, 2),
-        "validate": round(validate_seconds, 2),
-        **report["seconds"],
-    }
+    report = {"date": date, "replayed_date": replayed, "validation": validation, **report}
+    report["seconds"] = {"validate": round(validate_seconds, 2), **report["seconds"]}
     clock = time.perf_counter()
     out = layout.evaluation(date)
     # No stage reads the evaluation back, so it needs no marker; it is swapped in whole.
@@ -216,7 +167,6 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     mid = str(args.sizes[len(args.sizes) // 2])
     return {
         "replayed_date": replayed,
-        "logs_generated": generated is not None,
         **validation,
         "requests_replayed": report["requests_replayed"],
         "edges": len(report["edges"]),

@@ -17,7 +17,7 @@ JOB = "edgecache_batch"
 # The Airflow connection the DAG pushes to (an HTTP connection: host, port, schema as the
 # scheme). Without it the task falls back to $PUSHGATEWAY_URL, then to the text file.
 PUSHGATEWAY_CONN_ID = "pushgateway_default"
-STAGES = ("generate", "ingest", "features", "predict", "warm")
+STAGES = ("generate", "ingest", "next_day_logs", "features", "predict", "warm")
 
 
 def read_reports(layout: Layout, date: str) -> dict[str, dict[str, Any]]:

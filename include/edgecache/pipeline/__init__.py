@@ -6,7 +6,7 @@ Stages (one module each, named as the DAG's task): ``ingest_logs``, ``features``
 under spark-submit, the ``edgecache`` CLI calls it in process, and either way the job
 writes a JSON report under ``reports/date=D/`` (``job`` holds what they share).
 
-The models they use: ``validate`` (the log contract's checks), ``candidates``, ``scorer``,
+What they use: ``catalog`` (the catalog contract), ``validate`` (the log contract's checks), ``candidates``, ``scorer``,
 ``demand``, ``gate`` (the nightly model gate) and ``ranking``. Spark set-up: ``spark``,
 ``java``, ``packaging`` (the package as a zip for executors) and ``filesystems``.
 """

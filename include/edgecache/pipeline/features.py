@@ -28,8 +28,8 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.catalog import extend_inferred, is_inferred, read_catalog, read_spark, write_catalog
 from edgecache.layout import COMMIT_MARKER, Layout, committed, read_json, staging, write_json_atomic
+from edgecache.pipeline.catalog import extend_inferred, is_inferred, read_catalog, read_spark, write_catalog
 from edgecache.pipeline.job import InputError, base_parser, positive_float, positive_int, run_job
 from edgecache.pipeline.spark import in_parallel
 from edgecache.pipeline.validate import accepted, checked, counts, judged, quarantined, split_plain

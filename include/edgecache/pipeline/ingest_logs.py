@@ -11,7 +11,7 @@ the ``edge=E`` folder the file sits in, else ``--edge``.
 Lines are copied as they are, into ``logs/date=D/edge=E/``; nothing is judged here. The
 features job validates them (quarantine with reasons, duplicates dropped and counted), so
 ingested and generated days go through the same contract. Re-ingesting a day replaces it
-with the same files. The catalog is checked before any Spark work (``edgecache.catalog``);
+with the same files. The catalog is checked before any Spark work (``edgecache.pipeline.catalog``);
 with none given and none there, the features job infers one from the logs.
 """
 
@@ -30,8 +30,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.catalog import load_catalog, write_catalog
 from edgecache.layout import Layout, discard, staging, write_json_atomic
+from edgecache.pipeline.catalog import load_catalog, write_catalog
 from edgecache.pipeline.job import InputError, base_parser, run_job
 from edgecache.schema import ID_PATTERN, ID_RE
 

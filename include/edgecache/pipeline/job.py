@@ -12,8 +12,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from edgecache.catalog import CatalogError
 from edgecache.layout import Layout, write_json_atomic
+from edgecache.pipeline.catalog import CatalogError
 from edgecache.pipeline.java import JavaNotFoundError
 from edgecache.settings import Settings
 

@@ -20,12 +20,12 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.catalog import read_spark
 from edgecache.federated.config import KNOBS, FedConfig, Knob
 from edgecache.federated.model import from_vector, to_vector
 from edgecache.federated.training import apply_by_edge, train_federated, train_local
 from edgecache.layout import Layout, committed, read_json, staging, write_json_atomic
 from edgecache.pipeline.candidates import FEATURES, candidate_rows, materialize, sample_users, with_labels
+from edgecache.pipeline.catalog import read_spark
 from edgecache.pipeline.demand import (
     DEMAND_FEATURES,
     demand_rows,
