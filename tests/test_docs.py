@@ -389,3 +389,28 @@ def test_a_wrong_command_is_caught():
     assert "no route" in check("curl -X POST localhost:8100/predict", True)
     assert check("spark-submit spark_jobs/predict.py --date 2025-04-12 --top-k none", True) is not None
     assert check("rsync -a data/ backup/", True) is not None
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def test_every_relative_link_and_anchor_in_the_docs_exists():
+    broken = []
+    for doc in DOCS:
+        text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, anchor = target.partition("#")
+            file = (doc.parent / path).resolve() if path else doc
+            if not file.exists():
+                broken.append(f"{doc.name}: {target} (no such file)")
+            elif anchor and file.suffix == ".md":
+                heads = {slug(h) for h in re.findall(r"^#+ (.+)$", file.read_text(), re.M)}
+                if anchor not in heads:
+                    broken.append(f"{doc.name}: {target} (no such heading)")
+    assert broken == []
+    assert slug("What leaves an edge, model by model") == "what-leaves-an-edge-model-by-model"

@@ -114,7 +114,9 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     runs = {"local": ["--training", "local"],
             "private": ["--training", "federated", "--fl-secure", "true", "--fl-epsilon", "4", "--fl-rounds", "3",
                         "--fl-fine-tune-steps", "1"],
-            "central": ["--training", "central"]}
+            "central": ["--training", "central"],
+            "demand": ["--training", "federated", "--fl-demand", "true", "--fl-secure", "true", "--fl-epsilon", "8",
+                       "--fl-rounds", "3"]}
     got = {}
     for name, flags in runs.items():
         assert predict.main(common + flags) == 0
@@ -126,6 +128,16 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     assert len(got["private"]["models"]["scorer_per_edge"]) == 3
     assert got["central"]["training"]["federated"] is None and got["central"]["models"]["scorer_per_edge"] == {}
     assert got["central"]["predictions"] == got["local"]["predictions"] == got["private"]["predictions"]
+    # The demand model federated too, by the same rounds: only masked updates of its 8 weights
+    # and intercept reach the server, and the two models share the privacy budget.
+    training = got["demand"]["training"]
+    demand = training["demand_fit"]["federated"]
+    assert demand["family"] == "poisson" and demand["config"]["secure"] is True and len(demand["rounds"]) == 3
+    assert all(r["update_bytes"] == 3 * 10 * 8 for r in demand["rounds"])  # 9 parameters and the weight, masked
+    assert training["federated"]["epsilon_spent"] + demand["epsilon_spent"] <= 8.0
+    assert demand["epsilon_spent"] > 3.5
+    assert got["central"]["training"]["demand_fit"]["federated"] is None
+    assert got["demand"]["predictions"] == got["central"]["predictions"]
 
 
 def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):

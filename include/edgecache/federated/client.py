@@ -1,9 +1,15 @@
-"""Client side: an edge trains the shared scorer on its own rows and returns an ``Update``.
+"""Client side: an edge trains a shared linear model on its own rows and returns an ``Update``.
 
-Local training minimises the central scorer's objective (``edgecache.pipeline.scorer.fit_logistic``:
-weighted mean log-loss + reg / 2 x |weights|^2, intercept free, features unscaled) on the
-edge's rows only, by Newton steps from the global parameters. With 17 features the
-Hessian is 18 x 18, so a step costs one pass over the rows.
+Two families, one per model the edges share:
+
+- ``logistic`` (the scorer): the central scorer's objective (``edgecache.pipeline.scorer.fit_logistic``:
+  weighted mean log-loss + reg / 2 x |weights|^2, intercept free, features unscaled);
+- ``poisson`` (the demand model): weighted mean Poisson negative log-likelihood
+  (mu - y log mu, with mu = exp(eta)) + the same penalty, with step halving, since a full
+  Newton step on exp can overshoot.
+
+Either is minimised on the edge's rows only, by Newton steps from the global parameters.
+With 17 features the Hessian is 18 x 18, so a step costs one pass over the rows.
 """
 
 from __future__ import annotations
@@ -28,8 +34,23 @@ UPDATE_SCHEMA = (
 )
 
 
+FAMILIES = ("logistic", "poisson")
+MAX_ETA = 30.0  # exp(30) requests: far beyond any title's day; keeps exp finite on a wild step
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic function, without overflow
+
+
+def _mean(z: np.ndarray, theta: np.ndarray, family: str) -> np.ndarray:
+    """The model's mean at each row: a probability (logistic) or an expected count (poisson)."""
+    eta = z @ theta
+    return _sigmoid(eta) if family == "logistic" else np.exp(np.minimum(eta, MAX_ETA))
+
+
+def _poisson_nll(z: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray) -> float:
+    eta = np.minimum(z @ theta, MAX_ETA)
+    return float((w * (np.exp(eta) - y * eta)).sum() / w.sum())
 
 
 def local_update(
@@ -40,8 +61,9 @@ def local_update(
     reg: float,
     weight: np.ndarray | None = None,
     prox: float = 0.0,
+    family: str = "logistic",
 ) -> Update:
-    """``steps`` Newton steps of L2-regularised logistic regression from ``init``
+    """``steps`` Newton steps of L2-regularised logistic (or Poisson) regression from ``init``
     (weights then intercept); the update carries the number of rows.
 
     ``prox`` > 0 adds prox / 2 x |theta - init|^2: fine-tuning that stays near the
@@ -54,6 +76,8 @@ def local_update(
         raise ValueError(f"init must have {k + 1} parameters, got shape {init.shape}")
     if steps < 0 or reg < 0 or prox < 0:
         raise ValueError("steps, reg and prox must be non-negative")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     w = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
     anchor = np.array(init, dtype=np.float64)
     theta = anchor.copy()
@@ -63,22 +87,41 @@ def local_update(
     penalty = np.full(k + 1, reg)
     penalty[-1] = 0.0  # the intercept is not penalised
     total = w.sum()
+
+    def objective(th: np.ndarray) -> float:
+        return _poisson_nll(z, y, w, th) + 0.5 * float((penalty * th**2).sum() + prox * ((th - anchor) ** 2).sum())
+
     for _ in range(steps):
-        p = _sigmoid(z @ theta)
-        grad = z.T @ (w * (p - y)) / total + penalty * theta + prox * (theta - anchor)
-        hess = (z * (w * p * (1.0 - p))[:, None]).T @ z / total + np.diag(penalty + prox)
-        theta = theta - np.linalg.solve(hess + 1e-12 * np.eye(k + 1), grad)
+        mu = _mean(z, theta, family)
+        curvature = mu * (1.0 - mu) if family == "logistic" else mu
+        grad = z.T @ (w * (mu - y)) / total + penalty * theta + prox * (theta - anchor)
+        hess = (z * (w * curvature)[:, None]).T @ z / total + np.diag(penalty + prox)
+        step = np.linalg.solve(hess + 1e-12 * np.eye(k + 1), grad)
+        if family == "poisson":  # halve the step until the objective does not rise
+            before, scale = objective(theta), 1.0
+            while objective(theta - scale * step) > before and scale > 1e-6:
+                scale /= 2
+            step = scale * step
+        theta = theta - step
     return Update(theta, n)
 
 
-def validation(x: np.ndarray, y: np.ndarray, params: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float]:
-    """Weighted log-loss and (unweighted) ROC AUC of ``params`` on held-out rows."""
+def validation(
+    x: np.ndarray, y: np.ndarray, params: np.ndarray, weight: np.ndarray | None = None, family: str = "logistic"
+) -> dict[str, float]:
+    """Weighted mean negative log-likelihood ("logloss": the log-loss, or the Poisson one)
+    and (unweighted) ROC AUC of ``params`` on held-out rows (for counts: requested or not)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     n = len(y)
     if n == 0:
         return {"rows": 0, "logloss": float("nan"), "auc": float("nan")}
     w = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
-    p = np.clip(_sigmoid(x @ params[:-1] + params[-1]), 1e-12, 1 - 1e-12)
+    z = np.hstack([x, np.ones((n, 1))])
+    if family == "poisson":
+        logloss = _poisson_nll(z, y, w, params)
+        auc = rank_auc(_mean(z, params, family), (y > 0).astype(np.float64))
+        return {"rows": n, "logloss": logloss, "auc": float("nan") if auc is None else auc}
+    p = np.clip(_sigmoid(z @ params), 1e-12, 1 - 1e-12)
     logloss = float(-(w * (y * np.log(p) + (1 - y) * np.log1p(-p))).sum() / w.sum())
     auc = rank_auc(p, y)
     return {"rows": n, "logloss": logloss, "auc": float("nan") if auc is None else auc}
@@ -104,6 +147,7 @@ class LocalPlan:
     prox: float = 0.0
     clip_norm: float | None = None  # DP: the edge clips its change before masking
     secure: SecureRound | None = None
+    family: str = "logistic"  # or "poisson": see local_update
 
 
 def edge_updates(
@@ -129,8 +173,10 @@ def edge_updates(
         held = pdf[holdout].to_numpy(dtype=bool) if holdout else np.zeros(len(pdf), dtype=bool)
         w = None if weight is None else pdf[weight].to_numpy()
         x, y = pdf[cols].to_numpy(), pdf[label].to_numpy()
-        val = validation(x[held], y[held], start, None if w is None else w[held])
-        u = local_update(x[~held], y[~held], start, plan.steps, plan.reg, None if w is None else w[~held], plan.prox)
+        val = validation(x[held], y[held], start, None if w is None else w[held], plan.family)
+        u = local_update(
+            x[~held], y[~held], start, plan.steps, plan.reg, None if w is None else w[~held], plan.prox, plan.family
+        )
         params: list[float] | None = u.params.tolist()
         count: int | None = u.count
         masked: list[int] | None = None

@@ -23,6 +23,7 @@ class FedConfig:
     delta: float = DEFAULT_DELTA
     clip_norm: float = 1.0  # DP: bound of one edge's change per round
     secure: bool = False  # pairwise-masked secure aggregation
+    demand: bool = False  # the demand model federated too (else fitted centrally)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -79,4 +80,10 @@ KNOBS = (
     Knob("epsilon", "number", "client-level differential privacy budget over all rounds (0: off)", minimum=0),
     Knob("clip_norm", "number", "differential privacy: bound of one edge's change per round", exclusive_minimum=0),
     Knob("secure", "boolean", "secure aggregation: the server learns only the sum of the updates"),
+    Knob(
+        "demand",
+        "boolean",
+        "the demand model federated too, with the same settings (off: fitted centrally from every edge's "
+        "per-title counts); with DP, the two models share the budget",
+    ),
 )

@@ -1,4 +1,5 @@
-"""Training the scorer three ways, on the same labelled candidate rows:
+"""Training a shared linear model three ways, on the same labelled rows: the scorer (logistic,
+on the candidate rows) or the demand model (Poisson, on the (edge, title) rows):
 
 - ``federated``: rounds of local Newton steps at each edge and FedAvg at the server
   (optionally DP-FedAvg, secure aggregation and a local fine-tuning step per edge);
@@ -35,9 +36,13 @@ HOLDOUT_RATE = 0.1  # viewers whose rows each edge keeps back to validate the mo
 FINE_TUNE_PROX = 0.01
 
 
-def with_holdout(rows: DataFrame, seed: int = 0) -> DataFrame:
-    """``rows`` with a boolean ``holdout`` column: about HOLDOUT_RATE of the viewers, by hash."""
-    return rows.withColumn(HOLDOUT, F.expr(in_hash_sample(["user_id"], seed + 7, HOLDOUT_RATE)))
+def with_holdout(rows: DataFrame, seed: int = 0, keys: Sequence[str] = ("user_id",)) -> DataFrame:
+    """``rows`` with a boolean ``holdout`` column: about HOLDOUT_RATE of the ``keys`` (the
+    viewers, or the titles for demand rows), by hash."""
+    return rows.withColumn(HOLDOUT, F.expr(in_hash_sample(list(keys), seed + 7, HOLDOUT_RATE)))
+
+
+LINK = {"logistic": "logit", "poisson": "log"}
 
 
 def _received(
@@ -70,11 +75,13 @@ def train_federated(
     reg: float,
     label: str = "label",
     weight: str | None = "weight",
+    family: str = "logistic",
+    holdout_keys: Sequence[str] = ("user_id",),
 ) -> tuple[LinearModel, dict[str, LinearModel], dict]:
     """The global model, each edge's fine-tuned model (empty without fine-tuning) and a
     report: per round its edges, seconds, bytes received, model change and per-edge
     validation; with DP, the noise and the epsilon spent."""
-    rows = with_holdout(rows, config.seed).cache()
+    rows = with_holdout(rows, config.seed, holdout_keys).cache()
     edges = sorted(r["edge_id"] for r in rows.select("edge_id").distinct().collect())
     privacy = config.privacy()
     clip_norm = None if privacy is None else privacy.clip_norm
@@ -90,23 +97,24 @@ def train_federated(
                 {e: c.private_bytes() for e, c in clients.items()},
                 {e: c.public_key() for e, c in clients.items()},
             )
-        plan = LocalPlan(params, config.local_steps, reg, clip_norm=clip_norm, secure=secure)
+        plan = LocalPlan(params, config.local_steps, reg, clip_norm=clip_norm, secure=secure, family=family)
         frame = edge_updates(rows.where(F.col("edge_id").isin(list(chosen))), features, plan, label, weight, HOLDOUT)
         return _received(frame, params, privacy, clients, round_id)
 
     init = np.zeros(len(features) + 1)
     params, stats = run_rounds(train_round, init, edges, config.rounds, config.fraction, config.seed, privacy)
-    model = _model(params, features)
+    model = _model(params, features, LINK[family])
     tuned: dict[str, LinearModel] = {}
     if config.fine_tune_steps:
-        plan = LocalPlan(params, config.fine_tune_steps, reg, prox=FINE_TUNE_PROX)
+        plan = LocalPlan(params, config.fine_tune_steps, reg, prox=FINE_TUNE_PROX, family=family)
         tuned = {
-            e: _model(u.params, features)
+            e: _model(u.params, features, LINK[family])
             for e, u in collect_updates(edge_updates(rows.where(~F.col(HOLDOUT)), features, plan, label, weight))
         }
     rows.unpersist()
     records = [round_record(s) for s in stats]
     report = {
+        "family": family,
         "config": asdict(config),
         "edges": edges,
         "noise_multiplier": None if privacy is None else privacy.noise_multiplier,
@@ -128,11 +136,13 @@ def train_local(
     steps: int = 10,
     label: str = "label",
     weight: str | None = "weight",
+    family: str = "logistic",
 ) -> dict[str, LinearModel]:
     """Each edge's own model from its own rows alone (nothing shared)."""
-    plan = LocalPlan(np.zeros(len(features) + 1), steps, reg)
+    plan = LocalPlan(np.zeros(len(features) + 1), steps, reg, family=family)
     return {
-        e: _model(u.params, features) for e, u in collect_updates(edge_updates(rows, features, plan, label, weight))
+        e: _model(u.params, features, LINK[family])
+        for e, u in collect_updates(edge_updates(rows, features, plan, label, weight))
     }
 
 
@@ -151,7 +161,7 @@ def rounds_to_converge(records: Sequence[Mapping[str, Any]], tol: float = 0.01) 
     if not losses:
         return None
     best = min(v for _, v in losses)
-    first = next(n for n, v in losses if v <= best * (1 + tol))
+    first = next(n for n, v in losses if v <= best + tol * abs(best))  # the Poisson loss may be negative
     return None if first == losses[-1][0] else first - 1
 
 
@@ -180,9 +190,9 @@ def round_record(s: RoundStats) -> dict[str, Any]:
     }
 
 
-def _model(params: np.ndarray, features: Sequence[str]) -> LinearModel:
+def _model(params: np.ndarray, features: Sequence[str], link: str = "logit") -> LinearModel:
     # rounded like the central fit, so a re-run gives the same model and predictions
-    return from_vector(np.array([rounded(v) for v in params]), tuple(features), "logit")
+    return from_vector(np.array([rounded(v) for v in params]), tuple(features), link)
 
 
 def apply_by_edge(rows: DataFrame, models: Mapping[str, LinearModel], fallback: LinearModel, out: str) -> DataFrame:

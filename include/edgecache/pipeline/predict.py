@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,7 @@ from edgecache.settings import Settings
 MODELS = ("learned", "simple")
 TRAININGS = ("federated", "central", "local")
 REG = 1e-3  # the scorer's L2 strength, the same however it is trained
+DEMAND_REG = 1e-3  # the federated demand model's L2 strength (on unscaled features)
 # The scorer trains on the candidates of a hash sample of at most MAX_TRAINING_USERS
 # viewers: every positive and a weighted sample of negatives, up to MAX_TRAINING_ROWS rows.
 # Enough for 17 weights, and it keeps training time flat as the service grows.
@@ -165,10 +166,14 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     laps.lap("candidates")
     per_edge: dict[str, LinearModel] = {}
     federated = None
+    fed = fed_config(args)
+    demand_federated = args.training == "federated" and fed.demand
+    if demand_federated and fed.epsilon > 0:
+        fed = replace(fed, epsilon=fed.epsilon / 2)  # two models trained on the same edges share the budget
     if args.training == "central":
         scorer = fit_logistic(sample, FEATURES, weight="weight", reg_param=REG)
     elif args.training == "federated":
-        scorer, per_edge, federated = train_federated(sample, FEATURES, fed_config(args), REG)
+        scorer, per_edge, federated = train_federated(sample, FEATURES, fed, REG)
     else:
         per_edge = train_local(sample, FEATURES, REG)
         # an edge with no rows of its own has nothing to learn from: it gets the mean model
@@ -181,7 +186,11 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     assert counts is not None  # an aggregate without groups has one row
     expected_viewers = viewers(scored, rate=rate)
     demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers), labels))
-    demand_fit = fit_poisson_checked(demand_train, DEMAND_FEATURES)
+    demand_federated_report = None
+    if demand_federated:
+        demand_fit, demand_federated_report = federated_demand(demand_train, fed)
+    else:
+        demand_fit = fit_poisson_checked(demand_train, DEMAND_FEATURES)
     demand_stats = demand_train.selectExpr(
         "count(*) AS n", f"stddev_pop({demand_fit.model.linear_sql()}) AS spread"
     ).first()
@@ -202,6 +211,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
             "converged": demand_fit.converged,
             "iterations": demand_fit.iterations,
             "dropped_features": list(demand_fit.dropped),
+            "federated": demand_federated_report,
         },
         "federated": federated,
         "seconds": laps.seconds,
@@ -220,6 +230,20 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         counts["spread"],
         demand_stats["spread"],
     )
+
+
+def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str, Any]]:
+    """The demand model by federated learning: each edge fits the Poisson model to its own
+    (edge, title) rows and sends only the parameter update; the server averages. Titles are
+    held out by hash for validation. The global model is deployed (fine-tuned per-edge demand
+    models are not used yet). It counts as converged once the last round moved it by at most
+    a tenth of the first round's move; DP noise keeps it moving, and the gate then sets it aside."""
+    model, _, report = train_federated(
+        rows, DEMAND_FEATURES, config, DEMAND_REG, weight=None, family="poisson", holdout_keys=("content_id",)
+    )
+    changes = [r["change"] for r in report["rounds"]]
+    converged = len(changes) > 1 and changes[-1] <= 0.1 * changes[0]
+    return Fit(model, converged, len(changes)), report
 
 
 def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity: int) -> dict[str, Verdict]:
