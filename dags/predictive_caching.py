@@ -77,10 +77,12 @@ RUN_TIMEOUT = timedelta(hours=20)
 
 
 def workload_param(name: str, kind: object) -> Param:
-    """A workload knob as a DAG param: a name from a fixed list, an integer or a number."""
+    """A workload knob as a DAG param: a name from a fixed list, a date, an integer or a number."""
     default = getattr(WORKLOAD, name)
     if name in WORKLOAD_CHOICES:
         return Param(default, type="string", enum=list(WORKLOAD_CHOICES[name]), description=WORKLOAD_HELP[name])
+    if kind in (str, "str"):  # new_edge_day: empty, or a date
+        return Param(default, type="string", pattern=r"^$|^\d{4}-\d{2}-\d{2}$", description=WORKLOAD_HELP[name])
     return Param(default, type="integer" if kind in (int, "int") else "number", description=WORKLOAD_HELP[name])
 
 

@@ -29,6 +29,7 @@ from edgecache.evaluation import evaluate as job
 from edgecache.pipeline import features, predict
 from edgecache.simulate import generate_logs as generate
 from edgecache.simulate import next_day_logs
+from edgecache.settings import Settings
 from edgecache.layout import Layout, read_json
 from edgecache.evaluation.policies import POLICIES
 
@@ -336,6 +337,21 @@ def test_the_next_day_is_generated_once_with_the_same_workload(evaluated):
     assert gen_next["workload"] == gen_d["workload"] and gen_next["workload"]["peak_hour"] == 20
     assert gen_next["date"] == NEXT and gen_next["generated_by"] == "next_day_logs"
     assert sorted(p.name for p in layout.logs(NEXT).glob("edge=*")) == ["edge=edge-01", "edge=edge-02", "edge=edge-03"]
+
+
+def test_each_edge_has_its_age_in_days(evaluated, tmp_path):
+    _, report, _ = evaluated
+    history = Settings.from_env().window_days + 1  # the days generate writes up to D
+    assert {e: f["age_days"] for e, f in report["edges"].items()} == {f"edge-0{i}": history for i in (1, 2, 3)}
+    layout = Layout(tmp_path)
+    for day, edges in {"2025-04-01": ["a"], "2025-04-03": ["a", "b"], "2025-04-04": ["a", "b", "c"],
+                       "2025-04-05": ["a", "d"]}.items():
+        for e in edges:
+            (layout.logs(day) / f"edge={e}").mkdir(parents=True)
+        if day != "2025-04-04":  # a day that never finished does not count
+            (layout.logs(day) / "_COMMITTED").touch()
+    assert job.edge_ages(layout, "2025-04-04") == {"a": 4, "b": 2}
+    assert job.edge_ages(layout, "2025-04-05") == {"a": 5, "b": 3, "d": 1}
 
 
 def test_job_counts_every_line_and_replays_every_accepted_request(evaluated):

@@ -111,6 +111,22 @@ def test_user_features_over_days(multi_window):
     assert rows["V4"]["device_mix"] == {"TV": 1.0}
 
 
+def test_a_viewer_who_moves_is_at_home_where_they_watch_now(spark):
+    """The home edge is the most frequent one on the last active day, not over the window:
+    three days at edge-01, then one view at a new edge, make the new edge home."""
+    from tests.tiny import EVENTS_SCHEMA
+
+    views = [("M1", "2025-04-10 10:00", "edge-01"), ("M1", "2025-04-10 11:00", "edge-01"),
+             ("M1", "2025-04-11 10:00", "edge-01"), ("M1", "2025-04-12 07:00", "edge-09"),
+             # the last day split evenly: the smaller id
+             ("M2", "2025-04-11 10:00", "edge-01"), ("M2", "2025-04-12 10:00", "edge-07"),
+             ("M2", "2025-04-12 11:00", "edge-03"), ("M2", "2025-04-12 12:00", "edge-07"),
+             ("M2", "2025-04-12 13:00", "edge-03")]
+    rows = [(u, "TV", "C1", 10, dt.datetime.fromisoformat(f"{t}:00"), e) for u, t, e in views]
+    got = user_features(in_window(spark.createDataFrame(rows, EVENTS_SCHEMA), DAY, 3)).collect()
+    assert {r["user_id"]: r["edge_id"] for r in got} == {"M1": "edge-09", "M2": "edge-03"}
+
+
 # --- user_genres, user_titles, user_series ------------------------------------------------
 
 

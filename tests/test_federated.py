@@ -422,3 +422,33 @@ def test_federated_demand_reaches_the_pooled_fit_and_sends_only_a_fixed_size_upd
         assert len(raw) == 3 and {len(r["params"]) for r in raw} == {4}
         ids = {r["content_id"] for r in titles.collect()}
         assert not ids & {str(v) for r in raw for v in r.asDict().values()}
+
+
+def test_local_demand_models_read_only_their_own_edges_rows(spark):
+    """Local-only demand: each edge's model comes from its rows alone (changing another edge's
+    counts leaves it as it was), without the service-wide count; an edge with no rows ranks by
+    its own recent requests."""
+    from edgecache.pipeline.demand import DEMAND_FEATURES
+    from edgecache.pipeline.predict import LOCAL_DEMAND_FEATURES, local_demand
+
+    rng = np.random.default_rng(13)
+    n = 900
+    x = rng.normal(size=(n, len(DEMAND_FEATURES))) * 0.5
+    y = rng.poisson(np.exp(0.2 + 0.9 * x[:, 0])).astype(float)
+    edges = np.array(EDGES[:3])[np.arange(n) % 3]
+    schema = "edge_id string, " + ", ".join(f"`{f}` double" for f in DEMAND_FEATURES) + ", label double"
+
+    def frame(labels):
+        return spark.createDataFrame([(e, *map(float, r), float(t)) for r, t, e in zip(x, labels, edges)], schema)
+
+    models, fit = local_demand(frame(y))
+    fallback = fit.model
+    assert sorted(models) == list(EDGES[:3]) and all(m.features == LOCAL_DEMAND_FEATURES for m in models.values())
+    assert "global" not in LOCAL_DEMAND_FEATURES and models[EDGES[0]].weights[0] > 0.5  # popularity comes first
+    other = np.where(edges == EDGES[1], y * 3 + 1, y)  # another edge's counts change
+    again, _ = local_demand(frame(other))
+    assert to_vector(again[EDGES[0]]).tolist() == to_vector(models[EDGES[0]]).tolist()
+    assert np.abs(to_vector(again[EDGES[1]]) - to_vector(models[EDGES[1]])).max() > 0.1
+    # The model for an edge without rows: e^popularity, its own decayed requests plus one.
+    assert fallback.link == "log" and fallback.intercept == 0.0
+    assert dict(zip(fallback.features, fallback.weights)) == {f: float(f == "popularity") for f in LOCAL_DEMAND_FEATURES}

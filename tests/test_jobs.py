@@ -122,6 +122,12 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
         assert predict.main(common + flags) == 0
         got[name] = read_json(Layout(tmp_path).predictions(DATE, "summary.json"))
     assert sorted(got["local"]["models"]["scorer_per_edge"]) == ["edge-01", "edge-02", "edge-03"]
+    # Local-only demand: a model per edge, none of them with the service-wide count.
+    local_demand = got["local"]["models"]["demand_per_edge"]
+    assert sorted(local_demand) == got["local"]["training"]["demand_fit"]["edges_with_own_model"]
+    assert sorted(local_demand) == ["edge-01", "edge-02", "edge-03"]
+    assert all("global" not in m["features"] for m in local_demand.values())
+    assert got["private"]["models"]["demand_per_edge"] == {}
     fed = got["private"]["training"]["federated"]
     assert fed["config"]["secure"] is True and 3.5 < fed["epsilon_spent"] <= 4.0 and len(fed["rounds"]) == 3
     assert all(r["update_bytes"] == 3 * 19 * 8 for r in fed["rounds"])  # masked: 18 parameters and the weight

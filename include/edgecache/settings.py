@@ -68,6 +68,9 @@ class WorkloadParams:
     # Shapes that break assumptions, for either model.
     series_share: float = 0.3  # share of catalog items that are series (0: movies only)
     releases_per_day: int = 0  # new items released every day of 2025 (0: the model's own schedule)
+    # Cold start (catalog model): new edges that open on a day, taking viewers from the others.
+    new_edges: int = 0  # edges that open on new_edge_day
+    new_edge_day: str = ""  # the day they open (YYYY-MM-DD; required when new_edges > 0)
     # The shot noise model only.
     snm_lifetime_days: float = 10.0  # mean lifetime of a title's burst of requests
     snm_shape: str = "exp"  # how a burst fades: exp (exponential decay) or uniform (flat, then gone)
@@ -109,6 +112,9 @@ WORKLOAD_HELP = {
     "series_share": "share of catalog items that are series rather than movies (0: movies only)",
     "releases_per_day": "new movies or series released on every day of 2025 (the catalog must hold 365 x "
     "this items; 0: the model's own schedule)",
+    "new_edges": "new edges that open on --new-edge-day, each taking as many viewers as the middle edge "
+    "has, with a regional taste of its own (catalog model; 0: none)",
+    "new_edge_day": "the day the new edges open (YYYY-MM-DD): from that day their viewers are logged there",
     "snm_lifetime_days": "snm: mean lifetime of a title's burst of requests, in days",
     "snm_shape": "snm: shape of a burst: exp (exponential decay) or uniform (flat over its lifetime)",
 }

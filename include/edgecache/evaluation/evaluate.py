@@ -8,6 +8,7 @@ or ingested); the replay runs in the driver on numpy arrays and libCacheSim (see
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import time
 from typing import Any
 
@@ -93,6 +94,20 @@ def validated_events(spark: SparkSession, layout: Layout, date: str) -> tuple[pd
     }
 
 
+def edge_ages(layout: Layout, date: str) -> dict[str, int]:
+    """Each edge's age on ``date``: days from its first day of logs to ``date``, both counted
+    (1 on the day an edge opens). Read from the committed days' ``edge=E`` folders."""
+    first: dict[str, str] = {}
+    for day in sorted((layout.root / "logs").glob("date=*")):
+        d = day.name.removeprefix("date=")
+        if d > date or not committed(day):
+            continue
+        for edge in day.glob("edge=*"):
+            first.setdefault(edge.name.removeprefix("edge="), d)
+    end = dt.date.fromisoformat(date)
+    return {e: (end - dt.date.fromisoformat(d)).days + 1 for e, d in sorted(first.items())}
+
+
 def check(args: argparse.Namespace) -> None:
     layout = Layout(args.data_dir.resolve())
     for path in (layout.predictions(args.date, "edge_demand"), layout.predictions(args.date, "users"), layout.catalog):
@@ -154,6 +169,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         cache_bytes=cache_bytes,
     )
     report = {"date": date, "replayed_date": replayed, "validation": validation, **report}
+    ages = edge_ages(layout, date)
+    for edge, figures in report["edges"].items():
+        figures["age_days"] = ages.get(edge, 0)  # 0: an edge with no logs up to D
     report["seconds"] = {"validate": round(validate_seconds, 2), **report["seconds"]}
     clock = time.perf_counter()
     out = layout.evaluation(date)

@@ -550,6 +550,13 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{r['requests_replayed']} requests replayed at {n_edges} edge(s), each edge its own cache; "
         f"catalog of {r['catalog']['titles']} titles, {r['catalog']['bytes'] / 1e9:.1f} GB.",
     ]
+    young = {e: f["age_days"] for e, f in r["edges"].items() if f.get("age_days", 99) <= 7}
+    if young:
+        head.append(
+            "New edges (age in days on the night of the predictions): "
+            + ", ".join(f"{e} {a}" for e, a in sorted(young.items()))
+            + "."
+        )
     if "validation" in r:
         v = r["validation"]
         head.append(

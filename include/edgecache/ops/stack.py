@@ -182,7 +182,8 @@ class Stack:
             self.start("airflow", [str(bin_dir / "airflow"), "standalone"], env)
             urls["airflow"] = f"http://127.0.0.1:{p.airflow}"
 
-            groups = split_edges(edge_ids(WorkloadParams.from_env().edges), edge_services)
+            wp = WorkloadParams.from_env()
+            groups = split_edges(edge_ids(wp.edges + wp.new_edges), edge_services)
             for i, edges in enumerate(groups):
                 # The URL goes by the environment, not argv, where `ps` would show a password.
                 # The replay clock: this stack's traffic is `edgecache replay` of a generated

@@ -58,9 +58,10 @@ def user_features(events: DataFrame) -> DataFrame:
     """Per viewer: home edge, watch counts, active days, device mix, the last title watched.
 
     One aggregation per viewer, with no window and no DISTINCT: each of those would sort
-    or shuffle every event again. The home edge is the viewer's most frequent one (the
-    lowest id on a tie); the device mix covers the devices of ``schema.DEVICES``, the only
-    ones validation admits.
+    or shuffle every event again. The home edge is the most frequent one on the viewer's
+    last active day (the lowest id on a tie): a viewer who moves, say to an edge that has
+    just opened, is served where they watch now, from the day they move. The device mix
+    covers the devices of ``schema.DEVICES``, the only ones validation admits.
     """
     shares = ", ".join(
         f"struct('{d}' AS device, count_if(device = '{d}') / count(*) AS share)" for d in sorted(DEVICES)
@@ -68,7 +69,15 @@ def user_features(events: DataFrame) -> DataFrame:
     return events.sparkSession.sql(
         f"""
         SELECT user_id,
-               mode(edge_id, true)                                AS edge_id,
+               array_sort(transform(array_distinct(last_day_edges),
+                                    e -> named_struct('views', -size(filter(last_day_edges, x -> x = e)), 'edge', e))
+                         )[0].edge                                AS edge_id,
+               watch_count, distinct_titles, minutes_watched, days_active, last_age_days, last_content_id,
+               last_watched_at, device_mix
+        FROM (SELECT *, transform(filter(edge_days, v -> v.age = last_age_days), v -> v.edge) AS last_day_edges
+              FROM (
+        SELECT user_id,
+               collect_list(named_struct('age', age_days, 'edge', edge_id)) AS edge_days,
                count(*)                                           AS watch_count,
                CAST(size(collect_set(content_id)) AS BIGINT) AS distinct_titles,
                sum(duration)                                      AS minutes_watched,
@@ -78,7 +87,7 @@ def user_features(events: DataFrame) -> DataFrame:
                max(timestamp)                                     AS last_watched_at,
                map_from_entries(filter(array({shares}), d -> d.share > 0)) AS device_mix
         FROM {{events}}
-        GROUP BY user_id
+        GROUP BY user_id))
         """,
         events=events,
     )

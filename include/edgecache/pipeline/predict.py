@@ -61,7 +61,7 @@ from edgecache.pipeline.job import (
     run_job,
 )
 from edgecache.pipeline.ranking import edge_demand, predict_users, rank_candidates, top_lists
-from edgecache.pipeline.scorer import Fit, LinearModel, apply, auc, fit_logistic, fit_poisson_checked, negative_sample
+from edgecache.pipeline.scorer import Fit, LinearModel, auc, fit_logistic, fit_poisson_checked, negative_sample
 from edgecache.settings import Settings
 
 MODELS = ("learned", "simple")
@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--training",
         choices=TRAININGS,
         default=d.training,
-        help="how the learned scorer is trained: federated across edges, central (all rows pooled) "
-        f"or local (each edge alone) (default {d.training})",
+        help="how the learned models are trained: federated across edges, central (all rows pooled) "
+        "or local (each edge alone, the demand model too, without the service-wide counts; an edge with "
+        f"no rows of its own ranks by its own recent requests) (default {d.training})",
     )
     p.add_argument(
         "--gate",
@@ -150,6 +151,7 @@ class Trained:
     demand_rows: DataFrame  # yesterday's demand rows with today's counts as ``label``
     scorer_spread: float | None
     demand_spread: float | None
+    demand_per_edge: dict[str, LinearModel]  # local training: each edge's own demand model
 
 
 def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, args: argparse.Namespace) -> Trained:
@@ -187,8 +189,11 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     expected_viewers = viewers(scored, rate=rate)
     demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers), labels))
     demand_federated_report = None
+    demand_per_edge: dict[str, LinearModel] = {}
     if demand_federated:
         demand_fit, demand_federated_report = federated_demand(demand_train, fed)
+    elif args.training == "local":
+        demand_per_edge, demand_fit = local_demand(demand_train)
     else:
         demand_fit = fit_poisson_checked(demand_train, DEMAND_FEATURES)
     demand_stats = demand_train.selectExpr(
@@ -212,6 +217,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
             "iterations": demand_fit.iterations,
             "dropped_features": list(demand_fit.dropped),
             "federated": demand_federated_report,
+            "edges_with_own_model": sorted(demand_per_edge) if args.training == "local" else None,
         },
         "federated": federated,
         "seconds": laps.seconds,
@@ -229,6 +235,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         demand_train,
         counts["spread"],
         demand_stats["spread"],
+        demand_per_edge,
     )
 
 
@@ -246,14 +253,28 @@ def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str,
     return Fit(model, converged, len(changes)), report
 
 
+# What an edge alone can know: its own counts, its viewers and the catalog. The service-wide
+# count per title (``global``) is a sum over every edge, so local models go without it.
+LOCAL_DEMAND_FEATURES = tuple(f for f in DEMAND_FEATURES if f != "global")
+
+
+def local_demand(rows: DataFrame) -> tuple[dict[str, LinearModel], Fit]:
+    """Each edge's demand model from its own (edge, title) rows alone, and the model for an
+    edge with no rows of its own (a new edge on its first night): its own recent requests,
+    the recency baseline written as a model (e^popularity = 1 + decayed requests)."""
+    models = train_local(rows, LOCAL_DEMAND_FEATURES, DEMAND_REG, weight=None, family="poisson")
+    weights = tuple(1.0 if f == "popularity" else 0.0 for f in LOCAL_DEMAND_FEATURES)
+    return models, Fit(LinearModel(LOCAL_DEMAND_FEATURES, weights, 0.0, "log"), True, 0)
+
+
 def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity: int) -> dict[str, Verdict]:
     """Score every candidate on day D from the window ending D-1 (see ``edgecache.pipeline.gate``)."""
     spark = catalog.sparkSession
     previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
     asked = materialize(requests_by_title(t.labels))
     pop = t.feats["popularity"]
-    learned = t.demand_rows.selectExpr(
-        "'learned' AS model", "edge_id", "content_id", f"{t.demand.model.sql()} AS score", "size_bytes"
+    learned = apply_by_edge(t.demand_rows, t.demand_per_edge, t.demand.model, "score").selectExpr(
+        "'learned' AS model", "edge_id", "content_id", "score", "size_bytes"
     )
     scored = learned
     for name in ("simple", "recency"):
@@ -338,6 +359,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         models = {
             "scorer": t.scorer.to_dict(),
             "demand": t.demand.model.to_dict(),
+            "demand_per_edge": {e: m.to_dict() for e, m in sorted(t.demand_per_edge.items())},
             "scorer_per_edge": {e: m.to_dict() for e, m in sorted(t.per_edge.items())},
         }
     elif args.model == "learned":
@@ -362,7 +384,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
     if deployed["prefetch"] == "learned":
         assert scored is not None
-        demand = rank_demand(apply(demand_rows(feats["popularity"], titles, viewers(scored)), t.demand.model, "score"))
+        rows = demand_rows(feats["popularity"], titles, viewers(scored))
+        demand = rank_demand(apply_by_edge(rows, t.demand_per_edge, t.demand.model, "score"))
     elif deployed["prefetch"] == "yesterday":
         demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
     else:

@@ -95,6 +95,8 @@ class Workload:
     item_lifetime: np.ndarray | None = None  # snm: lifetime of each item's burst, in days
     item_edge_mix: np.ndarray | None = None  # snm: [item, edge] share of an item's requests per edge
     edge_activity: np.ndarray | None = None  # snm: [edge, genre] share of the viewers' activity
+    user_new_edge: np.ndarray | None = None  # new edges: the edge each viewer moves to (-1: stays)
+    new_edge_from: int = 0  # new edges: the day they open, in days since EPOCH
 
 
 def user_ids(index: np.ndarray) -> pa.Array:
@@ -149,12 +151,22 @@ def chunk_plan(user_edge: np.ndarray, n_edges: int) -> tuple[np.ndarray, np.ndar
     return by_edge, np.array(bounds, dtype=np.int64)
 
 
+def edges_on(wl: Workload, day: int, users: np.ndarray) -> np.ndarray:
+    """The edge index of each of ``users`` on ``day``: their own edge, or from the day the
+    new edges open, the new edge they moved to."""
+    edge = wl.user_edge[users]
+    if wl.user_new_edge is None or day < wl.new_edge_from:
+        return edge
+    moved = wl.user_new_edge[users]
+    return np.where(moved >= 0, moved, edge).astype(edge.dtype)
+
+
 def n_chunks(wl: Workload) -> int:
     return len(wl.chunk_bounds) - 1
 
 
 def chunk_users(wl: Workload, chunk: int) -> np.ndarray:
-    """Viewer indices of ``chunk`` (all at one edge)."""
+    """Viewer indices of ``chunk`` (all at one edge, until some move to a new edge)."""
     return wl.users_by_edge[wl.chunk_bounds[chunk] : wl.chunk_bounds[chunk + 1]]
 
 
@@ -208,7 +220,11 @@ def _followed_series(wl: Workload, users: np.ndarray, day: int) -> tuple[np.ndar
     rng = np.random.default_rng([p.seed, 1, block_start, int(users[0])])
     w = wl.edge_genre_taste[:, wl.item_genre[series]] * wl.item_weight[series]  # [edge, series]
     followed = series[
-        _pick(np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1), wl.user_edge[users], rng.random(len(users)))
+        _pick(
+            np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1),
+            edges_on(wl, block_start, users),
+            rng.random(len(users)),
+        )
     ]
     n_eps = wl.item_len[followed]
     pos = np.zeros(len(users), dtype=np.int64)
@@ -219,11 +235,13 @@ def _followed_series(wl: Workload, users: np.ndarray, day: int) -> tuple[np.ndar
     return followed, pos
 
 
-def session_items(wl: Workload, probs: np.ndarray, s_user: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The item each session picks: from the viewer's favourite genre half the time, else from
-    their edge's whole mix (``probs``: [edge, item] rows summing to 1)."""
+def session_items(
+    wl: Workload, probs: np.ndarray, s_user: np.ndarray, rng: np.random.Generator, day: int
+) -> np.ndarray:
+    """The item each session picks on ``day``: from the viewer's favourite genre half the time,
+    else from their edge's whole mix (``probs``: [edge, item] rows summing to 1)."""
     n = len(s_user)
-    edge = wl.user_edge[s_user]
+    edge = edges_on(wl, day, s_user)
     genre_only = rng.random(n) < 0.5
     pick_edge = _pick(np.cumsum(probs, axis=1), edge, rng.random(n))
     gp = genre_probs(wl, probs)
@@ -320,7 +338,7 @@ def render(
     cids = wl.content_id_arrow
     eids = pa.array(wl.edge_ids, pa.string())
     ts = _CLOCK.take(pa.array(secs))  # "HH:MM:SS"; the date is joined in below
-    edge = eids.take(pa.array(wl.user_edge[user]))
+    edge = eids.take(pa.array(edges_on(wl, day_index(date), user)))
     cols = [
         user_ids(user),
         pa.array(np.array(DEVICES, dtype=object)[device], pa.string()),

@@ -168,7 +168,7 @@ def generate_snm_chunk(wl: Workload, date: str, chunk: int) -> pa.RecordBatch:
     s_user = np.repeat(users, n_sess)
     local = np.repeat(np.arange(len(users)), n_sess)
     n = len(s_user)
-    item = session_items(wl, probs, s_user, rng)
+    item = session_items(wl, probs, s_user, rng, day)
     # A series session starts somewhere among the episodes the shot's audience has reached.
     n_eps = wl.item_len[item]
     first_ep = np.minimum((rng.random(n) * _reached(wl, item, day)).astype(np.int64), n_eps - 1)

@@ -25,6 +25,13 @@ title a session picks from bursts of requests that start at each title's release
 Shapes that break assumptions work with either: ``series_share`` 0 (movies only),
 ``regional_skew`` 0 (every edge has the same taste), ``releases_per_day`` (high churn),
 ``edges`` 1, and a large ``edge_size_ratio`` (a smallest edge of a few viewers).
+
+Cold start (``new_edges``, ``new_edge_day``; catalog model): edges that open on a given day.
+Each takes about as many viewers as the middle edge has, drawn from every edge, with a
+regional taste of its own; from that day on those viewers are logged at the new edge, which
+has no history before it. The moves come from a random stream of their own, after the
+calibration, so every other draw, and every view before the opening day, is the same as
+without them.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ __all__ = [
     "item_probs",
     "manifest",
     "n_chunks",
+    "with_new_edges",
     "user_ids",
 ]
 
@@ -102,6 +110,15 @@ def build_workload(params: WorkloadParams) -> Workload:
         raise ValueError(
             f"regional_skew and releases_per_day must not be negative, snm_lifetime_days must be positive: {p}"
         )
+    if p.new_edges < 0 or (p.new_edges and p.workload != "catalog"):
+        raise ValueError(f"new_edges must not be negative, and is for the catalog model only: {p}")
+    if p.new_edges:
+        try:
+            dt.date.fromisoformat(p.new_edge_day)
+        except ValueError:
+            raise ValueError(
+                f"new_edge_day must be a date (YYYY-MM-DD) when new_edges > 0, got {p.new_edge_day!r}"
+            ) from None
     rng = np.random.default_rng([p.seed, 0])
     fake = Faker()
     fake.seed_instance(p.seed)
@@ -211,7 +228,38 @@ def build_workload(params: WorkloadParams) -> Workload:
     )
     if p.workload == "snm":
         wl = snm.with_shots(wl)
-    return calibrate(wl)
+    return with_new_edges(calibrate(wl))
+
+
+def with_new_edges(wl: Workload) -> Workload:
+    """``wl`` with ``new_edges`` edges opening on ``new_edge_day`` (unchanged without them).
+
+    Each new edge takes about the middle edge's share of the viewers, from every edge alike,
+    and gets a taste drawn like the others'. The viewers keep their favourite genre."""
+    p = wl.params
+    if not p.new_edges:
+        return wl
+    assert wl.users is not None, "the driver's workload has its tables"
+    rng = np.random.default_rng([p.seed, 8])  # a stream of its own: the draws before stay put
+    taste = rng.dirichlet(np.full(len(GENRES), p.regional_skew or 1.0), size=p.new_edges) * len(GENRES)
+    if p.regional_skew == 0:
+        taste = np.ones_like(taste)
+    share = min(float(edge_weights(p.edges, p.edge_size_ratio)[p.edges // 2]), 0.5 / p.new_edges)
+    dest = rng.choice(p.new_edges + 1, size=p.users, p=[1 - share * p.new_edges] + [share] * p.new_edges)
+    user_new_edge = np.where(dest > 0, p.edges + dest - 1, -1).astype(np.int16)
+    eids = edge_ids(p.edges + p.new_edges)
+    users = wl.users.assign(
+        new_edge_id=[eids[e] if e >= 0 else None for e in user_new_edge],
+        new_edge_from=np.where(user_new_edge >= 0, p.new_edge_day, None),
+    )
+    return replace(
+        wl,
+        users=users,
+        edge_ids=eids,
+        edge_genre_taste=np.vstack([wl.edge_genre_taste, taste]),
+        user_new_edge=user_new_edge,
+        new_edge_from=day_index(p.new_edge_day),
+    )
 
 
 def calibrate(wl: Workload, rounds: int = 3, pilots: int = 4) -> Workload:
@@ -251,7 +299,7 @@ def for_workers(wl: Workload) -> Workload:
 
 def manifest(params: WorkloadParams) -> dict:
     """What identifies a workload's catalog and viewers (the day's knobs excluded)."""
-    keys = (
+    keys: tuple[str, ...] = (
         "workload",
         "seed",
         "users",
@@ -263,6 +311,8 @@ def manifest(params: WorkloadParams) -> dict:
         "series_share",
         "releases_per_day",
     )
+    if params.new_edges:
+        keys += ("new_edges", "new_edge_day")  # only then: a workload without them keeps its manifest
     return {k: v for k, v in asdict(params).items() if k in keys}
 
 
@@ -287,7 +337,7 @@ def generate_chunk(wl: Workload, date: str, chunk: int) -> pa.RecordBatch:
     local = np.repeat(np.arange(len(users)), n_sess)  # each session's viewer, as a position in the chunk
     first_of_user = np.r_[True, s_user[1:] != s_user[:-1]] if n else np.zeros(0, bool)
     follow = first_of_user & happens[local]
-    item = np.where(follow, followed[local], session_items(wl, probs, s_user, rng))
+    item = np.where(follow, followed[local], session_items(wl, probs, s_user, rng, day))
     first_ep = np.where(follow, resume[local], 0)
     wanted = np.where(follow, follow_len[local], rng.geometric(1 - p.binge_prob, size=n))
     length = np.where(wl.item_len[item] == 1, 1, np.minimum(wanted, wl.item_len[item] - first_ep))

@@ -1,0 +1,152 @@
+"""A new edge's first nights: local-only, federated and central models, with and without DP.
+
+For each workload family, one edge opens on OPEN (``--new-edges 1 --new-edge-day OPEN``),
+taking about as many viewers as the middle edge has, with a taste of its own. On the nights
+1, 2, 3 and 7 of its life (night n is the evening of day OPEN + n - 1, the predictions are
+for the next day) the bench runs predict once per variant, each ungated so the next day
+measures the model itself and not a baseline the gate might prefer, then evaluate. It reports,
+for the new edge and for the mature edge of about the same size (the middle edge):
+
+- the cache hit ratio at ``--pct`` % of the titles: the titles the model ranks first, held
+  all day (the ``predictive`` static prefetch), and LRU and the recency prefetch beside it;
+- hit@10 of the viewers' lists.
+
+Variants: local (each edge alone: its own scorer and demand model, without the service-wide
+counts; an edge with no rows of its own ranks by its own recent requests), federated (the
+scorer and the demand model by FedAvg), federated with DP at epsilon 8 and 4 (the two models
+share the budget), and central (every edge's rows pooled).
+
+    python bench/new_edge.py [--workloads catalog skewed] [--nights 1 2 3 7] [--users 10000]
+
+Results: bench/results/new_edge.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OPEN = "2025-04-10"
+EDGES = 8
+NEW_EDGE, MATURE_EDGE = f"edge-{EDGES + 1:02d}", f"edge-{EDGES // 2 + 1:02d}"  # the middle edge: the same size
+
+VARIANTS = {
+    "local": ["--training", "local"],
+    "federated": ["--training", "federated", "--fl-demand", "true"],
+    "federated, DP eps 8": ["--training", "federated", "--fl-demand", "true", "--fl-epsilon", "8"],
+    "federated, DP eps 4": ["--training", "federated", "--fl-demand", "true", "--fl-epsilon", "4"],
+    "central": ["--training", "central"],
+}
+
+# Workload families: the catalog model, edges 30-fold apart in size (the middle edge, and so the
+# new one, has fewer viewers), and a catalog where new titles arrive every day (high churn).
+FAMILIES = {
+    "catalog": [],
+    "skewed": ["--edge-size-ratio", "30"],
+    "churn": ["--releases-per-day", "2", "--titles", "3000"],
+}
+
+
+def day(n: int) -> str:
+    """The date of night ``n`` of the new edge (night 1: the day it opens)."""
+    return (dt.date.fromisoformat(OPEN) + dt.timedelta(days=n - 1)).isoformat()
+
+
+def stage(name: str, data: Path, date: str, *args: str) -> None:
+    cmd = [str(ROOT / ".venv" / "bin" / "edgecache"), name, "--date", date, "--data-dir", str(data), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+
+
+def read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def edge_figures(report: dict[str, Any], edge: str, pct: str) -> dict[str, Any]:
+    titles = report["results"]["titles"]
+
+    def ratio(policy: str) -> float | None:
+        entry = (titles.get(policy) or {}).get(pct)
+        figures = entry["per_edge"].get(edge) if entry else None
+        return None if figures is None else round(figures["object_hit_ratio"], 4)
+
+    users = report["users"].get("per_edge", {}).get(edge, {})
+    return {
+        "age_days": report["edges"].get(edge, {}).get("age_days"),
+        "requests": report["edges"].get(edge, {}).get("requests"),
+        f"predictive_at_{pct}pct": ratio("predictive"),
+        f"LRU_at_{pct}pct": ratio("LRU"),
+        f"recency_prefetch_at_{pct}pct": ratio("popularity"),
+        "hit@10": None if "hit@10" not in users else round(users["hit@10"], 4),
+    }
+
+
+def measure(data: Path, date: str, pct: str) -> dict[str, Any]:
+    summary = read(data / "predictions" / f"date={date}" / "summary.json")
+    report = read(data / "evaluation" / f"date={date}" / "report.json")
+    demand = summary["training"]["demand_fit"]
+    fed = demand.get("federated") or {}
+    return {
+        "new_edge": edge_figures(report, NEW_EDGE, pct),
+        "mature_edge": edge_figures(report, MATURE_EDGE, pct),
+        "all_edges_predictive": round(report["results"]["titles"]["predictive"][pct]["object_hit_ratio"], 4),
+        "demand_converged": demand["converged"],
+        "new_edge_has_own_demand_model": NEW_EDGE in (summary["models"].get("demand_per_edge") or {}),
+        "demand_update_bytes_per_round": fed.get("update_bytes_per_round"),
+        "epsilon_spent": {
+            "scorer": (summary["training"].get("federated") or {}).get("epsilon_spent"),
+            "demand": fed.get("epsilon_spent"),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workloads", nargs="+", default=["catalog", "skewed"], choices=list(FAMILIES))
+    p.add_argument("--nights", nargs="+", type=int, default=[1, 2, 3, 7])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--pct", default="5", help="cache size in percent of the catalog's titles (default 5)")
+    p.add_argument("--users", default="10000")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "new_edge.json")
+    args = p.parse_args(argv)
+    results: dict[str, dict[str, Any]] = {}
+    if args.out.exists():  # a run for other families keeps what an earlier run measured
+        results = read(args.out)
+    with tempfile.TemporaryDirectory(prefix="new-edge-") as tmp:
+        for workload in args.workloads:
+            data = Path(tmp) / workload
+            flags = [*FAMILIES[workload], "--users", args.users, "--edges", str(EDGES)]
+            flags += ["--new-edges", "1", "--new-edge-day", OPEN]
+            results[workload] = {"flags": flags}
+            for night in sorted(args.nights):
+                date = day(night)
+                before = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+                # Generate writes the missing days up to D; the features of D-1 train, those of D predict.
+                stage("generate", data, date, *flags)
+                stage("features", data, before)
+                stage("features", data, date)
+                stage("next-day-logs", data, date)
+                for variant in args.variants:
+                    # Ungated: the night's model is deployed, so the next day measures it.
+                    stage("predict", data, date, *VARIANTS[variant], "--gate", "false")
+                    stage("evaluate", data, date, "--sizes", args.pct)
+                    got = measure(data, date, args.pct)
+                    results[workload].setdefault(f"night {night}", {})[variant] = got
+                    print(workload, f"night {night}", variant, json.dumps(got), flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
