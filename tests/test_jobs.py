@@ -116,7 +116,7 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
                         "--fl-fine-tune-steps", "1"],
             "central": ["--training", "central"],
             "demand": ["--training", "federated", "--fl-demand", "true", "--fl-secure", "true", "--fl-epsilon", "8",
-                       "--fl-rounds", "3"]}
+                       "--fl-rounds", "3", "--fl-fine-tune-steps", "2"]}
     got = {}
     for name, flags in runs.items():
         assert predict.main(common + flags) == 0
@@ -143,6 +143,11 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     assert training["federated"]["epsilon_spent"] + demand["epsilon_spent"] <= 8.0
     assert demand["epsilon_spent"] > 3.5
     assert got["central"]["training"]["demand_fit"]["federated"] is None
+    # Fine-tuned: each edge ranks by its own demand model, a few steps from the global one.
+    tuned, global_demand = got["demand"]["models"]["demand_per_edge"], got["demand"]["models"]["demand"]
+    assert sorted(tuned) == training["demand_fit"]["edges_with_own_model"] == ["edge-01", "edge-02", "edge-03"]
+    assert all(m["features"] == global_demand["features"] and m["weights"] != global_demand["weights"]
+               for m in tuned.values())
     assert got["demand"]["predictions"] == got["central"]["predictions"]
 
 

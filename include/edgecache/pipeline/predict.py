@@ -191,7 +191,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     demand_federated_report = None
     demand_per_edge: dict[str, LinearModel] = {}
     if demand_federated:
-        demand_fit, demand_federated_report = federated_demand(demand_train, fed)
+        demand_fit, demand_per_edge, demand_federated_report = federated_demand(demand_train, fed)
     elif args.training == "local":
         demand_per_edge, demand_fit = local_demand(demand_train)
     else:
@@ -217,7 +217,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
             "iterations": demand_fit.iterations,
             "dropped_features": list(demand_fit.dropped),
             "federated": demand_federated_report,
-            "edges_with_own_model": sorted(demand_per_edge) if args.training == "local" else None,
+            "edges_with_own_model": sorted(demand_per_edge) if demand_per_edge else None,
         },
         "federated": federated,
         "seconds": laps.seconds,
@@ -239,18 +239,20 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     )
 
 
-def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str, Any]]:
+def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str, LinearModel], dict[str, Any]]:
     """The demand model by federated learning: each edge fits the Poisson model to its own
     (edge, title) rows and sends only the parameter update; the server averages. Titles are
-    held out by hash for validation. The global model is deployed (fine-tuned per-edge demand
-    models are not used yet). It counts as converged once the last round moved it by at most
-    a tenth of the first round's move; DP noise keeps it moving, and the gate then sets it aside."""
-    model, _, report = train_federated(
+    held out by hash for validation. With ``fine_tune_steps`` each edge then takes that many
+    steps from the global model on its own rows, kept near it, and ranks by its own model (an
+    edge with no rows, such as one that opened today, keeps the global one). The global model
+    counts as converged once the last round moved it by at most a tenth of the first round's
+    move; DP noise keeps it moving, and the gate then sets it aside."""
+    model, tuned, report = train_federated(
         rows, DEMAND_FEATURES, config, DEMAND_REG, weight=None, family="poisson", holdout_keys=("content_id",)
     )
     changes = [r["change"] for r in report["rounds"]]
     converged = len(changes) > 1 and changes[-1] <= 0.1 * changes[0]
-    return Fit(model, converged, len(changes)), report
+    return Fit(model, converged, len(changes)), tuned, report
 
 
 # What an edge alone can know: its own counts, its viewers and the catalog. The service-wide
