@@ -4,6 +4,7 @@ vector, and secure aggregation's masks (they cancel, they hide, and dropouts rec
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from edgecache.federated.client import (
@@ -452,3 +453,35 @@ def test_local_demand_models_read_only_their_own_edges_rows(spark):
     # The model for an edge without rows: e^popularity, its own decayed requests plus one.
     assert fallback.link == "log" and fallback.intercept == 0.0
     assert dict(zip(fallback.features, fallback.weights)) == {f: float(f == "popularity") for f in LOCAL_DEMAND_FEATURES}
+
+
+def test_title_totals_are_summed_by_secure_aggregation(spark):
+    """The service-wide count per title (the demand model's ``global``) comes from the edges
+    as masked vectors of one slot per catalog title: their sum is the pooled total, one of
+    them alone is noise, and its size does not depend on what the edge served."""
+    from edgecache.federated.totals import masked_vectors, secure_totals
+
+    rng = np.random.default_rng(21)
+    titles = [f"C{i:05d}" for i in range(1, 201)]
+    rows = [(e, t, float(rng.exponential(3.0))) for e in EDGES[:4] for t in rng.choice(titles, 60, replace=False)]
+    rows.append(("edge-01", "C99999", 5.0))  # outside the catalog: no slot, not counted
+    frame = spark.createDataFrame(rows, "edge_id string, content_id string, requests_decayed double")
+    sums, report = secure_totals(frame, titles, "requests_decayed")
+    pooled = pd.DataFrame(rows[:-1], columns=["edge_id", "content_id", "v"]).groupby("content_id")["v"].sum()
+    assert set(sums) == set(titles) and max(abs(sums[t] - pooled.get(t, 0.0)) for t in titles) < 1e-6
+    assert report["edges"] == list(EDGES[:4]) and report["bytes_received"] == 4 * 200 * 8
+
+    clients = {e: Client(e) for e in EDGES[:4]}
+    private = {e: c.private_bytes() for e, c in clients.items()}
+    public = {e: c.public_key() for e, c in clients.items()}
+    sent = {}
+    for served in (frame.where("content_id < 'C00020'"), frame):
+        sent = {r["edge_id"]: np.array(r["masked"], dtype=np.int64).view(np.uint64)
+                for r in masked_vectors(served, titles, "requests_decayed", private, public).collect()}
+        assert {len(v) for v in sent.values()} == {200}  # one slot per title, served or not
+    own = np.zeros(200)
+    for e, t, v in rows[:-1]:
+        if e == "edge-01":
+            own[titles.index(t)] += v
+    assert not np.array_equal(sent["edge-01"], encode(own))  # what the server holds of one edge is masked
+    assert np.abs(decode(sent["edge-01"]) - own).max() > 1e3

@@ -33,12 +33,19 @@ def viewers(scored: DataFrame, prob: str = "p", rate: float = 1.0) -> DataFrame:
     return scored.groupBy("edge_id", "content_id").agg((F.sum(prob) / rate).alias("viewers"))
 
 
-def demand_rows(popularity: DataFrame, titles: DataFrame, expected_viewers: DataFrame) -> DataFrame:
-    """(edge, title) rows with ``DEMAND_FEATURES`` and size_bytes, for titles out by T+1."""
+def demand_rows(
+    popularity: DataFrame, titles: DataFrame, expected_viewers: DataFrame, totals: DataFrame | None = None
+) -> DataFrame:
+    """(edge, title) rows with ``DEMAND_FEATURES`` and size_bytes, for titles out by T+1.
+
+    ``totals`` (content_id, global_decayed): each title's decayed requests over all edges,
+    when they come from elsewhere (summed by secure aggregation); by default they are read
+    from ``popularity``, where the feature job pooled them."""
+    if totals is None:
+        totals = popularity.groupBy("content_id").agg(F.max("global_decayed").alias("global_decayed"))
     return titles.sparkSession.sql(
         """
         WITH edges AS (SELECT DISTINCT edge_id FROM {popularity}),
-        glob AS (SELECT content_id, max(global_decayed) AS global_decayed FROM {popularity} GROUP BY content_id),
         keys AS (
           SELECT edge_id, content_id FROM {popularity}
           UNION SELECT edge_id, content_id FROM {viewers}
@@ -58,9 +65,10 @@ def demand_rows(popularity: DataFrame, titles: DataFrame, expected_viewers: Data
         JOIN {titles} t ON t.content_id = k.content_id AND t.release_age_days >= 0
         LEFT JOIN {popularity} p ON p.edge_id = k.edge_id AND p.content_id = k.content_id
         LEFT JOIN {viewers} v ON v.edge_id = k.edge_id AND v.content_id = k.content_id
-        LEFT JOIN glob g ON g.content_id = k.content_id
+        LEFT JOIN {totals} g ON g.content_id = k.content_id
         """,
         args={"fresh_days": int(LAUNCH_DAYS)},
+        totals=totals,
         popularity=popularity,
         titles=titles,
         viewers=expected_viewers,

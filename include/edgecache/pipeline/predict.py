@@ -17,11 +17,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from edgecache.federated.config import KNOBS, FedConfig, Knob
 from edgecache.federated.model import from_vector, to_vector
+from edgecache.federated.totals import secure_totals
 from edgecache.federated.training import apply_by_edge, train_federated, train_local
 from edgecache.layout import Layout, committed, read_json, staging, write_json_atomic
 from edgecache.pipeline.candidates import FEATURES, candidate_rows, materialize, sample_users, with_labels
@@ -187,7 +189,12 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     ).first()
     assert counts is not None  # an aggregate without groups has one row
     expected_viewers = viewers(scored, rate=rate)
-    demand_train = materialize(with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers), labels))
+    totals, totals_report = None, None
+    if demand_federated:  # the service-wide counts per title too come from the edges, securely summed
+        totals, totals_report = secure_global(feats["popularity"], titles)
+    demand_train = materialize(
+        with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers, totals), labels)
+    )
     demand_federated_report = None
     demand_per_edge: dict[str, LinearModel] = {}
     if demand_federated:
@@ -217,6 +224,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
             "iterations": demand_fit.iterations,
             "dropped_features": list(demand_fit.dropped),
             "federated": demand_federated_report,
+            "global_totals": totals_report,
             "edges_with_own_model": sorted(demand_per_edge) if demand_per_edge else None,
         },
         "federated": federated,
@@ -267,6 +275,18 @@ def local_demand(rows: DataFrame) -> tuple[dict[str, LinearModel], Fit]:
     models = train_local(rows, LOCAL_DEMAND_FEATURES, DEMAND_REG, weight=None, family="poisson")
     weights = tuple(1.0 if f == "popularity" else 0.0 for f in LOCAL_DEMAND_FEATURES)
     return models, Fit(LinearModel(LOCAL_DEMAND_FEATURES, weights, 0.0, "log"), True, 0)
+
+
+def secure_global(popularity: DataFrame, titles: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
+    """Each title's decayed requests over all edges (the demand model's ``global`` input),
+    summed across the edges by secure aggregation: the server learns the totals only."""
+    ids = sorted(r["content_id"] for r in titles.select("content_id").collect())
+    sums, report = secure_totals(popularity, ids, "requests_decayed")
+    frame = popularity.sparkSession.createDataFrame(
+        pd.DataFrame({"content_id": list(sums), "global_decayed": list(sums.values())}),
+        "content_id string, global_decayed double",
+    )
+    return frame, {"secure": True, **report, "edges": len(report["edges"])}
 
 
 def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity: int) -> dict[str, Verdict]:
@@ -386,7 +406,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
     if deployed["prefetch"] == "learned":
         assert scored is not None
-        rows = demand_rows(feats["popularity"], titles, viewers(scored))
+        totals = secure_global(feats["popularity"], titles)[0] if t.stats["demand_fit"]["global_totals"] else None
+        rows = demand_rows(feats["popularity"], titles, viewers(scored), totals)
         demand = rank_demand(apply_by_edge(rows, t.demand_per_edge, t.demand.model, "score"))
     elif deployed["prefetch"] == "yesterday":
         demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
