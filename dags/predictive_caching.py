@@ -164,6 +164,13 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
             enum=["federated", "central", "local"],
             description="federated across edges, central (all logs pooled) or local (each edge alone)",
         ),
+        "opening_edges": Param(
+            "",
+            type="string",
+            pattern=r"^([A-Za-z0-9_-]{1,64}(,[A-Za-z0-9_-]{1,64})*)?$",
+            description="edges that open tomorrow with no logs yet (comma-separated ids): the learned demand "
+            "model ranks their prefetch set from what the other edges know",
+        ),
         **{k.name: Param(k.default, type=k.kind, description=k.help, **k.bounds()) for k in KNOBS},
     },
 )
@@ -204,6 +211,8 @@ def predictive_caching():
             "{{ params.model }}",
             "--training",
             "{{ params.training }}",
+            "--opening-edges",
+            "{{ params.opening_edges }}",
         ]
         + [arg for name in FED_ARGS for arg in (f"--{name.replace('_', '-')}", f"{{{{ params.{name} }}}}")],
         [PREDICTIONS],

@@ -75,6 +75,23 @@ def test_demand_rows_by_hand(inputs, expected_viewers):
         assert got[key][1:] == pytest.approx(want[1:], abs=1e-9, rel=0), key
 
 
+def test_an_opening_edge_gets_every_title_with_the_service_wide_figures_only(inputs, expected_viewers, spark):
+    """An edge that opens tomorrow (no logs): a row per title out by D+1, with the totals over
+    the other edges and the title's own features; nothing of its own. An edge that already
+    has logs is not opened again; supplied totals replace the pooled ones."""
+    popularity, titles = inputs
+    rows = demand_rows(popularity, titles, expected_viewers, opening=["edge-09", "edge-01"]).collect()
+    new = {r["content_id"]: r for r in rows if r["edge_id"] == "edge-09"}
+    assert sorted(new) == ["C1", "C2", "C3", "C5", "C6"]  # C4 is not out by D+1
+    assert all(r["popularity"] == r["last_day"] == r["viewers"] == 0.0 for r in new.values())
+    assert new["C2"]["global"] == pytest.approx(ln(3.5)) and new["C6"]["new_release"] == 1.0
+    assert len(rows) - len(new) == 10  # the served edges' rows as without it
+    totals = spark.createDataFrame([("C1", 8.0)], "content_id string, global_decayed double")
+    got = {(r["edge_id"], r["content_id"]): r["global"] for r in demand_rows(popularity, titles, expected_viewers,
+                                                                             totals).collect()}
+    assert got[("edge-01", "C1")] == pytest.approx(ln(5)) and got[("edge-01", "C2")] == 0.0  # 8 / 2 edges
+
+
 def test_with_request_counts(spark, inputs, expected_viewers):
     rows = demand_rows(*inputs, expected_viewers)
     nxt = [("edge-01", "C2"), ("edge-01", "C2"), ("edge-01", "C6"), ("edge-02", "C3"), ("edge-02", "C9")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import shutil
@@ -111,16 +112,25 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     training has neither."""
     common = ["--date", DATE, "--data-dir", str(tmp_path), "--top-k", "5", "--cache-gb", str(CACHE_GB)]
     shutil.copytree(first_run, tmp_path, dirs_exist_ok=True)
-    runs = {"local": ["--training", "local"],
+    opening = ["--opening-edges", "edge-09", "--gate", "false"]  # an edge that opens tomorrow, no logs yet
+    runs = {"local": ["--training", "local", *opening],
             "private": ["--training", "federated", "--fl-secure", "true", "--fl-epsilon", "4", "--fl-rounds", "3",
                         "--fl-fine-tune-steps", "1"],
-            "central": ["--training", "central"],
+            "central": ["--training", "central", *opening],
             "demand": ["--training", "federated", "--fl-demand", "true", "--fl-secure", "true", "--fl-epsilon", "8",
                        "--fl-rounds", "3", "--fl-fine-tune-steps", "2"]}
     got = {}
     for name, flags in runs.items():
         assert predict.main(common + flags) == 0
         got[name] = read_json(Layout(tmp_path).predictions(DATE, "summary.json"))
+        if name in ("local", "central"):
+            got[name]["demand_edges"] = sorted(
+                set(pq.read_table(Layout(tmp_path).predictions(DATE, "edge_demand")).column("edge_id").to_pylist()))
+    # The opening edge's prefetch set comes from what the other edges know; local-only knows nothing.
+    assert got["central"]["demand_edges"] == ["edge-01", "edge-02", "edge-03", "edge-09"]
+    assert got["central"]["prefetch_titles_per_edge"]["edge-09"] > 0
+    assert got["local"]["demand_edges"] == ["edge-01", "edge-02", "edge-03"]
+    assert "edge-09" not in got["local"]["prefetch_titles_per_edge"]
     assert sorted(got["local"]["models"]["scorer_per_edge"]) == ["edge-01", "edge-02", "edge-03"]
     # Local-only demand: a model per edge, none of them with the service-wide count.
     local_demand = got["local"]["models"]["demand_per_edge"]
@@ -207,3 +217,10 @@ def test_malformed_lines_of_every_kind_are_quarantined_and_good_lines_predicted(
     preds = pq.read_table(layout.predictions(DATE, "users")).to_pandas().set_index("user_id")
     assert sorted(preds.index) == ["U1", "U2", "U3", "U4", "U5"]
     assert preds.loc["U1", "content_id"] == "C4"  # next episode, as in the hand-checked test
+
+
+def test_opening_edges_are_a_list_of_edge_ids():
+    assert predict.edge_list("edge-09, edge-10") == ["edge-09", "edge-10"] and predict.edge_list("") == []
+    for bad in ("edge:09", "edge-09,edge 10"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not an edge id"):
+            predict.edge_list(bad)

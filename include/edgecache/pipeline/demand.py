@@ -8,6 +8,8 @@ next day's requests turns them into expected requests, the ``score`` the caches 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -34,16 +36,24 @@ def viewers(scored: DataFrame, prob: str = "p", rate: float = 1.0) -> DataFrame:
 
 
 def demand_rows(
-    popularity: DataFrame, titles: DataFrame, expected_viewers: DataFrame, totals: DataFrame | None = None
+    popularity: DataFrame,
+    titles: DataFrame,
+    expected_viewers: DataFrame,
+    totals: DataFrame | None = None,
+    opening: Sequence[str] = (),
 ) -> DataFrame:
     """(edge, title) rows with ``DEMAND_FEATURES`` and size_bytes, for titles out by T+1.
 
     ``totals`` (content_id, global_decayed): each title's decayed requests over all edges,
     when they come from elsewhere (summed by secure aggregation); by default they are read
-    from ``popularity``, where the feature job pooled them."""
+    from ``popularity``, where the feature job pooled them. ``opening``: edges that open on
+    T+1 with no logs yet; each gets a row for every title out by then, with only what the
+    service knows of it (its totals over the other edges, its launch and shape)."""
+    spark = titles.sparkSession
     if totals is None:
         totals = popularity.groupBy("content_id").agg(F.max("global_decayed").alias("global_decayed"))
-    return titles.sparkSession.sql(
+    opening_edges = spark.createDataFrame([(e,) for e in opening], "edge_id string")
+    return spark.sql(
         """
         WITH edges AS (SELECT DISTINCT edge_id FROM {popularity}),
         keys AS (
@@ -51,6 +61,8 @@ def demand_rows(
           UNION SELECT edge_id, content_id FROM {viewers}
           UNION SELECT e.edge_id, t.content_id FROM edges e CROSS JOIN {titles} t
                 WHERE t.release_age_days BETWEEN 0 AND :fresh_days
+          UNION SELECT o.edge_id, t.content_id FROM {opening} o CROSS JOIN {titles} t
+                WHERE o.edge_id NOT IN (SELECT edge_id FROM edges)
         )
         SELECT /*+ BROADCAST(t) */ k.edge_id, k.content_id, t.size_bytes,
                ln(1 + coalesce(p.requests_decayed, 0))                     AS popularity,
@@ -69,6 +81,7 @@ def demand_rows(
         """,
         args={"fresh_days": int(LAUNCH_DAYS)},
         totals=totals,
+        opening=opening_edges,
         popularity=popularity,
         titles=titles,
         viewers=expected_viewers,

@@ -64,6 +64,7 @@ from edgecache.pipeline.job import (
 )
 from edgecache.pipeline.ranking import edge_demand, predict_users, rank_candidates, top_lists
 from edgecache.pipeline.scorer import Fit, LinearModel, auc, fit_logistic, fit_poisson_checked, negative_sample
+from edgecache.schema import is_valid_id
 from edgecache.settings import Settings
 
 MODELS = ("learned", "simple")
@@ -102,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"no rows of its own ranks by its own recent requests) (default {d.training})",
     )
     p.add_argument(
+        "--opening-edges",
+        type=edge_list,
+        default=[],
+        help="edges that open tomorrow and have no logs yet (comma-separated ids): the learned demand "
+        "model ranks their titles from what the other edges know (the per-title totals over the service); "
+        "local-only training has nothing to rank them with, nor has a baseline the gate deploys, so "
+        "then they open empty (default none)",
+    )
+    p.add_argument(
         "--gate",
         type=boolean,
         default=True,
@@ -113,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
             knob.flag, type=knob_type(knob), default=knob.default, help=f"{knob.help} (default {knob.default})"
         )
     return p
+
+
+def edge_list(value: str) -> list[str]:
+    """Edge ids from a comma-separated list ("" is none)."""
+    ids = [e.strip() for e in value.split(",") if e.strip()]
+    bad = [e for e in ids if not is_valid_id(e)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"not an edge id: {', '.join(bad)}")
+    return ids
 
 
 def knob_type(knob: Knob) -> Callable[[str], Any]:
@@ -407,7 +426,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     if deployed["prefetch"] == "learned":
         assert scored is not None
         totals = secure_global(feats["popularity"], titles)[0] if t.stats["demand_fit"]["global_totals"] else None
-        rows = demand_rows(feats["popularity"], titles, viewers(scored), totals)
+        # Local-only training knows nothing an opening edge could use: it opens empty.
+        opening = [] if args.training == "local" else args.opening_edges
+        rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening)
         demand = rank_demand(apply_by_edge(rows, t.demand_per_edge, t.demand.model, "score"))
     elif deployed["prefetch"] == "yesterday":
         demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
