@@ -2,13 +2,17 @@
 
 For each workload family, one edge opens on OPEN (``--new-edges 1 --new-edge-day OPEN``),
 taking about as many viewers as the middle edge has, with a taste of its own. On the nights
-1, 2, 3 and 7 of its life (night n is the evening of day OPEN + n - 1, the predictions are
-for the next day) the bench runs predict once per variant, each ungated so the next day
-measures the model itself and not a baseline the gate might prefer, then evaluate. It reports,
-for the new edge and for the mature edge of about the same size (the middle edge):
+0, 1, 2, 3 and 7 of its life (night n is the evening of day OPEN + n - 1, the predictions are
+for the next day; night 0 is the evening before it opens, when it has no logs and predict is
+told it opens with ``--opening-edges``) the bench runs predict once per variant, each ungated
+so the next day measures the model itself and not a baseline the gate might prefer, then
+evaluate. It reports, for the new edge and for the mature edge of about the same size (the
+middle edge):
 
 - the cache hit ratio at ``--pct`` % of the titles: the titles the model ranks first, held
-  all day (the ``predictive`` static prefetch), and LRU and the recency prefetch beside it;
+  all day (the ``predictive`` static prefetch), the same with admission on a miss, and LRU
+  and the recency prefetch beside it (on night 0 an edge without a ranking starts empty:
+  LRU is what local-only can run there);
 - hit@10 of the viewers' lists.
 
 Variants: local (each edge alone: its own scorer and demand model, without the service-wide
@@ -16,7 +20,7 @@ counts; an edge with no rows of its own ranks by its own recent requests), feder
 scorer and the demand model by FedAvg), federated with DP at epsilon 8 and 4 (the two models
 share the budget), and central (every edge's rows pooled).
 
-    python bench/new_edge.py [--workloads catalog skewed] [--nights 1 2 3 7] [--users 10000]
+    python bench/new_edge.py [--workloads catalog skewed] [--nights 0 1 2 3 7] [--users 10000]
 
 Results: bench/results/new_edge.json.
 """
@@ -84,6 +88,7 @@ def edge_figures(report: dict[str, Any], edge: str, pct: str) -> dict[str, Any]:
         "age_days": report["edges"].get(edge, {}).get("age_days"),
         "requests": report["edges"].get(edge, {}).get("requests"),
         f"predictive_at_{pct}pct": ratio("predictive"),
+        f"predictive+admission_at_{pct}pct": ratio("predictive+admission"),
         f"LRU_at_{pct}pct": ratio("LRU"),
         f"recency_prefetch_at_{pct}pct": ratio("popularity"),
         "hit@10": None if "hit@10" not in users else round(users["hit@10"], 4),
@@ -112,7 +117,7 @@ def measure(data: Path, date: str, pct: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workloads", nargs="+", default=["catalog", "skewed"], choices=list(FAMILIES))
-    p.add_argument("--nights", nargs="+", type=int, default=[1, 2, 3, 7])
+    p.add_argument("--nights", nargs="+", type=int, default=[0, 1, 2, 3, 7])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--pct", default="5", help="cache size in percent of the catalog's titles (default 5)")
     p.add_argument("--users", default="10000")
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             data = Path(tmp) / workload
             flags = [*FAMILIES[workload], "--users", args.users, "--edges", str(EDGES)]
             flags += ["--new-edges", "1", "--new-edge-day", OPEN]
-            results[workload] = {"flags": flags}
+            results.setdefault(workload, {})["flags"] = flags
             for night in sorted(args.nights):
                 date = day(night)
                 before = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
@@ -135,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                 stage("features", data, before)
                 stage("features", data, date)
                 stage("next-day-logs", data, date)
+                opening = ["--opening-edges", NEW_EDGE] if night == 0 else []
                 for variant in args.variants:
                     # Ungated: the night's model is deployed, so the next day measures it.
-                    stage("predict", data, date, *VARIANTS[variant], "--gate", "false")
+                    stage("predict", data, date, *VARIANTS[variant], *opening, "--gate", "false")
                     stage("evaluate", data, date, "--sizes", args.pct)
                     got = measure(data, date, args.pct)
                     results[workload].setdefault(f"night {night}", {})[variant] = got
