@@ -118,7 +118,7 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
                         "--fl-fine-tune-steps", "1"],
             "central": ["--training", "central", *opening],
             "demand": ["--training", "federated", "--fl-demand", "true", "--fl-secure", "true", "--fl-epsilon", "8",
-                       "--fl-rounds", "3", "--fl-fine-tune-steps", "2"]}
+                       "--fl-rounds", "3", "--fl-fine-tune-steps", "2", "--opening-edges", "edge-09"]}
     got = {}
     for name, flags in runs.items():
         assert predict.main(common + flags) == 0
@@ -129,6 +129,11 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     # The opening edge's prefetch set comes from what the other edges know; local-only knows nothing.
     assert got["central"]["demand_edges"] == ["edge-01", "edge-02", "edge-03", "edge-09"]
     assert got["central"]["prefetch_titles_per_edge"]["edge-09"] > 0
+    # ranked by a model of what the service-wide figures alone say, fitted for that case
+    opening_model = got["central"]["models"]["demand_opening"]
+    assert opening_model["features"] == ["global", "launch", "new_release", "first_episode", "movie"]
+    assert got["central"]["training"]["demand_fit"]["opening"]["federated"] is False
+    assert got["local"]["models"]["demand_opening"] is None
     assert got["local"]["demand_edges"] == ["edge-01", "edge-02", "edge-03"]
     assert "edge-09" not in got["local"]["prefetch_titles_per_edge"]
     assert sorted(got["local"]["models"]["scorer_per_edge"]) == ["edge-01", "edge-02", "edge-03"]
@@ -150,8 +155,11 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     demand = training["demand_fit"]["federated"]
     assert demand["family"] == "poisson" and demand["config"]["secure"] is True and len(demand["rounds"]) == 3
     assert all(r["update_bytes"] == 3 * 10 * 8 for r in demand["rounds"])  # 9 parameters and the weight, masked
-    assert training["federated"]["epsilon_spent"] + demand["epsilon_spent"] <= 8.0
-    assert demand["epsilon_spent"] > 3.5
+    assert training["demand_fit"]["opening"]["update_bytes_per_round"] == 3 * 7 * 8  # 5 weights, intercept, weight
+    # Three models share the budget here: the scorer, the demand model and the opening edges' one.
+    opening_spent = training["demand_fit"]["opening"]["epsilon_spent"]
+    assert training["federated"]["epsilon_spent"] + demand["epsilon_spent"] + opening_spent <= 8.0
+    assert demand["epsilon_spent"] > 2.3 and opening_spent > 2.3
     assert got["central"]["training"]["demand_fit"]["federated"] is None
     # The per-title totals the demand model reads came from the edges securely summed: one
     # masked slot per catalog title from each edge.

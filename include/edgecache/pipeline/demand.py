@@ -26,6 +26,10 @@ DEMAND_FEATURES = (
     "movie",  # 1: a movie
 )
 
+# What the service knows of a title at an edge that has no history yet: no count of its own,
+# no viewers of its own; its totals over the other edges, its launch and its shape.
+OPENING_FEATURES = ("global", "launch", "new_release", "first_episode", "movie")
+
 
 def viewers(scored: DataFrame, prob: str = "p", rate: float = 1.0) -> DataFrame:
     """Per edge and title: the expected number of its viewers who watch it on the next day.

@@ -30,6 +30,7 @@ from edgecache.pipeline.candidates import FEATURES, candidate_rows, materialize,
 from edgecache.pipeline.catalog import read_spark
 from edgecache.pipeline.demand import (
     DEMAND_FEATURES,
+    OPENING_FEATURES,
     demand_rows,
     fill_traffic,
     prefetch,
@@ -172,7 +173,8 @@ class Trained:
     demand_rows: DataFrame  # yesterday's demand rows with today's counts as ``label``
     scorer_spread: float | None
     demand_spread: float | None
-    demand_per_edge: dict[str, LinearModel]  # local training: each edge's own demand model
+    demand_per_edge: dict[str, LinearModel]  # local training or fine-tuning: each edge's own demand model
+    opening: LinearModel | None  # the demand model for edges that open tomorrow (with --opening-edges)
 
 
 def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, args: argparse.Namespace) -> Trained:
@@ -191,8 +193,10 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     federated = None
     fed = fed_config(args)
     demand_federated = args.training == "federated" and fed.demand
+    opening = bool(args.opening_edges) and args.training != "local"
     if demand_federated and fed.epsilon > 0:
-        fed = replace(fed, epsilon=fed.epsilon / 2)  # two models trained on the same edges share the budget
+        # the models trained on the same edges share the budget
+        fed = replace(fed, epsilon=fed.epsilon / (3 if opening else 2))
     if args.training == "central":
         scorer = fit_logistic(sample, FEATURES, weight="weight", reg_param=REG)
     elif args.training == "federated":
@@ -222,6 +226,9 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         demand_per_edge, demand_fit = local_demand(demand_train)
     else:
         demand_fit = fit_poisson_checked(demand_train, DEMAND_FEATURES)
+    opening_fit, opening_report = None, None
+    if opening:
+        opening_fit, opening_report = opening_demand(demand_train, fed if demand_federated else None)
     demand_stats = demand_train.selectExpr(
         "count(*) AS n", f"stddev_pop({demand_fit.model.linear_sql()}) AS spread"
     ).first()
@@ -245,6 +252,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
             "federated": demand_federated_report,
             "global_totals": totals_report,
             "edges_with_own_model": sorted(demand_per_edge) if demand_per_edge else None,
+            "opening": opening_report,
         },
         "federated": federated,
         "seconds": laps.seconds,
@@ -263,6 +271,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         counts["spread"],
         demand_stats["spread"],
         demand_per_edge,
+        opening_fit,
     )
 
 
@@ -306,6 +315,26 @@ def secure_global(popularity: DataFrame, titles: DataFrame) -> tuple[DataFrame, 
         "content_id string, global_decayed double",
     )
     return frame, {"secure": True, **report, "edges": len(report["edges"])}
+
+
+def opening_demand(rows: DataFrame, config: FedConfig | None) -> tuple[LinearModel, dict[str, Any]]:
+    """The demand model for an edge that opens tomorrow: what the service-wide figures alone
+    (``OPENING_FEATURES``) say of an edge's next-day requests, fitted on every edge's rows
+    as if it had no history of its own. Federated like the demand model (``config``), or
+    central. Without it an opening edge would be ranked by a model that never saw an edge
+    without history, whose weights for these inputs assume its own counts beside them."""
+    if config is None:
+        fit = fit_poisson_checked(rows, OPENING_FEATURES)
+        return fit.model, {"features": list(OPENING_FEATURES), "converged": fit.converged, "federated": False}
+    model, _, report = train_federated(
+        rows, OPENING_FEATURES, config, DEMAND_REG, weight=None, family="poisson", holdout_keys=("content_id",)
+    )
+    return model, {
+        "features": list(OPENING_FEATURES),
+        "federated": True,
+        "update_bytes_per_round": report["update_bytes_per_round"],
+        "epsilon_spent": report["epsilon_spent"],
+    }
 
 
 def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity: int) -> dict[str, Verdict]:
@@ -401,6 +430,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             "scorer": t.scorer.to_dict(),
             "demand": t.demand.model.to_dict(),
             "demand_per_edge": {e: m.to_dict() for e, m in sorted(t.demand_per_edge.items())},
+            "demand_opening": None if t.opening is None else t.opening.to_dict(),
             "scorer_per_edge": {e: m.to_dict() for e, m in sorted(t.per_edge.items())},
         }
     elif args.model == "learned":
@@ -429,7 +459,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         # Local-only training knows nothing an opening edge could use: it opens empty.
         opening = [] if args.training == "local" else args.opening_edges
         rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening)
-        demand = rank_demand(apply_by_edge(rows, t.demand_per_edge, t.demand.model, "score"))
+        by_edge = {**t.demand_per_edge, **{e: t.opening for e in opening if t.opening is not None}}
+        demand = rank_demand(apply_by_edge(rows, by_edge, t.demand.model, "score"))
     elif deployed["prefetch"] == "yesterday":
         demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
     else:

@@ -250,7 +250,7 @@ def with_new_edges(wl: Workload) -> Workload:
     eids = edge_ids(p.edges + p.new_edges)
     users = wl.users.assign(
         new_edge_id=[eids[e] if e >= 0 else None for e in user_new_edge],
-        new_edge_from=np.where(user_new_edge >= 0, p.new_edge_day, None),
+        new_edge_from=[p.new_edge_day if e >= 0 else None for e in user_new_edge],
     )
     return replace(
         wl,
