@@ -198,6 +198,20 @@ def test_user_metrics_on_first_request():
     assert m == {"evaluated": 2, "with_prediction": 2, "hit@1": 0.0, "hit@10": 0.0, "mrr": pytest.approx(1 / 12 / 2)}
 
 
+
+def test_each_edges_viewers_are_scored_with_their_lists_wherever_they_were_made():
+    from edgecache.evaluation.report import user_metrics_by_edge
+
+    events = events_frame([("edge-01", "U1", "C00001", 1), ("edge-09", "U2", "C00002", 1),
+                           ("edge-09", "U3", "C00005", 1)])
+    # U2 moved to edge-09, which opened today: their list was made at edge-01
+    lists = USERS.assign(edge_id=["edge-01", "edge-01", "edge-01"])
+    got = user_metrics_by_edge(events, lists)
+    assert got["edge-01"]["evaluated"] == 1 and got["edge-01"]["hit@1"] == 1.0
+    assert got["edge-09"]["evaluated"] == 2 and got["edge-09"]["with_prediction"] == 2
+    assert got["edge-09"]["hit@10"] == 0.5  # U2's C2 is second on their list; U3's C5 is not on theirs
+
+
 # --- a whole small day --------------------------------------------------------------------
 
 

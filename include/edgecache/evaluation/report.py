@@ -252,10 +252,11 @@ def user_metrics(requests: Requests, predictions: pd.DataFrame, ks: Sequence[int
 
 
 def user_metrics_by_edge(events: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """``user_metrics`` for each edge's viewers apart (their requests at that edge, the
-    predictions made for that edge)."""
+    """``user_metrics`` for each edge's viewers apart: their requests at that edge against
+    their lists, wherever the lists were made (a viewer who moved to an edge that opened
+    today was listed at their old one)."""
     return {
-        str(e): user_metrics(Requests.from_frame(g), predictions[predictions["edge_id"] == e])
+        str(e): user_metrics(Requests.from_frame(g), predictions[predictions["user_id"].isin(g["user_id"].unique())])
         for e, g in events.groupby("edge_id", sort=True)
     }
 
