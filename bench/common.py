@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,10 +10,31 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def stage(name: str, data: Path, date: str, *args: str) -> None:
+    """Run one ``edgecache`` stage for ``date`` on the data directory ``data``; exit on failure."""
+    cmd = [str(ROOT / ".venv" / "bin" / "edgecache"), name, "--date", date, "--data-dir", str(data), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def write_results(path: Path, results: Any) -> None:
+    """A benchmark's results as sorted JSON, and where they are."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"results in {path}")
 
 
 @dataclass(frozen=True)

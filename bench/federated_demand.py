@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from common import read_json, stage, write_results
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 DATE, NEXT = "2025-04-12", "2025-04-13"
 # Gated: what the night deploys. Ungated (--gate false): the learned model itself, deployed
 # whatever the gate would say, so the next day measures the demand model and not a baseline.
@@ -46,20 +46,10 @@ FAMILIES = {
 }
 
 
-def stage(name: str, data: Path, *args: str) -> None:
-    cmd = [str(ROOT / ".venv" / "bin" / "edgecache"), name, "--date", DATE, "--data-dir", str(data), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
-
-
-def read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
-
 
 def measure(data: Path, pct: str) -> dict[str, Any]:
-    summary = read(data / "predictions" / f"date={DATE}" / "summary.json")
-    report = read(data / "evaluation" / f"date={DATE}" / "report.json")
+    summary = read_json(data / "predictions" / f"date={DATE}" / "summary.json")
+    report = read_json(data / "evaluation" / f"date={DATE}" / "report.json")
     deployed = report.get("deployed", {}).get("policies", {})
     demand = summary["training"]["demand_fit"]
     fed = demand.get("federated") or {}
@@ -90,19 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="federated-demand-") as tmp:
         for workload in args.workloads:
             base = Path(tmp) / workload / "base"
-            stage("generate", base, *FAMILIES[workload], "--users", args.users)
-            stage("features", base)
-            stage("next-day-logs", base)
+            stage("generate", base, DATE, *FAMILIES[workload], "--users", args.users)
+            stage("features", base, DATE)
+            stage("next-day-logs", base, DATE)
             for variant, flags in VARIANTS.items():
                 data = Path(tmp) / workload / variant.replace(", ", "-")
                 shutil.copytree(base, data)
-                stage("predict", data, *flags)
-                stage("evaluate", data, "--sizes", args.pct)
+                stage("predict", data, DATE, *flags)
+                stage("evaluate", data, DATE, "--sizes", args.pct)
                 results.setdefault(workload, {})[variant] = measure(data, args.pct)
                 print(workload, variant, json.dumps(results[workload][variant]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"results in {args.out}")
+    write_results(args.out, results)
     return 0
 
 

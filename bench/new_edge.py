@@ -30,14 +30,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from common import read_json, stage, write_results
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 OPEN = "2025-04-10"
 EDGES = 8
 NEW_EDGE, MATURE_EDGE = f"edge-{EDGES + 1:02d}", f"edge-{EDGES // 2 + 1:02d}"  # the middle edge: the same size
@@ -75,16 +75,6 @@ def day(n: int) -> str:
     return (dt.date.fromisoformat(OPEN) + dt.timedelta(days=n - 1)).isoformat()
 
 
-def stage(name: str, data: Path, date: str, *args: str) -> None:
-    cmd = [str(ROOT / ".venv" / "bin" / "edgecache"), name, "--date", date, "--data-dir", str(data), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-
-
-def read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
-
 
 def edge_figures(report: dict[str, Any], edge: str, pct: str) -> dict[str, Any]:
     titles = report["results"]["titles"]
@@ -107,8 +97,8 @@ def edge_figures(report: dict[str, Any], edge: str, pct: str) -> dict[str, Any]:
 
 
 def measure(data: Path, date: str, pct: str) -> dict[str, Any]:
-    summary = read(data / "predictions" / f"date={date}" / "summary.json")
-    report = read(data / "evaluation" / f"date={date}" / "report.json")
+    summary = read_json(data / "predictions" / f"date={date}" / "summary.json")
+    report = read_json(data / "evaluation" / f"date={date}" / "report.json")
     demand = summary["training"]["demand_fit"]
     fed = demand.get("federated") or {}
     return {
@@ -137,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
     if args.out.exists():  # a run for other families keeps what an earlier run measured
-        results = read(args.out)
+        results = read_json(args.out)
     with tempfile.TemporaryDirectory(prefix="new-edge-") as tmp:
         for workload in args.workloads:
             data = Path(tmp) / workload
@@ -161,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                     got = measure(data, date, args.pct)
                     results[workload].setdefault(f"night {night}", {})[variant] = got
                     print(workload, f"night {night}", variant, json.dumps(got), flush=True)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"results in {args.out}")
+            write_results(args.out, results)  # after each family: a stopped run keeps what it finished
     return 0
 
 
