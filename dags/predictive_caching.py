@@ -76,13 +76,22 @@ TASK_TIMEOUT = timedelta(hours=3)
 RUN_TIMEOUT = timedelta(hours=20)
 
 
+def workload_arg(name: str) -> str:
+    """The template of a workload knob's value; an optional text knob's empty field is null."""
+    if isinstance(getattr(WORKLOAD, name), str) and name not in WORKLOAD_CHOICES:
+        return f"{{{{ params.{name} or '' }}}}"
+    return f"{{{{ params.{name} }}}}"
+
+
 def workload_param(name: str, kind: object) -> Param:
     """A workload knob as a DAG param: a name from a fixed list, a date, an integer or a number."""
     default = getattr(WORKLOAD, name)
     if name in WORKLOAD_CHOICES:
         return Param(default, type="string", enum=list(WORKLOAD_CHOICES[name]), description=WORKLOAD_HELP[name])
-    if kind in (str, "str"):  # new_edge_day: empty, or a date
-        return Param(default, type="string", pattern=r"^$|^\d{4}-\d{2}-\d{2}$", description=WORKLOAD_HELP[name])
+    if kind in (str, "str"):  # new_edge_day: empty (the form sends null), or a date
+        return Param(
+            default or None, type=["null", "string"], pattern=r"^$|^\d{4}-\d{2}-\d{2}$", description=WORKLOAD_HELP[name]
+        )
     return Param(default, type="integer" if kind in (int, "int") else "number", description=WORKLOAD_HELP[name])
 
 
@@ -165,8 +174,8 @@ def spark_job(task_id: str, script: str, args: list[str], outlets: list[Asset]) 
             description="federated across edges, central (all logs pooled) or local (each edge alone)",
         ),
         "opening_edges": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             pattern=r"^([A-Za-z0-9_-]{1,64}(,[A-Za-z0-9_-]{1,64})*)?$",
             description="edges that open tomorrow with no logs yet (comma-separated ids): the learned demand "
             "model ranks their prefetch set from what the other edges know",
@@ -188,7 +197,7 @@ def predictive_caching():
     generate_logs = spark_job(
         "generate_logs",
         "generate_logs.py",
-        [arg for f in fields(WorkloadParams) for arg in (f"--{f.name.replace('_', '-')}", f"{{{{ params.{f.name} }}}}")]
+        [arg for f in fields(WorkloadParams) for arg in (f"--{f.name.replace('_', '-')}", workload_arg(f.name))]
         + ["--history-days", "{{ params.window_days + 1 }}"],
         [LOGS],
     )
@@ -212,7 +221,7 @@ def predictive_caching():
             "--training",
             "{{ params.training }}",
             "--opening-edges",
-            "{{ params.opening_edges }}",
+            "{{ params.opening_edges or '' }}",
         ]
         + [arg for name in FED_ARGS for arg in (f"--{name.replace('_', '-')}", f"{{{{ params.{name} }}}}")],
         [PREDICTIONS],

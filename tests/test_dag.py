@@ -129,8 +129,25 @@ def test_every_workload_knob_is_a_param_passed_to_generate(dagbag):
     for f in fields(WorkloadParams):
         assert f.name in dag.params
         flag = f"--{f.name.replace('_', '-')}"
-        assert args[args.index(flag) + 1] == f"{{{{ params.{f.name} }}}}"
-        assert parser.parse_args(["--date", "2025-04-12", flag, str(dag.params[f.name])]) is not None
+        optional = isinstance(getattr(WorkloadParams(), f.name), str) and f.name not in ("workload", "snm_shape")
+        value = f"params.{f.name} or ''" if optional else f"params.{f.name}"
+        assert args[args.index(flag) + 1] == "{{ " + value + " }}"
+        given = "" if dag.params[f.name] is None else str(dag.params[f.name])
+        assert parser.parse_args(["--date", "2025-04-12", flag, given]) is not None
+
+
+def test_every_param_without_a_value_accepts_the_trigger_forms_null(dagbag):
+    """The trigger form sends an empty field as null: a param whose default is empty must take
+    null, or the form's Trigger button stays disabled."""
+    import jsonschema
+
+    params = dagbag.dags["predictive_caching"].params
+    empty = [k for k in params if params[k] in (None, "")]
+    assert {"logs_path", "catalog_path", "new_edge_day", "opening_edges"} <= set(empty)
+    for name in empty:
+        jsonschema.validate(None, params.get_param(name).schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate("12/04/2025", params.get_param("new_edge_day").schema)
 
 
 def test_federated_settings_are_params_passed_to_predict(dagbag):
