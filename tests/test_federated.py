@@ -485,3 +485,47 @@ def test_title_totals_are_summed_by_secure_aggregation(spark):
             own[titles.index(t)] += v
     assert not np.array_equal(sent["edge-01"], encode(own))  # what the server holds of one edge is masked
     assert np.abs(decode(sent["edge-01"]) - own).max() > 1e3
+
+
+def test_the_scorers_shares_read_the_secure_totals_and_each_edges_own_rows(spark):
+    """With the securely summed totals, the scorer's service-wide shares (``pooled`` and
+    ``personal`` read them) are what the pooled rows give, and an edge's figures move with
+    its own rows only: another edge's counts reach it through the totals alone."""
+    from pyspark.sql import functions as F
+
+    from edgecache.pipeline.candidates import title_shares
+    from edgecache.pipeline.features import edge_popularity, in_window, title_features
+    from edgecache.pipeline.predict import secure_global
+    from tests.tiny import DAY, catalog_df, multi_df
+
+    popularity = edge_popularity(in_window(multi_df(spark), DAY, 3), 2.0).cache()
+    titles = title_features(catalog_df(spark), DAY).cache()
+    totals = secure_global(popularity, titles)[0].cache()
+
+    def figures(shares):
+        glob = {r["content_id"]: (r["global_share"], r["in_genre"]) for r in shares["glob"].collect()}
+        taste = {(r["edge_id"], r["genre"]): (r["share"], r["tilt"]) for r in shares["taste"].collect()}
+        return glob, taste
+
+    pooled_glob, pooled_taste = figures(title_shares(popularity, titles))
+    glob, taste = figures(title_shares(popularity, titles, totals))
+    assert {k for k, v in glob.items() if v[0]} == set(pooled_glob)  # a title nobody asked for has no share
+    for k, (share, in_genre) in pooled_glob.items():
+        # the secure sum is exact to its fixed-point step (see secagg.SCALE), not to the last bit
+        assert glob[k] == (pytest.approx(share, rel=1e-6), pytest.approx(in_genre, rel=1e-6))
+    assert set(taste) == set(pooled_taste)
+    for k, (share, tilt) in pooled_taste.items():
+        assert taste[k] == (pytest.approx(share, rel=1e-12), pytest.approx(tilt, rel=1e-6))
+
+    # edge-02's counts change; the totals the edges sent do not: nothing changes at edge-01
+    other = popularity.withColumn(
+        "requests_decayed",
+        F.when(F.col("edge_id") == "edge-02", F.col("requests_decayed") * 5 + 1).otherwise(F.col("requests_decayed")),
+    )
+    glob_again, taste_again = figures(title_shares(other, titles, totals))
+    # equal but for the order Spark adds the floats in
+    assert glob_again == {k: pytest.approx(v, rel=1e-12) for k, v in glob.items()}
+    assert {k: v for k, v in taste_again.items() if k[0] == "edge-01"} == {
+        k: pytest.approx(v, rel=1e-12) for k, v in taste.items() if k[0] == "edge-01"
+    }
+    assert figures(title_shares(other, titles))[0] != pooled_glob  # pooled, edge-02's rows reach every edge

@@ -161,12 +161,12 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     assert training["federated"]["epsilon_spent"] + demand["epsilon_spent"] + opening_spent <= 8.0
     assert demand["epsilon_spent"] > 2.3 and opening_spent > 2.3
     assert got["central"]["training"]["demand_fit"]["federated"] is None
-    # The per-title totals the demand model reads came from the edges securely summed: one
-    # masked slot per catalog title from each edge.
-    totals = training["demand_fit"]["global_totals"]
+    # The per-title totals the scorer's shares and the demand model read came from the edges
+    # securely summed: one masked slot per catalog title from each edge.
+    totals = training["global_totals"]
     titles = len(pq.read_table(Layout(tmp_path).catalog).column("content_id"))
     assert totals["secure"] is True and totals["edges"] == 3 and totals["bytes_received"] == 3 * titles * 8
-    assert got["central"]["training"]["demand_fit"]["global_totals"] is None
+    assert got["central"]["training"]["global_totals"] is None
     # Fine-tuned: each edge ranks by its own demand model, a few steps from the global one.
     tuned, global_demand = got["demand"]["models"]["demand_per_edge"], got["demand"]["models"]["demand"]
     assert sorted(tuned) == training["demand_fit"]["edges_with_own_model"] == ["edge-01", "edge-02", "edge-03"]

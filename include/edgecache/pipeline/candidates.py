@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from edgecache.pipeline.features import LAUNCH_DAYS
 from edgecache.pipeline.scorer import in_hash_sample
@@ -254,9 +255,12 @@ def proposals(profile: DataFrame, lists: dict[str, Any], at_edge: DataFrame) -> 
     ).drop(*(f"src_{s}_ids" for s in SOURCES))
 
 
-def _proposed(feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams) -> DataFrame:
-    """``proposals`` built from the feature tables: profiles, edge lists and edge titles."""
-    shares = title_shares(feats["popularity"], titles)
+def _proposed(
+    feats: dict[str, DataFrame], titles: DataFrame, params: CandidateParams, totals: DataFrame | None = None
+) -> DataFrame:
+    """``proposals`` built from the feature tables: profiles, edge lists and edge titles
+    (``totals``: see ``title_shares``)."""
+    shares = title_shares(feats["popularity"], titles, totals)
     at_edge = edge_titles(feats["popularity"], titles, shares)
     return proposals(
         profiles(feats, titles, shares["edge_genre"]), edge_lists(at_edge, feats["transitions"], params), at_edge
@@ -303,51 +307,61 @@ def materialize(df: DataFrame) -> DataFrame:
     return df.checkpoint(eager=True)
 
 
-def title_shares(popularity: DataFrame, titles: DataFrame) -> dict[str, DataFrame]:
+def title_shares(popularity: DataFrame, titles: DataFrame, totals: DataFrame | None = None) -> dict[str, DataFrame]:
     """Service-wide shares: ``glob`` per title (its share, and its share within its genre),
     ``edge_genre`` per edge and genre (the edge's share of requests in the genre) and
-    ``taste`` (that share over the service's: how much more the edge likes the genre)."""
+    ``taste`` (that share over the service's: how much more the edge likes the genre).
+
+    ``totals`` (content_id, global_decayed): each title's decayed requests over every edge,
+    as the edges' secure aggregation gives them (``edgecache.federated.totals``). Without it
+    they are summed here from ``popularity``, where the feature job pooled the edges' rows.
+    Either way an edge's own figures (``edge_genre``) come from its own rows only."""
     spark = titles.sparkSession
-    tp = materialize(
+    if totals is None:
+        totals = popularity.groupBy("content_id").agg(F.sum("requests_decayed").alias("global_decayed"))
+    service = materialize(
         spark.sql(
             """
         WITH j AS (
-          SELECT p.edge_id, p.content_id, p.requests_decayed, t.genre
-          FROM {popularity} p JOIN {titles} t ON t.content_id = p.content_id
+          SELECT s.content_id, s.global_decayed, t.genre
+          FROM {totals} s JOIN {titles} t ON t.content_id = s.content_id
         )
         -- the total as a one-row aggregate joined on: a window without PARTITION BY would
         -- move every row to a single task
         SELECT j.*, total.all_decayed
-        FROM j CROSS JOIN (SELECT sum(requests_decayed) AS all_decayed FROM j) total
+        FROM j CROSS JOIN (SELECT sum(global_decayed) AS all_decayed FROM j) total
         """,
-            popularity=popularity,
+            totals=totals,
             titles=titles,
         )
     )
+    # try_divide: a genre (or a whole service) with no requests yet has no shares
     glob = spark.sql(
         """
-        SELECT content_id, genre, sum(requests_decayed) / first(all_decayed) AS global_share,
-               sum(requests_decayed) / sum(sum(requests_decayed)) OVER (PARTITION BY genre) AS in_genre
-        FROM {tp} GROUP BY content_id, genre
+        SELECT content_id, genre, try_divide(global_decayed, all_decayed) AS global_share,
+               try_divide(global_decayed, sum(global_decayed) OVER (PARTITION BY genre)) AS in_genre
+        FROM {service}
         """,
-        tp=tp,
+        service=service,
     )
     edge_genre = spark.sql(
         """
-        SELECT edge_id, genre, sum(requests_decayed) / sum(sum(requests_decayed))
-                 OVER (PARTITION BY edge_id) AS share
-        FROM {tp} GROUP BY edge_id, genre
+        SELECT p.edge_id, t.genre, sum(p.requests_decayed) / sum(sum(p.requests_decayed))
+                 OVER (PARTITION BY p.edge_id) AS share
+        FROM {popularity} p JOIN {titles} t ON t.content_id = p.content_id
+        GROUP BY p.edge_id, t.genre
         """,
-        tp=tp,
+        popularity=popularity,
+        titles=titles,
     )
     taste = spark.sql(
         """
-        SELECT e.edge_id, e.genre, e.share, e.share / g.share AS tilt
+        SELECT e.edge_id, e.genre, e.share, try_divide(e.share, g.share) AS tilt
         FROM {edge_genre} e
-        JOIN (SELECT genre, sum(requests_decayed) / first(all_decayed) AS share
-              FROM {tp} GROUP BY genre) g ON g.genre = e.genre
+        JOIN (SELECT genre, try_divide(sum(global_decayed), first(all_decayed)) AS share
+              FROM {service} GROUP BY genre) g ON g.genre = e.genre
         """,
-        tp=tp,
+        service=service,
         edge_genre=edge_genre,
     )
     return {"glob": materialize(glob), "edge_genre": materialize(edge_genre), "taste": materialize(taste)}
@@ -378,12 +392,17 @@ def edge_titles(popularity: DataFrame, titles: DataFrame, shares: dict[str, Data
 
 
 def candidate_rows(
-    feats: dict[str, DataFrame], titles: DataFrame, window_days: int, params: CandidateParams = CandidateParams()
+    feats: dict[str, DataFrame],
+    titles: DataFrame,
+    window_days: int,
+    params: CandidateParams = CandidateParams(),
+    totals: DataFrame | None = None,
 ) -> DataFrame:
     """Every viewer's candidates: user_id, edge_id, content_id, the src_* flags and every
-    column of ``FEATURES`` (double, never null)."""
+    column of ``FEATURES`` (double, never null). ``totals``: the service-wide requests per
+    title, securely summed (see ``title_shares``)."""
     spark = titles.sparkSession
-    rows = _proposed(feats, titles, params)
+    rows = _proposed(feats, titles, params, totals)
     # The per-viewer features come from the viewer's own row (series, seen, genre
     # posterior) and the per-title ones from the edge's title row: only the move from the
     # viewer's last title needs a join.

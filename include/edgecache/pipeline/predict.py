@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -175,6 +175,9 @@ class Trained:
     demand_spread: float | None
     demand_per_edge: dict[str, LinearModel]  # local training or fine-tuning: each edge's own demand model
     opening: LinearModel | None  # the demand model for edges that open tomorrow (with --opening-edges)
+    # The service-wide totals per title come from the edges by secure aggregation (fl_demand):
+    # nothing the night reads pools one edge's rows with another's.
+    secure: bool
 
 
 def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, args: argparse.Namespace) -> Trained:
@@ -186,15 +189,16 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     feats, rate = sample_users(feats, MAX_TRAINING_USERS)
     titles = materialize(title_features(catalog, previous))
     labels = spark.read.parquet(str(layout.events(date)))
-    rows = materialize(with_labels(candidate_rows(feats, titles, manifest["window_days"]), labels))
+    fed = fed_config(args)
+    secure = args.training == "federated" and fed.demand
+    totals, totals_report = secure_global(feats["popularity"], titles) if secure else (None, None)
+    rows = materialize(with_labels(candidate_rows(feats, titles, manifest["window_days"], totals=totals), labels))
     sample = materialize(negative_sample(rows, MAX_TRAINING_ROWS, seed=0, keys=("user_id", "content_id")))
     laps.lap("candidates")
     per_edge: dict[str, LinearModel] = {}
     federated = None
-    fed = fed_config(args)
-    demand_federated = args.training == "federated" and fed.demand
     opening = bool(args.opening_edges) and args.training != "local"
-    if demand_federated and fed.epsilon > 0:
+    if secure and fed.epsilon > 0:
         # the models trained on the same edges share the budget
         fed = replace(fed, epsilon=fed.epsilon / (3 if opening else 2))
     if args.training == "central":
@@ -212,15 +216,12 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     ).first()
     assert counts is not None  # an aggregate without groups has one row
     expected_viewers = viewers(scored, rate=rate)
-    totals, totals_report = None, None
-    if demand_federated:  # the service-wide counts per title too come from the edges, securely summed
-        totals, totals_report = secure_global(feats["popularity"], titles)
     demand_train = materialize(
         with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers, totals), labels)
     )
     demand_federated_report = None
     demand_per_edge: dict[str, LinearModel] = {}
-    if demand_federated:
+    if secure:
         demand_fit, demand_per_edge, demand_federated_report = federated_demand(demand_train, fed)
     elif args.training == "local":
         demand_per_edge, demand_fit = local_demand(demand_train)
@@ -228,7 +229,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         demand_fit = fit_poisson_checked(demand_train, DEMAND_FEATURES)
     opening_fit, opening_report = None, None
     if opening:
-        opening_fit, opening_report = opening_demand(demand_train, fed if demand_federated else None)
+        opening_fit, opening_report = opening_demand(demand_train, fed if secure else None)
     demand_stats = demand_train.selectExpr(
         "count(*) AS n", f"stddev_pop({demand_fit.model.linear_sql()}) AS spread"
     ).first()
@@ -250,11 +251,12 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
             "iterations": demand_fit.iterations,
             "dropped_features": list(demand_fit.dropped),
             "federated": demand_federated_report,
-            "global_totals": totals_report,
             "edges_with_own_model": sorted(demand_per_edge) if demand_per_edge else None,
             "opening": opening_report,
         },
         "federated": federated,
+        # the per-title totals the scorer's shares and the demand model read, securely summed
+        "global_totals": totals_report,
         "seconds": laps.seconds,
     }
     return Trained(
@@ -272,6 +274,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         demand_stats["spread"],
         demand_per_edge,
         opening_fit,
+        secure,
     )
 
 
@@ -283,12 +286,19 @@ def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str,
     edge with no rows, such as one that opened today, keeps the global one). The global model
     counts as converged once the last round moved it by at most a tenth of the first round's
     move; DP noise keeps it moving, and the gate then sets it aside."""
-    model, tuned, report = train_federated(
-        rows, DEMAND_FEATURES, config, DEMAND_REG, weight=None, family="poisson", holdout_keys=("content_id",)
-    )
+    model, tuned, report = _federated_poisson(rows, DEMAND_FEATURES, config)
     changes = [r["change"] for r in report["rounds"]]
     converged = len(changes) > 1 and changes[-1] <= 0.1 * changes[0]
     return Fit(model, converged, len(changes)), tuned, report
+
+
+def _federated_poisson(
+    rows: DataFrame, features: Sequence[str], config: FedConfig
+) -> tuple[LinearModel, dict[str, LinearModel], dict[str, Any]]:
+    """A Poisson model over (edge, title) rows by federated learning, titles held out by hash."""
+    return train_federated(
+        rows, features, config, DEMAND_REG, weight=None, family="poisson", holdout_keys=("content_id",)
+    )
 
 
 # What an edge alone can know: its own counts, its viewers and the catalog. The service-wide
@@ -326,9 +336,7 @@ def opening_demand(rows: DataFrame, config: FedConfig | None) -> tuple[LinearMod
     if config is None:
         fit = fit_poisson_checked(rows, OPENING_FEATURES)
         return fit.model, {"features": list(OPENING_FEATURES), "converged": fit.converged, "federated": False}
-    model, _, report = train_federated(
-        rows, OPENING_FEATURES, config, DEMAND_REG, weight=None, family="poisson", holdout_keys=("content_id",)
-    )
+    model, _, report = _federated_poisson(rows, OPENING_FEATURES, config)
     return model, {
         "features": list(OPENING_FEATURES),
         "federated": True,
@@ -436,14 +444,17 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     elif args.model == "learned":
         gate = {"skipped": "no labelled day yet: the simple model is deployed"}
 
-    scored = None
+    scored, totals = None, None
     if "learned" in deployed.values():
+        if t.secure:
+            totals = secure_global(feats["popularity"], titles)[0]
         # Ranked in the same pass that builds the candidates, while they are still
         # partitioned by viewer; only what the top lists and demand read is kept.
+        candidates = candidate_rows(feats, titles, manifest["window_days"], totals=totals)
         scored = materialize(
-            rank_candidates(
-                apply_by_edge(candidate_rows(feats, titles, manifest["window_days"]), t.per_edge, t.scorer, "p")
-            ).select("user_id", "edge_id", "content_id", "p", "r", "source")
+            rank_candidates(apply_by_edge(candidates, t.per_edge, t.scorer, "p")).select(
+                "user_id", "edge_id", "content_id", "p", "r", "source"
+            )
         )
         laps.lap("score_candidates")
     if deployed["lists"] == "learned":
@@ -455,11 +466,12 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
     if deployed["prefetch"] == "learned":
         assert scored is not None
-        totals = secure_global(feats["popularity"], titles)[0] if t.stats["demand_fit"]["global_totals"] else None
-        # Local-only training knows nothing an opening edge could use: it opens empty.
-        opening = [] if args.training == "local" else args.opening_edges
+        # Without an opening model (local-only training has none) an opening edge opens empty.
+        opening = args.opening_edges if t.opening is not None else []
         rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening)
-        by_edge = {**t.demand_per_edge, **{e: t.opening for e in opening if t.opening is not None}}
+        by_edge = dict(t.demand_per_edge)
+        if t.opening is not None:
+            by_edge.update(dict.fromkeys(opening, t.opening))
         demand = rank_demand(apply_by_edge(rows, by_edge, t.demand.model, "score"))
     elif deployed["prefetch"] == "yesterday":
         demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
