@@ -18,7 +18,9 @@ middle edge):
 Variants: local (each edge alone: its own scorer and demand model, without the service-wide
 counts; an edge with no rows of its own ranks by its own recent requests), federated (the
 scorer and the demand model by FedAvg), federated with DP at epsilon 8 and 4 (the two models
-share the budget), and central (every edge's rows pooled).
+share the budget), the same with per-edge fine-tuning (which spends no budget), and central
+(every edge's rows pooled). The variants named "gated" let the model gate choose what is
+deployed, as a night does.
 
     python bench/new_edge.py [--workloads catalog skewed] [--nights 0 1 2 3 7] [--users 10000]
 
@@ -48,6 +50,40 @@ VARIANTS = {
     "federated, DP eps 8": ["--training", "federated", "--fl-demand", "true", "--fl-epsilon", "8"],
     "federated, DP eps 4": ["--training", "federated", "--fl-demand", "true", "--fl-epsilon", "4"],
     "central": ["--training", "central"],
+    # Fine-tuning stays at the edge, so it spends none of the budget: each edge ranks by its
+    # own model (fitted from scratch when the global one never settles).
+    "federated, DP eps 8, fine-tuned": [
+        "--training",
+        "federated",
+        "--fl-demand",
+        "true",
+        "--fl-epsilon",
+        "8",
+        "--fl-fine-tune-steps",
+        "3",
+    ],
+    "federated, DP eps 8, fine-tuned, gated": [
+        "--training",
+        "federated",
+        "--fl-demand",
+        "true",
+        "--fl-epsilon",
+        "8",
+        "--fl-fine-tune-steps",
+        "3",
+        "--gate",
+        "true",
+    ],
+    "federated, DP eps 4, fine-tuned": [
+        "--training",
+        "federated",
+        "--fl-demand",
+        "true",
+        "--fl-epsilon",
+        "4",
+        "--fl-fine-tune-steps",
+        "3",
+    ],
     # What the night deploys with DP: the gate sets a model that did not converge aside.
     "federated, DP eps 8, gated": [
         "--training",

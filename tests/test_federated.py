@@ -3,6 +3,8 @@ vector, and secure aggregation's masks (they cancel, they hide, and dropouts rec
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -529,3 +531,34 @@ def test_the_scorers_shares_read_the_secure_totals_and_each_edges_own_rows(spark
         k: pytest.approx(v, rel=1e-12) for k, v in taste.items() if k[0] == "edge-01"
     }
     assert figures(title_shares(other, titles))[0] != pooled_glob  # pooled, edge-02's rows reach every edge
+
+
+def test_a_dp_demand_model_that_never_settles_ranks_no_edge_once_edges_fine_tune(spark):
+    """With DP noise the global demand model keeps moving. Without fine-tuning it stays the
+    night's model, marked not converged (the gate sets it aside); with fine-tuning each edge
+    ranks by a model it fits from scratch on its own rows (spending no budget: steps from the
+    noise need not get back), and an edge without rows by its own recent requests."""
+    from edgecache.pipeline.demand import DEMAND_FEATURES
+    from edgecache.pipeline.predict import federated_demand, own_requests_model
+
+    rng = np.random.default_rng(17)
+    n = 1500
+    x = rng.normal(size=(n, len(DEMAND_FEATURES))) * 0.5
+    y = rng.poisson(np.exp(0.3 + 0.9 * x[:, 0]))
+    edges = np.array(EDGES[:3])[np.arange(n) % 3]
+    rows = spark.createDataFrame(
+        [(f"C{i:05d}", e, *map(float, r), float(t)) for i, (r, t, e) in enumerate(zip(x, y, edges))],
+        "content_id string, edge_id string, " + ", ".join(f"`{f}` double" for f in DEMAND_FEATURES)
+        + ", label double").cache()
+    noisy = FedConfig(rounds=4, epsilon=0.5)
+
+    fit, tuned, report = federated_demand(rows, noisy)
+    assert report["global_converged"] is False and fit.converged is False and tuned == {}
+    assert fit.model != own_requests_model(DEMAND_FEATURES)  # the noisy global model, for the gate to judge
+
+    fit, tuned, report = federated_demand(rows, replace(noisy, fine_tune_steps=3))
+    assert report["global_converged"] is False and report["global_model_set_aside"] is True
+    assert fit.model == own_requests_model(DEMAND_FEATURES) and fit.converged
+    assert sorted(tuned) == list(EDGES[:3])
+    for model in tuned.values():  # each edge's own fit finds the popularity weight through the noise
+        assert abs(dict(zip(model.features, model.weights))["popularity"] - 0.9) < 0.2, model

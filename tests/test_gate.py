@@ -193,7 +193,7 @@ def degenerate_night(tmp_path_factory, spark):
         assert ingest.main(argv + ["--master", "local[2]"]) == 0
     common = ["--date", DATE, "--data-dir", str(data), "--master", "local[2]"]
     assert features.main(common + ["--window-days", "2"]) == 0
-    assert predict.main(common + ["--top-k", "5", "--cache-gb", "10"]) == 0
+    assert predict.main(common + ["--top-k", "5", "--cache-gb", "10", "--opening-edges", "edge-09"]) == 0
     return Layout(data)
 
 
@@ -208,6 +208,10 @@ def test_a_degenerate_fit_is_rejected_and_a_baseline_deployed(degenerate_night):
     assert lists["rejected"].get("learned") or lists["chosen"] != "learned"
     prefetch = pq.read_table(degenerate_night.predictions(DATE, "prefetch")).to_pandas()
     assert len(prefetch) > 0  # a baseline's set was deployed, not the degenerate model's
+    # The opening model fitted on these rows is degenerate too: the edge that opens tomorrow
+    # opens empty rather than with a set in an arbitrary order.
+    assert summary["training"]["demand_fit"]["opening"]["set_aside"] == "all weights zero"
+    assert summary["opening_edges"] == {"edges": [], "asked": ["edge-09"]} and "edge-09" not in set(prefetch["edge_id"])
 
 
 def test_the_metrics_raise_the_alert_when_the_learned_model_loses(degenerate_night, tmp_path):

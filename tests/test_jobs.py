@@ -118,7 +118,9 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
                         "--fl-fine-tune-steps", "1"],
             "central": ["--training", "central", *opening],
             "demand": ["--training", "federated", "--fl-demand", "true", "--fl-secure", "true", "--fl-epsilon", "8",
-                       "--fl-rounds", "3", "--fl-fine-tune-steps", "2", "--opening-edges", "edge-09"]}
+                       "--fl-rounds", "3", "--fl-fine-tune-steps", "2", "--opening-edges", "edge-09"],
+            "dp_gated": ["--training", "federated", "--fl-demand", "true", "--fl-epsilon", "8", "--fl-rounds", "3",
+                         "--opening-edges", "edge-09"]}
     got = {}
     for name, flags in runs.items():
         assert predict.main(common + flags) == 0
@@ -173,6 +175,19 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     assert all(m["features"] == global_demand["features"] and m["weights"] != global_demand["weights"]
                for m in tuned.values())
     assert got["demand"]["predictions"] == got["central"]["predictions"]
+    # DP noise kept the global demand model moving, so it ranks no edge: each edge fitted its
+    # own model from scratch, and an edge without rows would rank by its own recent requests.
+    assert demand["global_converged"] is False and demand["global_model_set_aside"] is True
+    assert dict(zip(global_demand["features"], global_demand["weights"])) == {
+        f: float(f == "popularity") for f in global_demand["features"]}
+    # Without fine-tuning the gate sets the unsettled model aside and deploys a baseline; the
+    # edge that opens tomorrow still gets the opening model's set, as no baseline has one.
+    gated = got["dp_gated"]
+    assert gated["gate"]["prefetch"]["rejected"]["learned"] == "fit did not converge"
+    assert gated["deployed"]["prefetch"] != "learned"
+    assert gated["opening_edges"] == {"edges": ["edge-09"], "asked": ["edge-09"]}
+    assert gated["prefetch_titles_per_edge"]["edge-09"] > 0
+    assert got["local"]["opening_edges"] == {"edges": [], "asked": ["edge-09"]}
 
 
 def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):

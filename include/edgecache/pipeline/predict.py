@@ -230,6 +230,10 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     opening_fit, opening_report = None, None
     if opening:
         opening_fit, opening_report = opening_demand(demand_train, fed if secure else None)
+        row = demand_train.selectExpr(f"stddev_pop({opening_fit.linear_sql()}) AS spread").first()
+        why = degenerate(opening_fit, None if row is None else row["spread"], None)
+        if why:  # it would rank the opening edges' titles by noise or not at all: they open empty
+            opening_fit, opening_report = None, {**opening_report, "set_aside": why}
     demand_stats = demand_train.selectExpr(
         "count(*) AS n", f"stddev_pop({demand_fit.model.linear_sql()}) AS spread"
     ).first()
@@ -285,10 +289,20 @@ def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str,
     steps from the global model on its own rows, kept near it, and ranks by its own model (an
     edge with no rows, such as one that opened today, keeps the global one). The global model
     counts as converged once the last round moved it by at most a tenth of the first round's
-    move; DP noise keeps it moving, and the gate then sets it aside."""
+    move. DP noise keeps it moving: without fine-tuning the gate then sets it aside; with
+    fine-tuning each edge fits its own model instead (see below)."""
     model, tuned, report = _federated_poisson(rows, DEMAND_FEATURES, config)
     changes = [r["change"] for r in report["rounds"]]
     converged = len(changes) > 1 and changes[-1] <= 0.1 * changes[0]
+    report["global_converged"] = converged
+    if tuned and not converged:
+        # A global model that never settled ranks no edge, and a few steps from it need not
+        # get back from the noise: each edge fits its model from scratch on its own rows (as
+        # fine-tuning does, it stays at the edge and spends none of the privacy budget), and
+        # an edge without rows ranks by its own recent requests, as it would trained alone.
+        report["global_model_set_aside"] = True
+        tuned = train_local(rows, DEMAND_FEATURES, DEMAND_REG, weight=None, family="poisson")
+        return Fit(own_requests_model(DEMAND_FEATURES), True, len(changes)), tuned, report
     return Fit(model, converged, len(changes)), tuned, report
 
 
@@ -311,8 +325,13 @@ def local_demand(rows: DataFrame) -> tuple[dict[str, LinearModel], Fit]:
     edge with no rows of its own (a new edge on its first night): its own recent requests,
     the recency baseline written as a model (e^popularity = 1 + decayed requests)."""
     models = train_local(rows, LOCAL_DEMAND_FEATURES, DEMAND_REG, weight=None, family="poisson")
-    weights = tuple(1.0 if f == "popularity" else 0.0 for f in LOCAL_DEMAND_FEATURES)
-    return models, Fit(LinearModel(LOCAL_DEMAND_FEATURES, weights, 0.0, "log"), True, 0)
+    return models, Fit(own_requests_model(LOCAL_DEMAND_FEATURES), True, 0)
+
+
+def own_requests_model(features: Sequence[str]) -> LinearModel:
+    """The recency baseline written as a demand model: e^popularity = 1 + the edge's own
+    decayed requests. For an edge with no model of its own."""
+    return LinearModel(tuple(features), tuple(1.0 if f == "popularity" else 0.0 for f in features), 0.0, "log")
 
 
 def secure_global(popularity: DataFrame, titles: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
@@ -343,6 +362,15 @@ def opening_demand(rows: DataFrame, config: FedConfig | None) -> tuple[LinearMod
         "update_bytes_per_round": report["update_bytes_per_round"],
         "epsilon_spent": report["epsilon_spent"],
     }
+
+
+def opening_ranking(
+    popularity: DataFrame, titles: DataFrame, totals: DataFrame | None, opening: Sequence[str], model: LinearModel
+) -> DataFrame:
+    """``rank_demand``'s rows for the ``opening`` edges alone, ranked by the opening model."""
+    no_viewers = titles.sparkSession.createDataFrame([], "edge_id string, content_id string, viewers double")
+    rows = demand_rows(popularity, titles, no_viewers, totals, opening).where(F.col("edge_id").isin(list(opening)))
+    return rank_demand(apply_by_edge(rows, {}, model, "score"))
 
 
 def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity: int) -> dict[str, Verdict]:
@@ -444,10 +472,14 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     elif args.model == "learned":
         gate = {"skipped": "no labelled day yet: the simple model is deployed"}
 
+    # Without an opening model (local-only training and the simple model have none) an
+    # opening edge opens empty.
+    opening_model = t.opening if model == "learned" else None
+    opening = args.opening_edges if opening_model is not None else []
     scored, totals = None, None
+    if model == "learned" and t.secure and ("learned" in deployed.values() or opening):
+        totals = secure_global(feats["popularity"], titles)[0]
     if "learned" in deployed.values():
-        if t.secure:
-            totals = secure_global(feats["popularity"], titles)[0]
         # Ranked in the same pass that builds the candidates, while they are still
         # partitioned by viewer; only what the top lists and demand read is kept.
         candidates = candidate_rows(feats, titles, manifest["window_days"], totals=totals)
@@ -466,17 +498,20 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
     if deployed["prefetch"] == "learned":
         assert scored is not None
-        # Without an opening model (local-only training has none) an opening edge opens empty.
-        opening = args.opening_edges if t.opening is not None else []
         rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening)
         by_edge = dict(t.demand_per_edge)
-        if t.opening is not None:
-            by_edge.update(dict.fromkeys(opening, t.opening))
+        if opening_model is not None:
+            by_edge.update(dict.fromkeys(opening, opening_model))
         demand = rank_demand(apply_by_edge(rows, by_edge, t.demand.model, "score"))
-    elif deployed["prefetch"] == "yesterday":
-        demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
     else:
-        demand = baseline_demand(deployed["prefetch"], feats["popularity"], titles, manifest["window_days"])
+        if deployed["prefetch"] == "yesterday":
+            demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
+        else:
+            demand = baseline_demand(deployed["prefetch"], feats["popularity"], titles, manifest["window_days"])
+        if opening_model is not None and opening:
+            # No baseline has anything for an edge without logs: against an empty cache, an
+            # opening edge gets the opening model's set whatever the gate chose for the others.
+            demand = demand.unionByName(opening_ranking(feats["popularity"], titles, totals, opening, opening_model))
 
     # Everything below is written into a temporary folder, committed as one at the end: a
     # killed run leaves the previous predictions of the day (or none), never a mix.
@@ -515,6 +550,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             "fill_traffic": dict(sorted(fill.items())),
             "fill_bytes": sum(v["fill_bytes"] for v in fill.values()),
             "fill_from_empty": not has_yesterday,
+            # edges that open tomorrow, ranked by the opening model (empty without one)
+            "opening_edges": {"edges": list(opening), "asked": list(args.opening_edges)},
             "top_k": args.top_k,
             "cache_bytes": capacity,
             "seconds": laps.seconds,
