@@ -19,6 +19,7 @@ from edgecache.pipeline.features import (
     user_series,
     user_titles,
 )
+from edgecache.layout import shift_day
 from tests.tiny import DAY, MULTI, catalog_df, multi_df, window_df
 
 E = math.exp
@@ -68,6 +69,11 @@ def test_in_window_of_one_day(multi):
     assert sorted((r["user_id"], r["content_id"], r["age_days"]) for r in rows) == [
         ("V2", "C1", 0), ("V2", "C3", 0), ("V4", "C3", 0),
     ]
+
+
+def test_the_day_before_and_after_cross_months_years_and_leap_days():
+    assert shift_day("2024-03-01", -1) == "2024-02-29" and shift_day("2025-03-01", -1) == "2025-02-28"
+    assert shift_day("2025-12-31", 1) == "2026-01-01" and shift_day("2025-04-11", 0) == "2025-04-11"
 
 
 def test_in_window_rejects_an_empty_window(multi):

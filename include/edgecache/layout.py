@@ -27,6 +27,7 @@ and no stage reads the evaluation back.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -100,6 +101,11 @@ class Layout:
     @property
     def metrics_file(self) -> Path:
         return self.root / "metrics" / "batch.prom"
+
+
+def shift_day(date: str, days: int) -> str:
+    """The ISO date ``days`` after ``date`` (before it, when negative): the day folders' names."""
+    return (dt.date.fromisoformat(date) + dt.timedelta(days=days)).isoformat()
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

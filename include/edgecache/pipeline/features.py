@@ -28,7 +28,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from edgecache.layout import COMMIT_MARKER, Layout, committed, read_json, staging, write_json_atomic
+from edgecache.layout import COMMIT_MARKER, Layout, committed, read_json, shift_day, staging, write_json_atomic
 from edgecache.pipeline.catalog import extend_inferred, is_inferred, read_catalog, read_spark, write_catalog
 from edgecache.pipeline.job import InputError, base_parser, positive_float, positive_int, run_job
 from edgecache.pipeline.spark import in_parallel
@@ -377,7 +377,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     # The window of D and of D-1 (yesterday's features train today's model): validate any
     # day whose logs are committed but whose events are not (a first run, a backfill, or a
     # validation that was killed part-way), beside D itself. Each day commits on its own.
-    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    previous = shift_day(date, -1)
     span = window_dates(date, args.window_days + 1)
     backfilled = [d for d in span[:-1] if not committed(layout.events(d)) and layout.has_logs(d)]
     outcome = in_parallel(lambda d: validate_day(spark, layout, d), [date, *backfilled])[0]

@@ -11,7 +11,6 @@ the foundation's simple model and says so in its report.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,7 +24,7 @@ from edgecache.federated.config import KNOBS, FedConfig, Knob
 from edgecache.federated.model import from_vector, to_vector
 from edgecache.federated.totals import secure_totals
 from edgecache.federated.training import apply_by_edge, train_federated, train_local
-from edgecache.layout import Layout, committed, read_json, staging, write_json_atomic
+from edgecache.layout import Layout, committed, read_json, shift_day, staging, write_json_atomic
 from edgecache.pipeline.candidates import FEATURES, candidate_rows, materialize, sample_users, with_labels
 from edgecache.pipeline.catalog import read_spark
 from edgecache.pipeline.demand import (
@@ -183,7 +182,7 @@ class Trained:
 def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, args: argparse.Namespace) -> Trained:
     """Fit the scorer (federated, central or per edge, as ``args.training`` says) and the
     demand model on D-1's features against D's requests."""
-    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    previous = shift_day(date, -1)
     laps = Laps()
     feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
     feats, rate = sample_users(feats, MAX_TRAINING_USERS)
@@ -376,7 +375,7 @@ def opening_ranking(
 def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity: int) -> dict[str, Verdict]:
     """Score every candidate on day D from the window ending D-1 (see ``edgecache.pipeline.gate``)."""
     spark = catalog.sparkSession
-    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    previous = shift_day(date, -1)
     asked = materialize(requests_by_title(t.labels))
     pop = t.feats["popularity"]
     learned = apply_by_edge(t.demand_rows, t.demand_per_edge, t.demand.model, "score").selectExpr(
@@ -432,7 +431,7 @@ def _mean_model(models: list[LinearModel]) -> LinearModel:
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     layout = Layout(args.data_dir.resolve())
     date = args.date
-    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    previous = shift_day(date, -1)
     found = read_features(spark, layout, date)
     if found is None:
         raise InputError(f"no features for {date} under {layout.features(date, '')}: run features first")

@@ -9,12 +9,11 @@ operator's own logs there is no generate report for D: nothing is made, and the 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from typing import Any
 
 from pyspark.sql import SparkSession
 
-from edgecache.layout import Layout, read_json, write_json_atomic
+from edgecache.layout import Layout, read_json, shift_day, write_json_atomic
 from edgecache.pipeline.job import base_parser, run_job
 from edgecache.simulate import generate_logs
 
@@ -22,7 +21,7 @@ STAGE = "next_day_logs"
 
 
 def next_day(date: str) -> str:
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
+    return shift_day(date, 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
