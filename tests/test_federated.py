@@ -562,3 +562,13 @@ def test_a_dp_demand_model_that_never_settles_ranks_no_edge_once_edges_fine_tune
     assert sorted(tuned) == list(EDGES[:3])
     for model in tuned.values():  # each edge's own fit finds the popularity weight through the noise
         assert abs(dict(zip(model.features, model.weights))["popularity"] - 0.9) < 0.2, model
+
+
+def test_a_model_has_settled_once_its_last_round_moves_it_a_tenth_of_its_first():
+    from edgecache.pipeline.predict import settled
+
+    def report(*changes):
+        return {"rounds": [{"change": c} for c in changes]}
+
+    assert settled(report(2.0, 0.5, 0.2)) and not settled(report(2.0, 0.5, 0.21))
+    assert not settled(report(2.0)) and not settled(report())  # one round says nothing

@@ -149,6 +149,10 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     assert fed["config"]["secure"] is True and 3.5 < fed["epsilon_spent"] <= 4.0 and len(fed["rounds"]) == 3
     assert all(r["update_bytes"] == 3 * 19 * 8 for r in fed["rounds"])  # masked: 18 parameters and the weight
     assert len(got["private"]["models"]["scorer_per_edge"]) == 3
+    # The noise kept the global scorer from settling, so each edge fitted its own from scratch
+    # on its own rows, which are the rows local-only training fits: the same models.
+    assert fed["global_converged"] is False and fed["global_model_set_aside"] is True
+    assert got["private"]["models"]["scorer_per_edge"] == got["local"]["models"]["scorer_per_edge"]
     assert got["central"]["training"]["federated"] is None and got["central"]["models"]["scorer_per_edge"] == {}
     assert got["central"]["predictions"] == got["local"]["predictions"] == got["private"]["predictions"]
     # The demand model federated too, by the same rounds: only masked updates of its 8 weights

@@ -204,6 +204,14 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         scorer = fit_logistic(sample, FEATURES, weight="weight", reg_param=REG)
     elif args.training == "federated":
         scorer, per_edge, federated = train_federated(sample, FEATURES, fed, REG)
+        federated["global_converged"] = settled(federated)
+        if per_edge and not federated["global_converged"]:
+            # As for the demand model: steps from a model that never settled need not get
+            # back from the noise, so each edge fits its scorer from scratch on its own rows.
+            # An edge without rows keeps the global model: a mean of the edges' own models
+            # would share them without the noise.
+            federated["global_model_set_aside"] = True
+            per_edge = train_local(sample, FEATURES, REG)
     else:
         per_edge = train_local(sample, FEATURES, REG)
         # an edge with no rows of its own has nothing to learn from: it gets the mean model
@@ -287,12 +295,10 @@ def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str,
     held out by hash for validation. With ``fine_tune_steps`` each edge then takes that many
     steps from the global model on its own rows, kept near it, and ranks by its own model (an
     edge with no rows, such as one that opened today, keeps the global one). The global model
-    counts as converged once the last round moved it by at most a tenth of the first round's
-    move. DP noise keeps it moving: without fine-tuning the gate then sets it aside; with
-    fine-tuning each edge fits its own model instead (see below)."""
+    counts as converged as ``settled`` says. DP noise keeps it moving: without fine-tuning
+    the gate then sets it aside; with fine-tuning each edge fits its own model instead."""
     model, tuned, report = _federated_poisson(rows, DEMAND_FEATURES, config)
-    changes = [r["change"] for r in report["rounds"]]
-    converged = len(changes) > 1 and changes[-1] <= 0.1 * changes[0]
+    converged = settled(report)
     report["global_converged"] = converged
     if tuned and not converged:
         # A global model that never settled ranks no edge, and a few steps from it need not
@@ -301,8 +307,15 @@ def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str,
         # an edge without rows ranks by its own recent requests, as it would trained alone.
         report["global_model_set_aside"] = True
         tuned = train_local(rows, DEMAND_FEATURES, DEMAND_REG, weight=None, family="poisson")
-        return Fit(own_requests_model(DEMAND_FEATURES), True, len(changes)), tuned, report
-    return Fit(model, converged, len(changes)), tuned, report
+        return Fit(own_requests_model(DEMAND_FEATURES), True, len(report["rounds"])), tuned, report
+    return Fit(model, converged, len(report["rounds"])), tuned, report
+
+
+def settled(report: dict[str, Any]) -> bool:
+    """Whether a federated model converged: its last round moved it by at most a tenth of
+    its first round's move (``train_federated``'s report)."""
+    changes = [r["change"] for r in report["rounds"]]
+    return len(changes) > 1 and changes[-1] <= 0.1 * changes[0]
 
 
 def _federated_poisson(
