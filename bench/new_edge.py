@@ -44,57 +44,22 @@ OPEN = "2025-04-10"
 EDGES = 8
 NEW_EDGE, MATURE_EDGE = f"edge-{EDGES + 1:02d}", f"edge-{EDGES // 2 + 1:02d}"  # the middle edge: the same size
 
+FEDERATED = ["--training", "federated", "--fl-demand", "true"]
+DP8, DP4 = ["--fl-epsilon", "8"], ["--fl-epsilon", "4"]
+# Fine-tuning stays at the edge, so it spends none of the budget: each edge ranks by its own
+# model (fitted from scratch when the global one never settles).
+TUNED = ["--fl-fine-tune-steps", "3"]
+GATED = ["--gate", "true"]  # what a night deploys: the model gate chooses
 VARIANTS = {
     "local": ["--training", "local"],
-    "federated": ["--training", "federated", "--fl-demand", "true"],
-    "federated, DP eps 8": ["--training", "federated", "--fl-demand", "true", "--fl-epsilon", "8"],
-    "federated, DP eps 4": ["--training", "federated", "--fl-demand", "true", "--fl-epsilon", "4"],
+    "federated": FEDERATED,
+    "federated, DP eps 8": FEDERATED + DP8,
+    "federated, DP eps 4": FEDERATED + DP4,
     "central": ["--training", "central"],
-    # Fine-tuning stays at the edge, so it spends none of the budget: each edge ranks by its
-    # own model (fitted from scratch when the global one never settles).
-    "federated, DP eps 8, fine-tuned": [
-        "--training",
-        "federated",
-        "--fl-demand",
-        "true",
-        "--fl-epsilon",
-        "8",
-        "--fl-fine-tune-steps",
-        "3",
-    ],
-    "federated, DP eps 8, fine-tuned, gated": [
-        "--training",
-        "federated",
-        "--fl-demand",
-        "true",
-        "--fl-epsilon",
-        "8",
-        "--fl-fine-tune-steps",
-        "3",
-        "--gate",
-        "true",
-    ],
-    "federated, DP eps 4, fine-tuned": [
-        "--training",
-        "federated",
-        "--fl-demand",
-        "true",
-        "--fl-epsilon",
-        "4",
-        "--fl-fine-tune-steps",
-        "3",
-    ],
-    # What the night deploys with DP: the gate sets a model that did not converge aside.
-    "federated, DP eps 8, gated": [
-        "--training",
-        "federated",
-        "--fl-demand",
-        "true",
-        "--fl-epsilon",
-        "8",
-        "--gate",
-        "true",
-    ],
+    "federated, DP eps 8, fine-tuned": FEDERATED + DP8 + TUNED,
+    "federated, DP eps 8, fine-tuned, gated": FEDERATED + DP8 + TUNED + GATED,
+    "federated, DP eps 4, fine-tuned": FEDERATED + DP4 + TUNED,
+    "federated, DP eps 8, gated": FEDERATED + DP8 + GATED,
 }
 
 # Workload families: the catalog model, edges 30-fold apart in size (the middle edge, and so the
@@ -109,7 +74,6 @@ FAMILIES = {
 def day(n: int) -> str:
     """The date of night ``n`` of the new edge (night 1: the day it opens)."""
     return (dt.date.fromisoformat(OPEN) + dt.timedelta(days=n - 1)).isoformat()
-
 
 
 def edge_figures(report: dict[str, Any], edge: str, pct: str) -> dict[str, Any]:
