@@ -560,7 +560,7 @@ def test_a_dp_demand_model_that_never_settles_ranks_no_edge_once_edges_fine_tune
     assert report["global_converged"] is False and report["global_model_set_aside"] is True
     assert fit.model == own_requests_model(DEMAND_FEATURES) and fit.converged
     assert sorted(tuned) == list(EDGES[:3])
-    for model in tuned.values():  # each edge's own fit finds the popularity weight through the noise
+    for model in tuned.values():  # each edge's own fit, untouched by the global model's noise
         assert abs(dict(zip(model.features, model.weights))["popularity"] - 0.9) < 0.2, model
 
 

@@ -112,7 +112,8 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     training has neither."""
     common = ["--date", DATE, "--data-dir", str(tmp_path), "--top-k", "5", "--cache-gb", str(CACHE_GB)]
     shutil.copytree(first_run, tmp_path, dirs_exist_ok=True)
-    opening = ["--opening-edges", "edge-09", "--gate", "false"]  # an edge that opens tomorrow, no logs yet
+    # edge-09 opens tomorrow, no logs yet; edge-01, listed too, has logs: it is not opening
+    opening = ["--opening-edges", "edge-09,edge-01", "--gate", "false"]
     runs = {"local": ["--training", "local", *opening],
             "private": ["--training", "federated", "--fl-secure", "true", "--fl-epsilon", "4", "--fl-rounds", "3",
                         "--fl-fine-tune-steps", "1"],
@@ -173,11 +174,12 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     titles = len(pq.read_table(Layout(tmp_path).catalog).column("content_id"))
     assert totals["secure"] is True and totals["edges"] == 3 and totals["bytes_received"] == 3 * titles * 8
     assert got["central"]["training"]["global_totals"] is None
-    # Fine-tuned: each edge ranks by its own demand model, a few steps from the global one.
+    # Fine-tuned: each edge ranks by its own demand model over every input, the securely
+    # summed totals too, and no two edges' models are the same.
     tuned, global_demand = got["demand"]["models"]["demand_per_edge"], got["demand"]["models"]["demand"]
     assert sorted(tuned) == training["demand_fit"]["edges_with_own_model"] == ["edge-01", "edge-02", "edge-03"]
-    assert all(m["features"] == global_demand["features"] and m["weights"] != global_demand["weights"]
-               for m in tuned.values())
+    assert all(m["features"] == global_demand["features"] and "global" in m["features"] for m in tuned.values())
+    assert len({tuple(m["weights"]) for m in tuned.values()}) == 3
     assert got["demand"]["predictions"] == got["central"]["predictions"]
     # DP noise kept the global demand model moving, so it ranks no edge: each edge fitted its
     # own model from scratch, and an edge without rows would rank by its own recent requests.
@@ -191,7 +193,8 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     assert gated["deployed"]["prefetch"] != "learned"
     assert gated["opening_edges"] == {"edges": ["edge-09"], "asked": ["edge-09"]}
     assert gated["prefetch_titles_per_edge"]["edge-09"] > 0
-    assert got["local"]["opening_edges"] == {"edges": [], "asked": ["edge-09"]}
+    assert got["local"]["opening_edges"] == {"edges": [], "asked": ["edge-09", "edge-01"]}
+    assert got["central"]["opening_edges"] == {"edges": ["edge-09"], "asked": ["edge-09", "edge-01"]}
 
 
 def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):

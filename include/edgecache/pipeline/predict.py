@@ -106,10 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--opening-edges",
         type=edge_list,
         default=[],
-        help="edges that open tomorrow and have no logs yet (comma-separated ids): the learned demand "
-        "model ranks their titles from what the other edges know (the per-title totals over the service); "
-        "local-only training has nothing to rank them with, nor has a baseline the gate deploys, so "
-        "then they open empty (default none)",
+        help="edges that open tomorrow and have no logs yet (comma-separated ids): an opening model ranks "
+        "their titles from what the other edges know (the per-title totals over the service), whatever the "
+        "gate deploys for the others; local-only training and the simple model have none, so with those they "
+        "open empty (default none)",
     )
     p.add_argument(
         "--gate",
@@ -175,7 +175,7 @@ class Trained:
     demand_per_edge: dict[str, LinearModel]  # local training or fine-tuning: each edge's own demand model
     opening: LinearModel | None  # the demand model for edges that open tomorrow (with --opening-edges)
     # The service-wide totals per title come from the edges by secure aggregation (fl_demand):
-    # nothing the night reads pools one edge's rows with another's.
+    # no model's features pool one edge's rows with another's.
     secure: bool
 
 
@@ -205,7 +205,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     elif args.training == "federated":
         scorer, per_edge, federated = train_federated(sample, FEATURES, fed, REG)
         federated["global_converged"] = settled(federated)
-        if per_edge and not federated["global_converged"]:
+        if per_edge and fed.epsilon > 0 and not federated["global_converged"]:
             # As for the demand model: steps from a model that never settled need not get
             # back from the noise, so each edge fits its scorer from scratch on its own rows.
             # An edge without rows keeps the global model: a mean of the edges' own models
@@ -300,7 +300,7 @@ def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str,
     model, tuned, report = _federated_poisson(rows, DEMAND_FEATURES, config)
     converged = settled(report)
     report["global_converged"] = converged
-    if tuned and not converged:
+    if tuned and config.epsilon > 0 and not converged:
         # A global model that never settled ranks no edge, and a few steps from it need not
         # get back from the noise: each edge fits its model from scratch on its own rows (as
         # fine-tuning does, it stays at the edge and spends none of the privacy budget), and
@@ -347,8 +347,9 @@ def own_requests_model(features: Sequence[str]) -> LinearModel:
 
 
 def secure_global(popularity: DataFrame, titles: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
-    """Each title's decayed requests over all edges (the demand model's ``global`` input),
-    summed across the edges by secure aggregation: the server learns the totals only."""
+    """Each title's decayed requests over all edges (the demand model's ``global`` input and
+    the scorer's service-wide shares), summed across the edges by secure aggregation: the
+    server learns the totals only."""
     ids = sorted(r["content_id"] for r in titles.select("content_id").collect())
     sums, report = secure_totals(popularity, ids, "requests_decayed")
     frame = popularity.sparkSession.createDataFrame(
@@ -363,7 +364,11 @@ def opening_demand(rows: DataFrame, config: FedConfig | None) -> tuple[LinearMod
     (``OPENING_FEATURES``) say of an edge's next-day requests, fitted on every edge's rows
     as if it had no history of its own. Federated like the demand model (``config``), or
     central. Without it an opening edge would be ranked by a model that never saw an edge
-    without history, whose weights for these inputs assume its own counts beside them."""
+    without history, whose weights for these inputs assume its own counts beside them.
+
+    Only a degenerate model is set aside (in ``train``), not one that DP noise kept moving:
+    the alternative is an empty cache, and with DP at epsilon 4 and 8 the noisy model still
+    ranked within a point of the noiseless one (docs/federated.md)."""
     if config is None:
         fit = fit_poisson_checked(rows, OPENING_FEATURES)
         return fit.model, {"features": list(OPENING_FEATURES), "converged": fit.converged, "federated": False}
@@ -371,6 +376,7 @@ def opening_demand(rows: DataFrame, config: FedConfig | None) -> tuple[LinearMod
     return model, {
         "features": list(OPENING_FEATURES),
         "federated": True,
+        "converged": settled(report),
         "update_bytes_per_round": report["update_bytes_per_round"],
         "epsilon_spent": report["epsilon_spent"],
     }
@@ -487,7 +493,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     # Without an opening model (local-only training and the simple model have none) an
     # opening edge opens empty.
     opening_model = t.opening if model == "learned" else None
-    opening = args.opening_edges if opening_model is not None else []
+    # An edge listed that already has logs is not opening: its own figures rank it.
+    with_logs = {r["edge_id"] for r in feats["popularity"].select("edge_id").distinct().collect()}
+    opening = [e for e in args.opening_edges if e not in with_logs] if opening_model is not None else []
     scored, totals = None, None
     if model == "learned" and t.secure and ("learned" in deployed.values() or opening):
         totals = secure_global(feats["popularity"], titles)[0]
@@ -522,8 +530,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             demand = baseline_demand(deployed["prefetch"], feats["popularity"], titles, manifest["window_days"])
         if opening_model is not None and opening:
             # No baseline has anything for an edge without logs: against an empty cache, an
-            # opening edge gets the opening model's set whatever the gate chose for the others.
-            demand = demand.unionByName(opening_ranking(feats["popularity"], titles, totals, opening, opening_model))
+            # opening edge gets the opening model's set whatever the gate chose for the others
+            # (in place of what yesterday's sets held for it, if it was listed then too).
+            ranked = opening_ranking(feats["popularity"], titles, totals, opening, opening_model)
+            demand = demand.where(~F.col("edge_id").isin(opening)).unionByName(ranked)
 
     # Everything below is written into a temporary folder, committed as one at the end: a
     # killed run leaves the previous predictions of the day (or none), never a mix.
