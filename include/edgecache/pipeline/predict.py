@@ -237,14 +237,15 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     opening_fit, opening_report = None, None
     if opening:
         opening_fit, opening_report = opening_demand(demand_train, fed if secure else None)
-        row = demand_train.selectExpr(f"stddev_pop({opening_fit.linear_sql()}) AS spread").first()
-        why = degenerate(opening_fit, None if row is None else row["spread"], None)
+    stats_sql = ["count(*) AS n", f"stddev_pop({demand_fit.model.linear_sql()}) AS spread"]
+    if opening_fit is not None:  # in the same pass
+        stats_sql.append(f"stddev_pop({opening_fit.linear_sql()}) AS opening_spread")
+    demand_stats = demand_train.selectExpr(*stats_sql).first()
+    assert demand_stats is not None
+    if opening_fit is not None and opening_report is not None:
+        why = degenerate(opening_fit, demand_stats["opening_spread"], None)
         if why:  # it would rank the opening edges' titles by noise or not at all: they open empty
             opening_fit, opening_report = None, {**opening_report, "set_aside": why}
-    demand_stats = demand_train.selectExpr(
-        "count(*) AS n", f"stddev_pop({demand_fit.model.linear_sql()}) AS spread"
-    ).first()
-    assert demand_stats is not None
     laps.lap("demand")
     auc_training_day = auc(apply_by_edge(sample, per_edge, scorer, "p"), "p")
     laps.lap("auc")
@@ -493,9 +494,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     # Without an opening model (local-only training and the simple model have none) an
     # opening edge opens empty.
     opening_model = t.opening if model == "learned" else None
-    # An edge listed that already has logs is not opening: its own figures rank it.
-    with_logs = {r["edge_id"] for r in feats["popularity"].select("edge_id").distinct().collect()}
-    opening = [e for e in args.opening_edges if e not in with_logs] if opening_model is not None else []
+    opening: list[str] = []
+    if opening_model is not None and args.opening_edges:
+        # An edge listed that already has logs is not opening: its own figures rank it.
+        with_logs = {r["edge_id"] for r in feats["popularity"].select("edge_id").distinct().collect()}
+        opening = [e for e in args.opening_edges if e not in with_logs]
     scored, totals = None, None
     if model == "learned" and t.secure and ("learned" in deployed.values() or opening):
         totals = secure_global(feats["popularity"], titles)[0]
