@@ -67,7 +67,7 @@ VARIANTS = {
 FAMILIES = {
     "catalog": [],
     "skewed": ["--edge-size-ratio", "30"],
-    "churn": ["--releases-per-day", "2", "--titles", "3000"],
+    "churn": ["--releases-per-day", "2", "--titles", "5000"],
 }
 
 
