@@ -276,6 +276,31 @@ def test_edge_popularity_decays_by_age(multi_window):
         assert r["regional_share"] == pytest.approx(want, abs=1e-9)
 
 
+def test_edge_popularity_clips_each_viewers_part_at_each_edge(spark):
+    """``requests_decayed_clipped``: a viewer's decayed requests per title at one edge, scaled
+    to an L2 norm of at most the clip, summed; a viewer within the clip counts whole."""
+    rows = (
+        [("edge-01", "A", "C1", 0)] * 4  # norm 4: halved at clip 2
+        + [("edge-01", "B", "C1", 0), ("edge-01", "B", "C2", 0)]  # norm sqrt(2): whole
+        + [("edge-02", "A", "C2", 0)] * 3  # the same viewer at another edge, clipped there: 3 -> 2
+        + [("edge-02", "B", "C2", 2)]  # decayed e^-1
+    )
+    events = spark.createDataFrame(rows, "edge_id string, user_id string, content_id string, age_days int")
+    got = {
+        (r["edge_id"], r["content_id"]): (r["requests_decayed"], r["requests_decayed_clipped"])
+        for r in edge_popularity(events, decay_days=2.0, viewer_clip=2.0).collect()
+    }
+    assert got == {
+        ("edge-01", "C1"): (5.0, pytest.approx(3.0)),
+        ("edge-01", "C2"): (1.0, pytest.approx(1.0)),
+        ("edge-02", "C2"): (pytest.approx(3 + E(-1)), pytest.approx(2 + E(-1))),
+    }
+    unclipped = edge_popularity(events, decay_days=2.0, viewer_clip=100.0).collect()
+    assert all(r["requests_decayed_clipped"] == pytest.approx(r["requests_decayed"]) for r in unclipped)
+    with pytest.raises(ValueError):
+        edge_popularity(events, viewer_clip=0)
+
+
 def test_edge_popularity_rejects_a_non_positive_decay(multi_window):
     with pytest.raises(ValueError):
         edge_popularity(multi_window, decay_days=0)

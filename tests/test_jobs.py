@@ -163,10 +163,13 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     assert demand["family"] == "poisson" and demand["config"]["secure"] is True and len(demand["rounds"]) == 3
     assert all(r["update_bytes"] == 3 * 10 * 8 for r in demand["rounds"])  # 9 parameters and the weight, masked
     assert training["demand_fit"]["opening"]["update_bytes_per_round"] == 3 * 7 * 8  # 5 weights, intercept, weight
-    # Three models share the budget here: the scorer, the demand model and the opening edges' one.
+    # Four releases share the budget here: the scorer, the demand model, the opening edges'
+    # model (each DP for a whole edge) and the per-title totals (DP for one viewer).
     opening_spent = training["demand_fit"]["opening"]["epsilon_spent"]
-    assert training["federated"]["epsilon_spent"] + demand["epsilon_spent"] + opening_spent <= 8.0
-    assert demand["epsilon_spent"] > 2.3 and opening_spent > 2.3
+    totals_dp = training["global_totals"]["dp"]
+    assert totals_dp["unit"] == "viewer" and totals_dp["epsilon"] == pytest.approx(2.0)
+    spent = training["federated"]["epsilon_spent"] + demand["epsilon_spent"] + opening_spent + totals_dp["epsilon"]
+    assert 7.5 < spent <= 8.0 and demand["epsilon_spent"] > 1.8 and opening_spent > 1.8
     assert got["central"]["training"]["demand_fit"]["federated"] is None
     # The per-title totals the scorer's shares and the demand model read came from the edges
     # securely summed: one masked slot per catalog title from each edge.

@@ -77,7 +77,13 @@ KNOBS = (
     Knob("fraction", "number", "share of the edges that train in each round", exclusive_minimum=0, maximum=1),
     Knob("local_steps", "integer", "local epochs: Newton steps per edge per round", minimum=1),
     Knob("fine_tune_steps", "integer", "local fine-tuning steps per edge after the rounds (0: off)", minimum=0),
-    Knob("epsilon", "number", "client-level differential privacy budget over all rounds (0: off)", minimum=0),
+    Knob(
+        "epsilon",
+        "number",
+        "differential privacy budget of a night (0: off): client-level over the rounds; with fl_demand, "
+        "shared with the per-title totals, which are DP for one viewer",
+        minimum=0,
+    ),
     Knob("clip_norm", "number", "differential privacy: bound of one edge's change per round", exclusive_minimum=0),
     Knob("secure", "boolean", "secure aggregation: the server learns only the sum of the updates"),
     Knob(

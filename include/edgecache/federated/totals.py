@@ -10,16 +10,56 @@ title whether or not the edge saw it, so even which titles an edge served stays 
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 
+from edgecache.federated.privacy import DEFAULT_DELTA, epsilon_spent, noise_for_epsilon
 from edgecache.federated.secagg import Client, unmask_sum
 
 MASKED_SCHEMA = "edge_id string, masked array<bigint>"
+
+
+@dataclass(frozen=True)
+class TotalsPrivacy:
+    """DP on the totals: ``releases`` sums a night (each spending its share of ``epsilon``),
+    of a column in which one viewer adds at most ``clip`` in L2 norm."""
+
+    epsilon: float
+    clip: float
+    releases: int = 2  # the training day's totals and the scored day's
+
+    @cached_property
+    def noise_multiplier(self) -> float:
+        return noise_for_epsilon(self.epsilon, 1.0, self.releases)
+
+    def report(self) -> dict[str, Any]:
+        z = self.noise_multiplier
+        return {
+            "unit": "viewer",
+            "epsilon": self.epsilon,
+            "delta": DEFAULT_DELTA,
+            "releases": self.releases,
+            "viewer_clip": self.clip,
+            "noise_multiplier": z,
+            "noise_std": z * self.clip,
+            # a viewer who used two edges in the window (one who moved) counts at both
+            "epsilon_viewer_at_two_edges": epsilon_spent(z / math.sqrt(2), 1.0, self.releases),
+        }
+
+
+def edge_noise(edge: str, round_id: int, size: int, std: float) -> np.ndarray:
+    """An edge's share of the noise: seeded by the edge and the round, so a job run again
+    sends what it sent (as the rounds of DP-FedAvg draw from a seeded generator)."""
+    seed = int.from_bytes(hashlib.sha256(f"{edge}/{round_id}".encode()).digest()[:8], "big")
+    return np.random.default_rng(seed).normal(0.0, std, size)
 
 
 def masked_vectors(
@@ -29,9 +69,11 @@ def masked_vectors(
     private: Mapping[str, bytes],
     public: Mapping[str, bytes],
     round_id: int = 0,
+    noise_std: float = 0.0,
 ) -> DataFrame:
     """What each edge sends (``MASKED_SCHEMA``): its sums of ``value`` per title of ``titles``,
-    masked against every edge in ``public``, made by the Spark task that holds its rows."""
+    plus Gaussian noise of std ``noise_std`` when it is positive, masked against every edge
+    in ``public``, made by the Spark task that holds its rows."""
     index = {t: i for i, t in enumerate(titles)}
 
     def mask_edge(pdf: pd.DataFrame) -> pd.DataFrame:
@@ -40,6 +82,8 @@ def masked_vectors(
         slots = pdf["content_id"].map(index)
         known = slots.notna().to_numpy()  # a title outside the catalog has no slot
         np.add.at(vector, slots[known].astype(np.int64).to_numpy(), pdf[value].to_numpy(dtype=np.float64)[known])
+        if noise_std > 0:
+            vector += edge_noise(edge, round_id, len(vector), noise_std)
         ring = Client.from_private_bytes(edge, private[edge]).masked(vector, public, round_id)
         return pd.DataFrame({"edge_id": [edge], "masked": [ring.view(np.int64).tolist()]})
 
@@ -47,11 +91,12 @@ def masked_vectors(
 
 
 def secure_totals(
-    rows: DataFrame, titles: Sequence[str], value: str, round_id: int = 0
+    rows: DataFrame, titles: Sequence[str], value: str, round_id: int = 0, privacy: TotalsPrivacy | None = None
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Per title of ``titles``, the sum of ``value`` over every edge's (edge_id, content_id)
     ``rows``, and a report (edges, titles, bytes received). The driver, the server here, sees
-    the edges' masked vectors only."""
+    the edges' masked vectors only. With ``privacy`` the sum carries the Gaussian noise (a
+    negative total reads as 0)."""
     edges = sorted(r["edge_id"] for r in rows.select("edge_id").distinct().collect())
     if not edges:
         return dict.fromkeys(titles, 0.0), {"edges": [], "titles": len(titles), "bytes_received": 0}
@@ -59,8 +104,14 @@ def secure_totals(
     clients = {e: Client(e) for e in edges}
     private = {e: c.private_bytes() for e, c in clients.items()}
     public = {e: c.public_key() for e, c in clients.items()}
-    got = masked_vectors(rows, titles, value, private, public, round_id).collect()
+    # each edge adds 1/edges of the variance: the sum has all of it and no edge's vector has much
+    std = 0.0 if privacy is None else privacy.noise_multiplier * privacy.clip / math.sqrt(len(edges))
+    got = masked_vectors(rows, titles, value, private, public, round_id, std).collect()
     masked = {r["edge_id"]: np.array(r["masked"], dtype=np.int64).view(np.uint64) for r in got}
     total = unmask_sum(masked)
+    if privacy is not None:
+        total = np.maximum(total, 0.0)
     report = {"edges": edges, "titles": len(titles), "bytes_received": sum(m.nbytes for m in masked.values())}
+    if privacy is not None:
+        report["dp"] = privacy.report()
     return dict(zip(titles, total.tolist())), report

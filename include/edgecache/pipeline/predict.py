@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from edgecache.federated.config import KNOBS, FedConfig, Knob
 from edgecache.federated.model import from_vector, to_vector
-from edgecache.federated.totals import secure_totals
+from edgecache.federated.totals import TotalsPrivacy, secure_totals
 from edgecache.federated.training import apply_by_edge, train_federated, train_local
 from edgecache.layout import Layout, committed, read_json, shift_day, staging, write_json_atomic
 from edgecache.pipeline.candidates import FEATURES, candidate_rows, materialize, sample_users, with_labels
@@ -37,7 +37,7 @@ from edgecache.pipeline.demand import (
     viewers,
     with_request_counts,
 )
-from edgecache.pipeline.features import FEATURE_TABLES, title_features
+from edgecache.pipeline.features import FEATURE_TABLES, VIEWER_CLIP, title_features
 from edgecache.pipeline.gate import (
     GATE_K,
     LIST_MODELS,
@@ -177,6 +177,7 @@ class Trained:
     # The service-wide totals per title come from the edges by secure aggregation (fl_demand):
     # no model's features pool one edge's rows with another's.
     secure: bool
+    totals_privacy: TotalsPrivacy | None  # under DP: the totals' share of the budget
 
 
 def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, args: argparse.Namespace) -> Trained:
@@ -190,16 +191,18 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     labels = spark.read.parquet(str(layout.events(date)))
     fed = fed_config(args)
     secure = args.training == "federated" and fed.demand
-    totals, totals_report = secure_global(feats["popularity"], titles) if secure else (None, None)
+    opening = bool(args.opening_edges) and args.training != "local"
+    totals_privacy = None
+    if secure and fed.epsilon > 0:
+        # the models trained on the same edges and the totals share the budget equally
+        fed = replace(fed, epsilon=fed.epsilon / (4 if opening else 3))
+        totals_privacy = TotalsPrivacy(fed.epsilon, VIEWER_CLIP)
+    totals, totals_report = secure_global(feats["popularity"], titles, totals_privacy) if secure else (None, None)
     rows = materialize(with_labels(candidate_rows(feats, titles, manifest["window_days"], totals=totals), labels))
     sample = materialize(negative_sample(rows, MAX_TRAINING_ROWS, seed=0, keys=("user_id", "content_id")))
     laps.lap("candidates")
     per_edge: dict[str, LinearModel] = {}
     federated = None
-    opening = bool(args.opening_edges) and args.training != "local"
-    if secure and fed.epsilon > 0:
-        # the models trained on the same edges share the budget
-        fed = replace(fed, epsilon=fed.epsilon / (3 if opening else 2))
     if args.training == "central":
         scorer = fit_logistic(sample, FEATURES, weight="weight", reg_param=REG)
     elif args.training == "federated":
@@ -287,6 +290,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         demand_per_edge,
         opening_fit,
         secure,
+        totals_privacy,
     )
 
 
@@ -347,12 +351,21 @@ def own_requests_model(features: Sequence[str]) -> LinearModel:
     return LinearModel(tuple(features), tuple(1.0 if f == "popularity" else 0.0 for f in features), 0.0, "log")
 
 
-def secure_global(popularity: DataFrame, titles: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
+def secure_global(
+    popularity: DataFrame, titles: DataFrame, privacy: TotalsPrivacy | None = None
+) -> tuple[DataFrame, dict[str, Any]]:
     """Each title's decayed requests over all edges (the demand model's ``global`` input and
     the scorer's service-wide shares), summed across the edges by secure aggregation: the
-    server learns the totals only."""
+    server learns the totals only. With ``privacy``, each viewer's part clipped and the sum
+    noised: a viewer's requests move it by a bounded, hidden amount."""
     ids = sorted(r["content_id"] for r in titles.select("content_id").collect())
-    sums, report = secure_totals(popularity, ids, "requests_decayed")
+    value = "requests_decayed" if privacy is None else "requests_decayed_clipped"
+    if value not in popularity.columns:
+        raise InputError(
+            f"the popularity features have no {value} column: they were built by an older release; "
+            "build the features of the day again (remove the day's features folder and run features)"
+        )
+    sums, report = secure_totals(popularity, ids, value, privacy=privacy)
     frame = popularity.sparkSession.createDataFrame(
         pd.DataFrame({"content_id": list(sums), "global_decayed": list(sums.values())}),
         "content_id string, global_decayed double",
@@ -501,7 +514,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         opening = [e for e in args.opening_edges if e not in with_logs]
     scored, totals = None, None
     if model == "learned" and t.secure and ("learned" in deployed.values() or opening):
-        totals = secure_global(feats["popularity"], titles)[0]
+        totals = secure_global(feats["popularity"], titles, t.totals_privacy)[0]
     if "learned" in deployed.values():
         # Ranked in the same pass that builds the candidates, while they are still
         # partitioned by viewer; only what the top lists and demand read is kept.
