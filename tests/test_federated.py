@@ -489,29 +489,39 @@ def test_title_totals_are_summed_by_secure_aggregation(spark):
     assert np.abs(decode(sent["edge-01"]) - own).max() > 1e3
 
 
-def test_dp_totals_carry_the_noise_their_budget_calls_for(spark):
+def test_dp_totals_carry_the_noise_their_budget_calls_for(spark, tmp_path):
     """Under DP the summed totals carry Gaussian noise of std z x clip, z the smallest noise
-    multiplier whose releases spend the epsilon; each edge adds its share (so none of what
-    one edge sends is noise-free), a total never reads below 0, and a run again sends the same."""
+    multiplier whose releases spend the epsilon. Each edge adds its share, drawn from a secret
+    it keeps: the same day's sum gets the same noise again (a rerun sends what it sent, and
+    repeating a release tells nothing new), another day's gets other noise, and without the
+    edges' keys the noise cannot be drawn again. A total never reads below 0."""
     from edgecache.federated.privacy import epsilon_spent
-    from edgecache.federated.totals import TotalsPrivacy, edge_noise, secure_totals
+    from edgecache.federated.totals import TotalsPrivacy, edge_key, edge_noise, secure_totals
 
     rng = np.random.default_rng(5)
     titles = [f"C{i:05d}" for i in range(1, 401)]
     rows = [(e, t, 500.0 + float(rng.exponential(3.0))) for e in EDGES[:4] for t in titles[:300]]
     frame = spark.createDataFrame(rows, "edge_id string, content_id string, v double")
-    privacy = TotalsPrivacy(epsilon=2.0, clip=1.5)
+    privacy = TotalsPrivacy(epsilon=2.0, clip=1.5, key_dir=tmp_path / "keys")
     z = privacy.noise_multiplier
     assert 1.9 < epsilon_spent(z, 1.0, 2) <= 2.0  # two releases a night spend the share
-    sums, report = secure_totals(frame, titles, "v", privacy=privacy)
+    sums, report = secure_totals(frame, titles, "v", privacy=privacy, nonce="2025-04-10")
     pooled = pd.DataFrame(rows, columns=["e", "t", "v"]).groupby("t")["v"].sum()
     noise = np.array([sums[t] - pooled[t] for t in titles[:300]])
     assert abs(noise.mean()) < 0.3 * z * 1.5 and 0.8 < noise.std() / (z * 1.5) < 1.2
     assert min(sums[t] for t in titles[300:]) == 0.0 and max(sums[t] for t in titles[300:]) > 0  # nobody asked
     assert report["dp"]["noise_std"] == pytest.approx(z * 1.5) and report["dp"]["unit"] == "viewer"
     assert report["dp"]["epsilon_viewer_at_two_edges"] > 2.0  # a viewer seen at two edges counts twice
-    assert secure_totals(frame, titles, "v", privacy=privacy)[0] == sums
-    share = edge_noise("edge-01", 0, 20000, z * 1.5 / 2)  # what edge-01 adds, of four edges
+
+    keys = sorted((tmp_path / "keys").iterdir())
+    assert [k.name for k in keys] == [f"{e}.key" for e in EDGES[:4]]
+    assert all(k.stat().st_mode & 0o777 == 0o600 and len(k.read_bytes()) == 32 for k in keys)
+    assert edge_key(tmp_path / "keys", EDGES[0]) == keys[0].read_bytes()  # kept, not made again
+    assert secure_totals(frame, titles, "v", privacy=privacy, nonce="2025-04-10")[0] == sums
+    other_day = secure_totals(frame, titles, "v", privacy=privacy, nonce="2025-04-11")[0]
+    other_keys = TotalsPrivacy(epsilon=2.0, clip=1.5, key_dir=tmp_path / "other")
+    assert other_day != sums and secure_totals(frame, titles, "v", privacy=other_keys, nonce="2025-04-10")[0] != sums
+    share = edge_noise(keys[0].read_bytes(), "2025-04-10/0", 20000, z * 1.5 / 2)  # one of four edges' shares
     assert 0.95 < share.std() / (z * 1.5 / 2) < 1.05
     plain = secure_totals(frame, titles, "v")[0]
     assert max(abs(plain[t] - pooled[t]) for t in titles[:300]) < 1e-6

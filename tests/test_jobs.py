@@ -170,6 +170,10 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     assert totals_dp["unit"] == "viewer" and totals_dp["epsilon"] == pytest.approx(2.0)
     spent = training["federated"]["epsilon_spent"] + demand["epsilon_spent"] + opening_spent + totals_dp["epsilon"]
     assert 7.5 < spent <= 8.0 and demand["epsilon_spent"] > 1.8 and opening_spent > 1.8
+    # each edge's noise came from a secret it keeps, readable by the owner alone
+    keys = sorted(Layout(tmp_path).edge_keys.iterdir())
+    assert [k.name for k in keys] == ["edge-01.key", "edge-02.key", "edge-03.key"]
+    assert all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
     assert got["central"]["training"]["demand_fit"]["federated"] is None
     # The per-title totals the scorer's shares and the demand model read came from the edges
     # securely summed: one masked slot per catalog title from each edge.

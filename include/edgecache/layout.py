@@ -13,6 +13,8 @@ reports/date=D/       one JSON report per stage (counts, wall time)
 evaluation/date=D/    D's predictions replayed on D+1: report.json, report.md, hit_ratio.png,
                       traces/edge=E.csv (timestamp,obj_id,size: what libCacheSim replays)
 metrics/batch.prom    batch metrics in Prometheus text format (when no Pushgateway is set)
+edge_keys/E.key       each edge's secret for its share of the DP noise (only with fl_epsilon and
+                      fl_demand; an edge keeps its own, and the server never reads it)
 ```
 
 Each day folder of logs, events, quarantine, features and predictions is written whole
@@ -101,6 +103,10 @@ class Layout:
     @property
     def metrics_file(self) -> Path:
         return self.root / "metrics" / "batch.prom"
+
+    @property
+    def edge_keys(self) -> Path:
+        return self.root / "edge_keys"
 
 
 def shift_day(date: str, days: int) -> str:

@@ -196,8 +196,10 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
     if secure and fed.epsilon > 0:
         # the models trained on the same edges and the totals share the budget equally
         fed = replace(fed, epsilon=fed.epsilon / (4 if opening else 3))
-        totals_privacy = TotalsPrivacy(fed.epsilon, VIEWER_CLIP)
-    totals, totals_report = secure_global(feats["popularity"], titles, totals_privacy) if secure else (None, None)
+        totals_privacy = TotalsPrivacy(fed.epsilon, VIEWER_CLIP, layout.edge_keys)
+    totals, totals_report = None, None
+    if secure:
+        totals, totals_report = secure_global(feats["popularity"], titles, totals_privacy, previous)
     rows = materialize(with_labels(candidate_rows(feats, titles, manifest["window_days"], totals=totals), labels))
     sample = materialize(negative_sample(rows, MAX_TRAINING_ROWS, seed=0, keys=("user_id", "content_id")))
     laps.lap("candidates")
@@ -352,12 +354,13 @@ def own_requests_model(features: Sequence[str]) -> LinearModel:
 
 
 def secure_global(
-    popularity: DataFrame, titles: DataFrame, privacy: TotalsPrivacy | None = None
+    popularity: DataFrame, titles: DataFrame, privacy: TotalsPrivacy | None = None, day: str = ""
 ) -> tuple[DataFrame, dict[str, Any]]:
     """Each title's decayed requests over all edges (the demand model's ``global`` input and
     the scorer's service-wide shares), summed across the edges by secure aggregation: the
     server learns the totals only. With ``privacy``, each viewer's part clipped and the sum
-    noised: a viewer's requests move it by a bounded, hidden amount."""
+    noised: a viewer's requests move it by a bounded, hidden amount. ``day``: the features'
+    day, which names the sum (the same day's totals get the same noise)."""
     ids = sorted(r["content_id"] for r in titles.select("content_id").collect())
     value = "requests_decayed" if privacy is None else "requests_decayed_clipped"
     if value not in popularity.columns:
@@ -365,7 +368,7 @@ def secure_global(
             f"the popularity features have no {value} column: they were built by an older release; "
             "build the features of the day again (remove the day's features folder and run features)"
         )
-    sums, report = secure_totals(popularity, ids, value, privacy=privacy)
+    sums, report = secure_totals(popularity, ids, value, privacy=privacy, nonce=day)
     frame = popularity.sparkSession.createDataFrame(
         pd.DataFrame({"content_id": list(sums), "global_decayed": list(sums.values())}),
         "content_id string, global_decayed double",
@@ -514,7 +517,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         opening = [e for e in args.opening_edges if e not in with_logs]
     scored, totals = None, None
     if model == "learned" and t.secure and ("learned" in deployed.values() or opening):
-        totals = secure_global(feats["popularity"], titles, t.totals_privacy)[0]
+        totals = secure_global(feats["popularity"], titles, t.totals_privacy, date)[0]
     if "learned" in deployed.values():
         # Ranked in the same pass that builds the candidates, while they are still
         # partitioned by viewer; only what the top lists and demand read is kept.
