@@ -521,8 +521,11 @@ def test_dp_totals_carry_the_noise_their_budget_calls_for(spark, tmp_path):
     other_day = secure_totals(frame, titles, "v", privacy=privacy, nonce="2025-04-11")[0]
     other_keys = TotalsPrivacy(epsilon=2.0, clip=1.5, key_dir=tmp_path / "other")
     assert other_day != sums and secure_totals(frame, titles, "v", privacy=other_keys, nonce="2025-04-10")[0] != sums
-    share = edge_noise(keys[0].read_bytes(), "2025-04-10/0", 20000, z * 1.5 / 2)  # one of four edges' shares
-    assert 0.95 < share.std() / (z * 1.5 / 2) < 1.05
+    many = [f"T{i:05d}" for i in range(20000)]
+    share = edge_noise(keys[0].read_bytes(), "2025-04-10/0", many, z * 1.5 / 2)  # one of four edges' shares
+    assert 0.95 < share.std() / (z * 1.5 / 2) < 1.05 and abs(share.mean()) < 0.05 * z * 1.5 / 2
+    # a title's noise does not depend on which other titles the catalog holds
+    assert edge_noise(keys[0].read_bytes(), "2025-04-10/0", [many[7]], 1.0)[0] == pytest.approx(share[7] / (z * 1.5 / 2))
     plain = secure_totals(frame, titles, "v")[0]
     assert max(abs(plain[t] - pooled[t]) for t in titles[:300]) < 1e-6
 

@@ -84,11 +84,13 @@ def edge_key(key_dir: Path, edge: str) -> bytes:
     return path.read_bytes()
 
 
-def edge_noise(key: bytes, nonce: str, size: int, std: float) -> np.ndarray:
-    """An edge's share of the noise for the sum named ``nonce``, drawn from its secret: the
-    same sum gets the same noise, and only the edge can take it away."""
-    seed = int.from_bytes(hmac.new(key, nonce.encode(), hashlib.sha256).digest()[:16], "big")
-    return np.random.default_rng(seed).normal(0.0, std, size)
+def edge_noise(key: bytes, nonce: str, titles: Sequence[str], std: float) -> np.ndarray:
+    """An edge's share of the noise for each of ``titles`` in the sum named ``nonce``, drawn
+    from its secret: the same title of the same sum gets the same noise, even when the
+    catalog has grown in between, and only the edge can take it away."""
+    base = hmac.new(key, nonce.encode(), hashlib.sha256).digest()
+    seeds = (int.from_bytes(hashlib.sha256(base + t.encode()).digest()[:16], "big") for t in titles)
+    return np.array([np.random.default_rng(seed).normal(0.0, std) for seed in seeds])
 
 
 def masked_vectors(
@@ -113,7 +115,7 @@ def masked_vectors(
         np.add.at(vector, slots[known].astype(np.int64).to_numpy(), pdf[value].to_numpy(dtype=np.float64)[known])
         if noise is not None:
             std, keys, nonce = noise
-            vector += edge_noise(keys[edge], f"{nonce}/{round_id}", len(vector), std)
+            vector += edge_noise(keys[edge], f"{nonce}/{round_id}", titles, std)
         ring = Client.from_private_bytes(edge, private[edge]).masked(vector, public, round_id)
         return pd.DataFrame({"edge_id": [edge], "masked": [ring.view(np.int64).tolist()]})
 
