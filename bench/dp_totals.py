@@ -25,17 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from common import stage, write_results
+from new_edge import FAMILIES  # the families the new edge is measured on
 
 from edgecache.federated.privacy import noise_for_epsilon
 from edgecache.layout import Layout
 from edgecache.pipeline.features import VIEWER_CLIP
 
 HERE = Path(__file__).resolve().parent
-FAMILIES = {
-    "catalog": [],
-    "skewed": ["--edge-size-ratio", "30"],
-    "churn": ["--releases-per-day", "2", "--titles", "5000"],
-}
 
 
 def kept(true: np.ndarray, noisy: np.ndarray, k: int) -> float:
