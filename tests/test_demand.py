@@ -92,6 +92,22 @@ def test_an_opening_edge_gets_every_title_with_the_service_wide_figures_only(inp
     assert got[("edge-01", "C1")] == pytest.approx(ln(5)) and got[("edge-01", "C2")] == 0.0  # 8 / 2 edges
 
 
+def test_a_young_edge_gets_every_title_beside_its_own_figures(inputs, expected_viewers):
+    """An edge that opened today (``young``): a row for every title out by D+1, also one it
+    has not served and that is no longer fresh, with its own figures where it has them. The
+    other edges keep only their own keys."""
+    popularity, titles = inputs
+    # edge-02 has not served C1 (43 days old), so without being young it gets no C1 row
+    served = popularity.where("NOT (edge_id = 'edge-02' AND content_id = 'C1')")
+    keys = {(r["edge_id"], r["content_id"]) for r in demand_rows(served, titles, expected_viewers).collect()}
+    assert ("edge-02", "C1") not in keys and ("edge-01", "C1") in keys
+    rows = {(r["edge_id"], r["content_id"]): r for r in
+            demand_rows(served, titles, expected_viewers, young=["edge-02"]).collect()}
+    assert set(rows) == keys | {("edge-02", "C1")}
+    assert rows[("edge-02", "C1")]["popularity"] == 0.0 and rows[("edge-02", "C1")]["global"] == pytest.approx(ln(3))
+    assert rows[("edge-02", "C2")]["popularity"] == pytest.approx(ln(3))  # its own figures kept
+
+
 def test_with_request_counts(spark, inputs, expected_viewers):
     rows = demand_rows(*inputs, expected_viewers)
     nxt = [("edge-01", "C2"), ("edge-01", "C2"), ("edge-01", "C6"), ("edge-02", "C3"), ("edge-02", "C9")]

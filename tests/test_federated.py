@@ -3,6 +3,8 @@ vector, and secure aggregation's masks (they cancel, they hide, and dropouts rec
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -603,6 +605,52 @@ def test_a_dp_demand_model_that_never_settles_ranks_no_edge_once_edges_fine_tune
     assert sorted(tuned) == list(EDGES[:3])
     for model in tuned.values():  # each edge's own fit, untouched by the global model's noise
         assert abs(dict(zip(model.features, model.weights))["popularity"] - 0.9) < 0.2, model
+
+
+def test_a_young_edge_ranks_by_the_mean_of_its_first_day_model_and_its_own_requests(spark):
+    """The first day's model's expected requests (here 4 for an old title, 8 for tomorrow's
+    release) and the edge's own decayed requests count alike: a title released tomorrow,
+    with no requests yet, ranks by the model alone."""
+    from edgecache.pipeline.demand import OPENING_FEATURES
+    from edgecache.pipeline.predict import prior_plus_own
+
+    weights = tuple(math.log(2) if f == "new_release" else 0.0 for f in OPENING_FEATURES)
+    first_day = LinearModel(OPENING_FEATURES, weights, math.log(4), "log")
+    cols = ", ".join(f"`{f}` double" for f in OPENING_FEATURES)
+    rows = spark.createDataFrame(
+        [("old, served 6 times", *(0.0 for _ in OPENING_FEATURES), math.log(7)),
+         ("tomorrow's release", *(float(f == "new_release") for f in OPENING_FEATURES), 0.0),
+         ("old, never served", *(0.0 for _ in OPENING_FEATURES), 0.0)],
+        f"title string, {cols}, popularity double")
+    got = {r["title"]: r["score"] for r in rows.selectExpr("title", f"{prior_plus_own(first_day)} AS score").collect()}
+    assert got == pytest.approx({"old, served 6 times": 5.0, "tomorrow's release": 4.0, "old, never served": 2.0})
+
+
+def test_a_young_edges_first_day_model_reads_its_own_requests_only(spark):
+    """edge-09 opened on D: its model is fitted to its own requests on D over every title out,
+    with the service's figures as of D-1 (nothing of its own then). The other edges'
+    requests on D do not move it."""
+    from edgecache.pipeline.demand import OPENING_FEATURES
+    from edgecache.pipeline.features import edge_popularity, title_features
+    from edgecache.pipeline.predict import first_day_models
+    from tests.tiny import DAY, EVENTS_SCHEMA, catalog_df, window_df
+
+    popularity = edge_popularity(window_df(spark))  # edge-01 and edge-02 up to D-1
+    titles = title_features(catalog_df(spark), DAY)
+
+    def on_d(requests):
+        return spark.createDataFrame(
+            [("U9", "TV", c, 10, dt.datetime(2025, 4, 13, 9, i), e) for i, (e, c) in enumerate(requests)],
+            EVENTS_SCHEMA)
+
+    young = [("edge-09", "C2")] * 4 + [("edge-09", "C6")] * 3 + [("edge-09", "C1")]
+    models = first_day_models(popularity, titles, None, on_d(young + [("edge-01", "C5")]), ["edge-09"])
+    assert list(models) == ["edge-09"] and models["edge-09"].features == OPENING_FEATURES
+    again = first_day_models(popularity, titles, None, on_d(young + [("edge-01", "C1")] * 9), ["edge-09"])
+    assert to_vector(again["edge-09"]) == pytest.approx(to_vector(models["edge-09"]), abs=1e-12)
+    # the title released on its first day, asked 3 times, is expected more than the one asked never
+    first = dict(zip(OPENING_FEATURES, models["edge-09"].weights))
+    assert first["new_release"] > 0
 
 
 def test_a_model_has_settled_once_its_last_round_moves_it_a_tenth_of_its_first():

@@ -204,6 +204,41 @@ def test_every_way_of_training_runs_the_job(first_run, tmp_path):
     assert got["central"]["opening_edges"] == {"edges": ["edge-09"], "asked": ["edge-09", "edge-01"]}
 
 
+def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(first_run, tmp_path):
+    """edge-03 has no rows in yesterday's features, so no training rows: it opened today.
+    Under DP the unsettled global demand model is set aside and the edges fit their own, so
+    edge-03 fits the opening inputs to its first day (spending no budget) and ranks every
+    title out by tomorrow by that beside its own requests. Without DP the global model
+    ranks it."""
+    shutil.copytree(first_run, tmp_path, dirs_exist_ok=True)
+    layout = Layout(tmp_path)
+    yesterday = layout.features("2025-04-11", "popularity")
+    kept = pq.read_table(yesterday).to_pandas().query("edge_id != 'edge-03'")
+    shutil.rmtree(yesterday)
+    yesterday.mkdir()
+    kept.to_parquet(yesterday / "part-0.parquet", index=False)
+    common = ["--date", DATE, "--data-dir", str(tmp_path), "--top-k", "5", "--cache-gb", str(CACHE_GB),
+              "--gate", "false", "--training", "federated", "--fl-demand", "true", "--fl-rounds", "3"]
+    assert predict.main(common + ["--fl-epsilon", "8", "--fl-fine-tune-steps", "2"]) == 0
+    summary = read_json(layout.predictions(DATE, "summary.json"))
+    fit = summary["training"]["demand_fit"]
+    assert fit["young_edges"] == {"edges": ["edge-03"], "first_day_models": ["edge-03"]}
+    assert fit["federated"]["global_model_set_aside"] is True and fit["edges_with_own_model"] == ["edge-01", "edge-02"]
+    # three releases share the budget, as without a young edge: its model is not sent
+    assert summary["training"]["global_totals"]["dp"]["epsilon"] == pytest.approx(8 / 3)
+    demand = pq.read_table(layout.predictions(DATE, "edge_demand")).to_pandas()
+    today = pq.read_table(layout.features(DATE, "popularity")).to_pandas()
+    served = set(today.query("edge_id == 'edge-03'")["content_id"])
+    young = demand.query("edge_id == 'edge-03'")
+    assert len(young) == young["content_id"].nunique() > len(served)  # every title out, not only its own
+    # By its own requests alone every title it has not served would score the same
+    assert young[~young["content_id"].isin(served)]["score"].nunique() > 1
+
+    assert predict.main(common) == 0
+    summary = read_json(layout.predictions(DATE, "summary.json"))
+    assert summary["training"]["demand_fit"]["young_edges"] == {"edges": ["edge-03"], "first_day_models": []}
+
+
 def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):
     run_all(tmp_path)
     a, b = Layout(first_run), Layout(tmp_path)

@@ -45,6 +45,7 @@ def demand_rows(
     expected_viewers: DataFrame,
     totals: DataFrame | None = None,
     opening: Sequence[str] = (),
+    young: Sequence[str] = (),
 ) -> DataFrame:
     """(edge, title) rows with ``DEMAND_FEATURES`` and size_bytes, for titles out by T+1.
 
@@ -52,11 +53,14 @@ def demand_rows(
     when they come from elsewhere (summed by secure aggregation); by default they are read
     from ``popularity``, where the feature job pooled them. ``opening``: edges that open on
     T+1 with no logs yet; each gets a row for every title out by then, with only what the
-    service knows of it (its totals over the other edges, its launch and shape)."""
+    service knows of it (its totals over the other edges, its launch and shape). ``young``:
+    edges with a day or so of logs; each gets a row for every title out by then too, so a
+    title it has not served yet can still rank by what the service knows of it."""
     spark = titles.sparkSession
     if totals is None:
         totals = popularity.groupBy("content_id").agg(F.max("global_decayed").alias("global_decayed"))
     opening_edges = spark.createDataFrame([(e,) for e in opening], "edge_id string")
+    young_edges = spark.createDataFrame([(e,) for e in young], "edge_id string")
     return spark.sql(
         """
         WITH edges AS (SELECT DISTINCT edge_id FROM {popularity}),
@@ -67,6 +71,7 @@ def demand_rows(
                 WHERE t.release_age_days BETWEEN 0 AND :fresh_days
           UNION SELECT o.edge_id, t.content_id FROM {opening} o CROSS JOIN {titles} t
                 WHERE o.edge_id NOT IN (SELECT edge_id FROM edges)
+          UNION SELECT y.edge_id, t.content_id FROM {young} y CROSS JOIN {titles} t
         )
         SELECT /*+ BROADCAST(t) */ k.edge_id, k.content_id, t.size_bytes,
                ln(1 + coalesce(p.requests_decayed, 0))                     AS popularity,
@@ -86,6 +91,7 @@ def demand_rows(
         args={"fresh_days": int(LAUNCH_DAYS)},
         totals=totals,
         opening=opening_edges,
+        young=young_edges,
         popularity=popularity,
         titles=titles,
         viewers=expected_viewers,

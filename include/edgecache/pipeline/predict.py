@@ -174,18 +174,31 @@ class Trained:
     demand_spread: float | None
     demand_per_edge: dict[str, LinearModel]  # local training or fine-tuning: each edge's own demand model
     opening: LinearModel | None  # the demand model for edges that open tomorrow (with --opening-edges)
+    # Under DP, once the global demand model is set aside: for each edge that opened today (no
+    # training rows), a model of the opening inputs fitted to its first day (``first_day_models``).
+    young: dict[str, LinearModel]
     # The service-wide totals per title come from the edges by secure aggregation (fl_demand):
     # no model's features pool one edge's rows with another's.
     secure: bool
     totals_privacy: TotalsPrivacy | None  # under DP: the totals' share of the budget
 
 
-def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, args: argparse.Namespace) -> Trained:
+def train(
+    spark: SparkSession,
+    layout: Layout,
+    date: str,
+    catalog: DataFrame,
+    args: argparse.Namespace,
+    today_edges: Sequence[str] = (),
+) -> Trained:
     """Fit the scorer (federated, central or per edge, as ``args.training`` says) and the
-    demand model on D-1's features against D's requests."""
+    demand model on D-1's features against D's requests. ``today_edges``: the edges in D's
+    features (those not in D-1's opened on D and have no training rows)."""
     previous = shift_day(date, -1)
     laps = Laps()
     feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
+    trained_edges = {r["edge_id"] for r in feats["popularity"].select("edge_id").distinct().collect()}
+    young = sorted(set(today_edges) - trained_edges)
     feats, rate = sample_users(feats, MAX_TRAINING_USERS)
     titles = materialize(title_features(catalog, previous))
     labels = spark.read.parquet(str(layout.events(date)))
@@ -251,6 +264,9 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         why = degenerate(opening_fit, demand_stats["opening_spread"], None)
         if why:  # it would rank the opening edges' titles by noise or not at all: they open empty
             opening_fit, opening_report = None, {**opening_report, "set_aside": why}
+    young_models: dict[str, LinearModel] = {}
+    if young and (demand_federated_report or {}).get("global_model_set_aside"):
+        young_models = first_day_models(feats["popularity"], titles, totals, labels, young)
     laps.lap("demand")
     auc_training_day = auc(apply_by_edge(sample, per_edge, scorer, "p"), "p")
     laps.lap("auc")
@@ -270,6 +286,9 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
             "federated": demand_federated_report,
             "edges_with_own_model": sorted(demand_per_edge) if demand_per_edge else None,
             "opening": opening_report,
+            # opened on D: no rows to train on (with DP and an unsettled global model, each
+            # ranks by a model of its first day and its own requests)
+            "young_edges": {"edges": young, "first_day_models": sorted(young_models)},
         },
         "federated": federated,
         # the per-title totals the scorer's shares and the demand model read, securely summed
@@ -291,6 +310,7 @@ def train(spark: SparkSession, layout: Layout, date: str, catalog: DataFrame, ar
         demand_stats["spread"],
         demand_per_edge,
         opening_fit,
+        young_models,
         secure,
         totals_privacy,
     )
@@ -303,15 +323,17 @@ def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str,
     steps from the global model on its own rows, kept near it, and ranks by its own model (an
     edge with no rows, such as one that opened today, keeps the global one). The global model
     counts as converged as ``settled`` says. DP noise keeps it moving: without fine-tuning
-    the gate then sets it aside; with fine-tuning each edge fits its own model instead."""
+    the gate then sets it aside; with fine-tuning each edge fits its own model instead (an
+    edge that opened today, a model of its first day: ``first_day_models`` in ``train``)."""
     model, tuned, report = _federated_poisson(rows, DEMAND_FEATURES, config)
     converged = settled(report)
     report["global_converged"] = converged
     if tuned and config.epsilon > 0 and not converged:
         # A global model that never settled ranks no edge, and a few steps from it need not
         # get back from the noise: each edge fits its model from scratch on its own rows (as
-        # fine-tuning does, it stays at the edge and spends none of the privacy budget), and
-        # an edge without rows ranks by its own recent requests, as it would trained alone.
+        # fine-tuning does, it stays at the edge and spends none of the privacy budget). An
+        # edge without rows gets the recency baseline here; ``train`` gives one that has a
+        # first day a model of that day.
         report["global_model_set_aside"] = True
         tuned = train_local(rows, DEMAND_FEATURES, DEMAND_REG, weight=None, family="poisson")
         return Fit(own_requests_model(DEMAND_FEATURES), True, len(report["rounds"])), tuned, report
@@ -397,6 +419,27 @@ def opening_demand(rows: DataFrame, config: FedConfig | None) -> tuple[LinearMod
         "update_bytes_per_round": report["update_bytes_per_round"],
         "epsilon_spent": report["epsilon_spent"],
     }
+
+
+def first_day_models(
+    popularity: DataFrame, titles: DataFrame, totals: DataFrame | None, labels: DataFrame, young: Sequence[str]
+) -> dict[str, LinearModel]:
+    """For each edge that opened on D: the opening model's inputs (what the service knows of
+    each title) fitted to the edge's own requests on D, its first day, at the edge (nothing
+    is sent, so no budget is spent). The edge had no history on D-1, just as the opening
+    model assumes, so its first day is a training day for that model."""
+    no_viewers = titles.sparkSession.createDataFrame([], "edge_id string, content_id string, viewers double")
+    rows = demand_rows(popularity, titles, no_viewers, totals, young).where(F.col("edge_id").isin(list(young)))
+    return train_local(with_request_counts(rows, labels), OPENING_FEATURES, DEMAND_REG, weight=None, family="poisson")
+
+
+def prior_plus_own(first_day: LinearModel) -> str:
+    """A young edge's expected requests, as SQL over ``demand_rows``: the mean of its first
+    day's model (``first_day_models``: what the service knows of the title) and its own
+    decayed requests. With one day of its own, that is the Poisson-gamma posterior mean when
+    the service's figures count as one day: a title it has served ranks by both, one it has
+    not (released tomorrow, say) by the service's figures alone."""
+    return f"(exp({first_day.linear_sql()}) + exp(`popularity`) - 1) / 2"
 
 
 def opening_ranking(
@@ -485,8 +528,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     models: dict[str, Any] = {}
     capacity = int(args.cache_gb * 1e9)
     laps = Laps()
+    with_logs = sorted(r["edge_id"] for r in feats["popularity"].select("edge_id").distinct().collect())
     if model == "learned":
-        t = train(spark, layout, date, catalog, args)
+        t = train(spark, layout, date, catalog, args, with_logs)
         stats = t.stats
         laps.lap("train")
         if args.gate:
@@ -513,8 +557,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     opening: list[str] = []
     if opening_model is not None and args.opening_edges:
         # An edge listed that already has logs is not opening: its own figures rank it.
-        with_logs = {r["edge_id"] for r in feats["popularity"].select("edge_id").distinct().collect()}
         opening = [e for e in args.opening_edges if e not in with_logs]
+    young = t.young if model == "learned" else {}
     scored, totals = None, None
     if model == "learned" and t.secure and ("learned" in deployed.values() or opening):
         totals = secure_global(feats["popularity"], titles, t.totals_privacy, date)[0]
@@ -537,11 +581,15 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
     if deployed["prefetch"] == "learned":
         assert scored is not None
-        rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening)
+        rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening, sorted(young))
         by_edge = dict(t.demand_per_edge)
         if opening_model is not None:
             by_edge.update(dict.fromkeys(opening, opening_model))
-        demand = rank_demand(apply_by_edge(rows, by_edge, t.demand.model, "score"))
+        expected = apply_by_edge(rows, by_edge, t.demand.model, "score")
+        if young:
+            cases = " ".join(f"WHEN '{e}' THEN {prior_plus_own(m)}" for e, m in sorted(young.items()))
+            expected = expected.withColumn("score", F.expr(f"CASE edge_id {cases} ELSE score END"))
+        demand = rank_demand(expected)
     else:
         if deployed["prefetch"] == "yesterday":
             demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
