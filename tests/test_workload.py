@@ -232,8 +232,7 @@ def test_generate_takes_every_knob_as_a_flag():
 @pytest.mark.parametrize("bad", [dict(workload="zipf"), dict(snm_shape="square"), dict(series_share=1.5),
                                  dict(regional_skew=-1.0), dict(releases_per_day=-1), dict(snm_lifetime_days=0.0),
                                  dict(releases_per_day=5),  # 5 a day for a year needs 1,825 items
-                                 dict(new_edges=-1), dict(new_edges=1), dict(new_edges=1, new_edge_day="12/04/2025"),
-                                 dict(new_edges=1, new_edge_day=DATE, workload="snm")])
+                                 dict(new_edges=-1), dict(new_edges=1), dict(new_edges=1, new_edge_day="12/04/2025")])
 def test_invalid_new_knobs_are_rejected(bad):
     with pytest.raises(ValueError):
         build_workload(replace(PARAMS, **bad))
@@ -243,21 +242,27 @@ OPENS = "2025-04-11"  # the day before DATE
 NEW = replace(PARAMS, new_edges=2, new_edge_day=OPENS)
 
 
-def test_new_edges_change_nothing_before_they_open():
+@pytest.mark.parametrize("workload", ["catalog", "snm"])
+def test_new_edges_change_nothing_before_they_open(workload):
     before = (dt.date.fromisoformat(OPENS) - dt.timedelta(days=1)).isoformat()
-    assert lines(NEW, before) == lines(PARAMS, before)
-    assert lines(NEW, OPENS) != lines(PARAMS, OPENS)
+    base = replace(PARAMS, workload=workload)
+    assert lines(replace(NEW, workload=workload), before) == lines(base, before)
+    assert lines(replace(NEW, workload=workload), OPENS) != lines(base, OPENS)
 
 
-def test_new_edges_take_their_viewers_from_the_opening_day_on():
-    wl = build_workload(NEW)
+@pytest.mark.parametrize("workload", ["catalog", "snm"])
+def test_new_edges_take_their_viewers_from_the_opening_day_on(workload):
+    """In the snm model too: from the opening day each shot's share at a new edge follows
+    the viewers who moved there, with the new edge's own taste."""
+    params = replace(NEW, workload=workload)
+    wl = build_workload(params)
     assert wl.edge_ids[-2:] == ["edge-09", "edge-10"]
     movers = wl.users.dropna(subset=["new_edge_id"])
     assert set(movers["new_edge_from"]) == {OPENS} and set(movers["new_edge_id"]) == {"edge-09", "edge-10"}
     moved = dict(zip(movers["user_id"], movers["new_edge_id"]))
     home = dict(zip(wl.users["user_id"], wl.users["edge_id"]))
     for date in (OPENS, DATE):
-        views = day(NEW, date)
+        views = day(params, date)
         want = views["user_id"].map(moved).fillna(views["user_id"].map(home))
         assert (views["edge_id"] == want).all()  # movers at their new edge, everyone else at home
     # Each new edge is about the size of the middle edge (it keeps most of its own viewers).
@@ -266,9 +271,11 @@ def test_new_edges_take_their_viewers_from_the_opening_day_on():
     for new in ("edge-09", "edge-10"):
         assert 0.8 < sizes[new] / sizes[middle] < 1.6, sizes
     # Its own taste: its genre mix differs from the edges its viewers came from.
-    views = day(NEW, DATE)
+    views = day(params, DATE)
     mix = pd.crosstab(views["edge_id"], views["genre"], normalize="index")
     assert np.abs(mix.loc["edge-09"] - mix.loc["edge-10"]).sum() > 0.1
+    # The day's total stays about what it was
+    assert 0.9 < len(views) / len(day(replace(PARAMS, workload=workload), DATE)) < 1.1
 
 
 def test_new_edges_are_in_the_manifest_only_when_asked_for():

@@ -68,7 +68,7 @@ class WorkloadParams:
     # Shapes that break assumptions, for either model.
     series_share: float = 0.3  # share of catalog items that are series (0: movies only)
     releases_per_day: int = 0  # new items released every day of 2025 (0: the model's own schedule)
-    # Cold start (catalog model): new edges that open on a day, taking viewers from the others.
+    # Cold start (either model): new edges that open on a day, taking viewers from the others.
     new_edges: int = 0  # edges that open on new_edge_day
     new_edge_day: str = ""  # the day they open (YYYY-MM-DD; required when new_edges > 0)
     # The shot noise model only.

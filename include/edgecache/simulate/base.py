@@ -94,6 +94,7 @@ class Workload:
     chunk_bounds: np.ndarray  # chunk c holds users_by_edge[chunk_bounds[c]:chunk_bounds[c + 1]]
     item_lifetime: np.ndarray | None = None  # snm: lifetime of each item's burst, in days
     item_edge_mix: np.ndarray | None = None  # snm: [item, edge] share of an item's requests per edge
+    item_edge_noise: np.ndarray | None = None  # snm: [item, edge] gamma noise in that mix (None: no skew)
     edge_activity: np.ndarray | None = None  # snm: [edge, genre] share of the viewers' activity
     user_new_edge: np.ndarray | None = None  # new edges: the edge each viewer moves to (-1: stays)
     new_edge_from: int = 0  # new edges: the day they open, in days since EPOCH

@@ -21,7 +21,8 @@ and what they pick. The choices it makes:
   knob means the same in both models (the model's own day-to-day swings are left out);
 - edges: each shot has its own edge mix: an edge's share of the viewers' activity, times its
   genre taste, times gamma noise with coefficient of variation 1/sqrt(4 ``regional_skew``)
-  (``regional_skew`` 0: neither taste nor noise, every edge sees the same mix);
+  (``regional_skew`` 0: neither taste nor noise, every edge sees the same mix). From the day
+  new edges open (``new_edges``) the shares follow the viewers who moved there;
 - series: a session starts where the shot's audience has got to, at one of the episodes a
   viewer who started on the release day would have reached at binge pace.
 
@@ -45,6 +46,7 @@ from edgecache.simulate.base import (
     chunk_users,
     daily_releases,
     day_index,
+    edges_on,
     genre_probs,
     session_items,
     session_views,
@@ -75,19 +77,72 @@ def with_shots(wl: Workload) -> Workload:
     rng = np.random.default_rng([p.seed, 6])
     n_items = len(wl.item_len)
     lifetime = p.snm_lifetime_days * np.exp(LIFETIME_SIGMA * rng.standard_normal(n_items) - LIFETIME_SIGMA**2 / 2)
-    cell = wl.user_edge.astype(np.int64) * len(GENRES) + wl.user_genre
-    activity = np.bincount(cell, weights=wl.user_activity, minlength=p.edges * len(GENRES))
-    edge_activity = (activity / activity.sum()).reshape(p.edges, len(GENRES))
-    mix = edge_activity.sum(axis=1)[None, :] * wl.edge_genre_taste[:, wl.item_genre].T  # [item, edge]
+    edge_activity = _edge_activity(wl, wl.user_edge, p.edges)
+    noise = None
     if p.regional_skew > 0:
         shape = EDGE_MIX_SHAPE * p.regional_skew
-        mix = mix * rng.gamma(shape, 1 / shape, size=mix.shape)
-    mix /= mix.sum(axis=1, keepdims=True)
+        noise = rng.gamma(shape, 1 / shape, size=(n_items, p.edges))
+    mix = _item_mix(wl, edge_activity, noise)
     # Views per activity unit: shot_sessions divides by the day's views per session.
     sessions = p.events / max(float(wl.user_activity.sum()), 1e-9)
     return replace(
-        wl, item_lifetime=lifetime, item_edge_mix=mix, edge_activity=edge_activity, sessions_per_activity=sessions
+        wl,
+        item_lifetime=lifetime,
+        item_edge_mix=mix,
+        item_edge_noise=noise,
+        edge_activity=edge_activity,
+        sessions_per_activity=sessions,
     )
+
+
+def with_new_edges(wl: Workload) -> Workload:
+    """``wl`` (with its shots and the viewers' new edges) ready for the new edges: no share of
+    any shot before they open, and their own noise in the mix (a stream of its own, so the
+    other edges' draws stay put). ``day_mix`` redraws the mix from the opening day."""
+    p = wl.params
+    if not p.new_edges:
+        return wl
+    assert wl.item_edge_mix is not None and wl.edge_activity is not None, "the shots come first"
+    n_items = len(wl.item_len)
+    noise = wl.item_edge_noise
+    if noise is not None:
+        shape = EDGE_MIX_SHAPE * p.regional_skew
+        extra = np.random.default_rng([p.seed, 9]).gamma(shape, 1 / shape, size=(n_items, p.new_edges))
+        noise = np.hstack([noise, extra])
+    return replace(
+        wl,
+        item_edge_mix=np.hstack([wl.item_edge_mix, np.zeros((n_items, p.new_edges))]),
+        item_edge_noise=noise,
+        edge_activity=np.vstack([wl.edge_activity, np.zeros((p.new_edges, len(GENRES)))]),
+    )
+
+
+def _edge_activity(wl: Workload, user_edge: np.ndarray, n_edges: int) -> np.ndarray:
+    """[edge, genre] share of the viewers' activity, with each viewer at ``user_edge``."""
+    cell = user_edge.astype(np.int64) * len(GENRES) + wl.user_genre
+    activity = np.bincount(cell, weights=wl.user_activity, minlength=n_edges * len(GENRES))
+    return (activity / activity.sum()).reshape(n_edges, len(GENRES))
+
+
+def _item_mix(wl: Workload, edge_activity: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+    """[item, edge] share of each shot's requests at each edge: the edge's share of the
+    activity times its taste for the shot's genre, times the noise."""
+    mix = edge_activity.sum(axis=1)[None, :] * wl.edge_genre_taste[:, wl.item_genre].T
+    if noise is not None:
+        mix = mix * noise
+    mix /= mix.sum(axis=1, keepdims=True)
+    return mix
+
+
+def _mix_on(wl: Workload, day: int) -> tuple[np.ndarray, np.ndarray]:
+    """The [item, edge] mix and [edge, genre] activity on ``day``: from the day new edges
+    open, with the viewers who moved counted at their new edge."""
+    assert wl.item_edge_mix is not None and wl.edge_activity is not None, "an snm workload has its mix"
+    if wl.user_new_edge is None or day < wl.new_edge_from:
+        return wl.item_edge_mix, wl.edge_activity
+    edges = edges_on(wl, day, np.arange(len(wl.user_edge)))
+    activity = _edge_activity(wl, edges, len(wl.edge_genre_taste))
+    return _item_mix(wl, activity, wl.item_edge_noise), activity
 
 
 def _pulse_cdf(params: WorkloadParams, age: np.ndarray, lifetime: np.ndarray) -> np.ndarray:
@@ -129,29 +184,30 @@ def day_mix(wl: Workload, day: int) -> tuple[np.ndarray, np.ndarray]:
     """[edge, item] chance of a session at each edge picking each item on ``day``, and each
     edge's sessions per unit of viewer activity relative to ``sessions_per_activity``."""
     rate = shot_rates(wl, day)
-    assert wl.item_edge_mix is not None, "an snm workload has each item's edge mix"
-    load = rate[:, None] * wl.item_edge_mix  # [item, edge]: the day's requests by shot and edge
+    item_mix, edge_activity = _mix_on(wl, day)
+    load = rate[:, None] * item_mix  # [item, edge]: the day's requests by shot and edge
     edge_load = load.sum(axis=0)
     total = edge_load.sum()
     probs = (load / np.where(edge_load > 0, edge_load, 1.0)).T
     if total == 0:  # before the first shot: nothing to watch
-        return probs, np.zeros(wl.params.edges)
+        return probs, np.zeros(len(edge_load))
     # What sessions at each edge pick (half by the viewer's favourite genre: session_items),
     # and so how many views a session there makes.
-    assert wl.edge_activity is not None, "an snm workload has each edge's activity"
-    act = wl.edge_activity.sum(axis=1)
-    genre_mix = wl.edge_activity / np.where(act > 0, act, 1.0)[:, None]  # [edge, genre]
+    act = edge_activity.sum(axis=1)
+    genre_mix = edge_activity / np.where(act > 0, act, 1.0)[:, None]  # [edge, genre]
     picked = 0.5 * probs + 0.5 * np.einsum("eg,egi->ei", genre_mix, genre_probs(wl, probs))
-    views_per_session = picked @ _mean_session_views(wl, day)  # [edge]
+    views_per_session = picked @ _mean_session_views(wl, day)  # [edge]; 0 where an edge has nothing yet
     # An edge's sessions follow its share of the day's requests, not only its size; the day's
     # total stays at about `events` views.
-    return probs, edge_load / total / np.where(act > 0, act, 1.0) / views_per_session
+    per_session = np.where(views_per_session > 0, views_per_session, 1.0)
+    return probs, edge_load / total / np.where(act > 0, act, 1.0) / per_session
 
 
 def expected_share(wl: Workload, users: np.ndarray, date: str) -> float:
     """The share of ``date``'s views expected from ``users``."""
-    scale = day_mix(wl, day_index(date))[1]
-    weight = wl.user_activity * scale[wl.user_edge]
+    day = day_index(date)
+    scale = day_mix(wl, day)[1]
+    weight = wl.user_activity * scale[edges_on(wl, day, np.arange(len(wl.user_edge)))]
     return float(weight[users].sum() / max(weight.sum(), 1e-300))
 
 
@@ -164,7 +220,7 @@ def generate_snm_chunk(wl: Workload, date: str, chunk: int) -> pa.RecordBatch:
     probs, scale = day_mix(wl, day)
 
     # Sessions: Poisson per viewer, by activity and the edge's share of the day.
-    n_sess = rng.poisson(wl.user_activity[users] * wl.sessions_per_activity * scale[wl.user_edge[users]])
+    n_sess = rng.poisson(wl.user_activity[users] * wl.sessions_per_activity * scale[edges_on(wl, day, users)])
     s_user = np.repeat(users, n_sess)
     local = np.repeat(np.arange(len(users)), n_sess)
     n = len(s_user)

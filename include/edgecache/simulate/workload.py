@@ -26,12 +26,12 @@ Shapes that break assumptions work with either: ``series_share`` 0 (movies only)
 ``regional_skew`` 0 (every edge has the same taste), ``releases_per_day`` (high churn),
 ``edges`` 1, and a large ``edge_size_ratio`` (a smallest edge of a few viewers).
 
-Cold start (``new_edges``, ``new_edge_day``; catalog model): edges that open on a given day.
+Cold start (``new_edges``, ``new_edge_day``; either model): edges that open on a given day.
 Each takes about as many viewers as the middle edge has, drawn from every edge, with a
 regional taste of its own; from that day on those viewers are logged at the new edge, which
-has no history before it. The moves come from a random stream of their own, after the
-calibration, so every other draw, and every view before the opening day, is the same as
-without them.
+has no history before it (in the snm model each shot's edge mix follows them there). The
+moves come from a random stream of their own, after the calibration, so every other draw,
+and every view before the opening day, is the same as without them.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def build_workload(params: WorkloadParams) -> Workload:
         raise ValueError(
             f"regional_skew and releases_per_day must not be negative, snm_lifetime_days must be positive: {p}"
         )
-    if p.new_edges < 0 or (p.new_edges and p.workload != "catalog"):
-        raise ValueError(f"new_edges must not be negative, and is for the catalog model only: {p}")
+    if p.new_edges < 0:
+        raise ValueError(f"new_edges must not be negative: {p}")
     if p.new_edges:
         try:
             dt.date.fromisoformat(p.new_edge_day)
@@ -227,7 +227,9 @@ def build_workload(params: WorkloadParams) -> Workload:
         *chunk_plan(user_edge, p.edges),
     )
     if p.workload == "snm":
-        wl = snm.with_shots(wl)
+        # The session rate is calibrated without the new edges, as in the catalog model, so the
+        # days before they open are those of the same workload without them.
+        return snm.with_new_edges(with_new_edges(calibrate(snm.with_shots(wl))))
     return with_new_edges(calibrate(wl))
 
 
