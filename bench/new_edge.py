@@ -22,7 +22,14 @@ share the budget), the same with per-edge fine-tuning (which spends no budget), 
 (every edge's rows pooled). The variants named "gated" let the model gate choose what is
 deployed, as a night does.
 
+On the nights of ``--aged-nights`` the bench also measures the new edge's aged twin: the same
+workload with the new edge opened ``AGED_DAYS`` earlier, so that the same viewers at the same
+edge, with the same taste, make the same requests on the measured day, but the edge has a
+full window of history (variant "federated, aged twin"). The middle edge differs from the new
+one in taste as well as age; the twin differs in age alone.
+
     python bench/new_edge.py [--workloads catalog skewed] [--nights 0 1 2 3 7] [--users 10000]
+                             [--aged-nights 7]
 
 Results: bench/results/new_edge.json.
 """
@@ -41,6 +48,7 @@ from common import read_json, stage, write_results
 
 HERE = Path(__file__).resolve().parent
 OPEN = "2025-04-10"
+AGED_DAYS = 28  # the aged twin's edge opened this many days before OPEN
 EDGES = 8
 NEW_EDGE, MATURE_EDGE = f"edge-{EDGES + 1:02d}", f"edge-{EDGES // 2 + 1:02d}"  # the middle edge: the same size
 
@@ -63,17 +71,31 @@ VARIANTS = {
 }
 
 # Workload families: the catalog model, edges 30-fold apart in size (the middle edge, and so the
-# new one, has fewer viewers), and a catalog where new titles arrive every day (high churn).
+# new one, has fewer viewers), a catalog where new titles arrive every day (high churn), and the
+# shot noise model (popularity made of bursts that start and fade).
 FAMILIES = {
     "catalog": [],
     "skewed": ["--edge-size-ratio", "30"],
     "churn": ["--releases-per-day", "2", "--titles", "5000"],
+    "snm": ["--workload", "snm"],
 }
+
+
+def shifted(date: str, days: int) -> str:
+    return (dt.date.fromisoformat(date) + dt.timedelta(days=days)).isoformat()
 
 
 def day(n: int) -> str:
     """The date of night ``n`` of the new edge (night 1: the day it opens)."""
-    return (dt.date.fromisoformat(OPEN) + dt.timedelta(days=n - 1)).isoformat()
+    return shifted(OPEN, n - 1)
+
+
+def prepare(data: Path, date: str, flags: list[str]) -> None:
+    """Generate the days up to ``date``; the features of the day before train, those of ``date`` predict."""
+    stage("generate", data, date, *flags)
+    stage("features", data, shifted(date, -1))
+    stage("features", data, date)
+    stage("next-day-logs", data, date)
 
 
 def edge_figures(report: dict[str, Any], edge: str, pct: str) -> dict[str, Any]:
@@ -119,10 +141,11 @@ def measure(data: Path, date: str, pct: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workloads", nargs="+", default=["catalog", "skewed"], choices=list(FAMILIES))
-    p.add_argument("--nights", nargs="+", type=int, default=[0, 1, 2, 3, 7])
+    p.add_argument("--nights", nargs="*", type=int, default=[0, 1, 2, 3, 7])
     p.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if "gated" not in v], choices=list(VARIANTS))
     p.add_argument("--pct", default="5", help="cache size in percent of the catalog's titles (default 5)")
     p.add_argument("--users", default="10000")
+    p.add_argument("--aged-nights", nargs="*", type=int, default=[], help="nights to measure the aged twin on")
     p.add_argument("--out", type=Path, default=HERE / "results" / "new_edge.json")
     args = p.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
@@ -136,12 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault(workload, {})["flags"] = flags
             for night in sorted(args.nights):
                 date = day(night)
-                before = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
-                # Generate writes the missing days up to D; the features of D-1 train, those of D predict.
-                stage("generate", data, date, *flags)
-                stage("features", data, before)
-                stage("features", data, date)
-                stage("next-day-logs", data, date)
+                prepare(data, date, flags)
                 opening = ["--opening-edges", NEW_EDGE] if night == 0 else []
                 for variant in args.variants:
                     # Ungated unless the variant says: the night's model is deployed, so the next day measures it.
@@ -151,6 +169,16 @@ def main(argv: list[str] | None = None) -> int:
                     got = measure(data, date, args.pct)
                     results[workload].setdefault(f"night {night}", {})[variant] = got
                     print(workload, f"night {night}", variant, json.dumps(got), flush=True)
+            twin = [*flags[: flags.index("--new-edge-day")], "--new-edge-day", shifted(OPEN, -AGED_DAYS)]
+            aged = Path(tmp) / f"{workload}-aged"
+            for night in sorted(args.aged_nights):
+                date = day(night)
+                prepare(aged, date, twin)
+                stage("predict", aged, date, *FEDERATED, "--gate", "false")
+                stage("evaluate", aged, date, "--sizes", args.pct)
+                got = measure(aged, date, args.pct)
+                results[workload].setdefault(f"night {night}", {})["federated, aged twin"] = got
+                print(workload, f"night {night}", "aged twin", json.dumps(got), flush=True)
             write_results(args.out, results)  # after each family: a stopped run keeps what it finished
     return 0
 
