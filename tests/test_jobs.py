@@ -208,8 +208,8 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     """edge-03 has no rows in yesterday's features, so no training rows: it opened today.
     Under DP the unsettled global demand model is set aside and the edges fit their own, so
     edge-03 fits the opening inputs to its first day (spending no budget) and ranks every
-    title out by tomorrow by that beside its own requests. Without DP the global model
-    ranks it."""
+    title out by tomorrow by that beside its own requests, whatever the gate chose for the
+    edges it has figures for. Without DP the global model ranks it."""
     shutil.copytree(first_run, tmp_path, dirs_exist_ok=True)
     layout = Layout(tmp_path)
     yesterday = layout.features("2025-04-11", "popularity")
@@ -218,8 +218,8 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     yesterday.mkdir()
     kept.to_parquet(yesterday / "part-0.parquet", index=False)
     common = ["--date", DATE, "--data-dir", str(tmp_path), "--top-k", "5", "--cache-gb", str(CACHE_GB),
-              "--gate", "false", "--training", "federated", "--fl-demand", "true", "--fl-rounds", "3"]
-    assert predict.main(common + ["--fl-epsilon", "8", "--fl-fine-tune-steps", "2"]) == 0
+              "--training", "federated", "--fl-demand", "true", "--fl-rounds", "3"]
+    assert predict.main(common + ["--fl-epsilon", "8", "--fl-fine-tune-steps", "2", "--gate", "true"]) == 0
     summary = read_json(layout.predictions(DATE, "summary.json"))
     fit = summary["training"]["demand_fit"]
     assert fit["young_edges"] == {"edges": ["edge-03"], "first_day_models": ["edge-03"]}
@@ -234,7 +234,7 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     # By its own requests alone every title it has not served would score the same
     assert young[~young["content_id"].isin(served)]["score"].nunique() > 1
 
-    assert predict.main(common) == 0
+    assert predict.main(common + ["--gate", "false"]) == 0
     summary = read_json(layout.predictions(DATE, "summary.json"))
     assert summary["training"]["demand_fit"]["young_edges"] == {"edges": ["edge-03"], "first_day_models": []}
 

@@ -433,6 +433,18 @@ def first_day_models(
     return train_local(with_request_counts(rows, labels), OPENING_FEATURES, DEMAND_REG, weight=None, family="poisson")
 
 
+def young_ranking(
+    popularity: DataFrame, titles: DataFrame, totals: DataFrame | None, young: dict[str, LinearModel]
+) -> DataFrame:
+    """``rank_demand``'s rows for the edges that opened today, every title out by tomorrow,
+    each edge ranked by its first day's model and its own requests (``prior_plus_own``)."""
+    no_viewers = titles.sparkSession.createDataFrame([], "edge_id string, content_id string, viewers double")
+    edges = sorted(young)
+    rows = demand_rows(popularity, titles, no_viewers, totals, young=edges).where(F.col("edge_id").isin(edges))
+    cases = " ".join(f"WHEN '{e}' THEN {prior_plus_own(young[e])}" for e in edges)
+    return rank_demand(rows.selectExpr("edge_id", "content_id", f"CASE edge_id {cases} END AS score", "size_bytes"))
+
+
 def prior_plus_own(first_day: LinearModel) -> str:
     """A young edge's expected requests, as SQL over ``demand_rows``: the mean of its first
     day's model (``first_day_models``: what the service knows of the title) and its own
@@ -560,7 +572,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         opening = [e for e in args.opening_edges if e not in with_logs]
     young = t.young if model == "learned" else {}
     scored, totals = None, None
-    if model == "learned" and t.secure and ("learned" in deployed.values() or opening):
+    if model == "learned" and t.secure and ("learned" in deployed.values() or opening or young):
         totals = secure_global(feats["popularity"], titles, t.totals_privacy, date)[0]
     if "learned" in deployed.values():
         # Ranked in the same pass that builds the candidates, while they are still
@@ -581,15 +593,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
     if deployed["prefetch"] == "learned":
         assert scored is not None
-        rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening, sorted(young))
+        rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening)
         by_edge = dict(t.demand_per_edge)
         if opening_model is not None:
             by_edge.update(dict.fromkeys(opening, opening_model))
-        expected = apply_by_edge(rows, by_edge, t.demand.model, "score")
-        if young:
-            cases = " ".join(f"WHEN '{e}' THEN {prior_plus_own(m)}" for e, m in sorted(young.items()))
-            expected = expected.withColumn("score", F.expr(f"CASE edge_id {cases} ELSE score END"))
-        demand = rank_demand(expected)
+        demand = rank_demand(apply_by_edge(rows, by_edge, t.demand.model, "score"))
     else:
         if deployed["prefetch"] == "yesterday":
             demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
@@ -601,6 +609,12 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             # (in place of what yesterday's sets held for it, if it was listed then too).
             ranked = opening_ranking(feats["popularity"], titles, totals, opening, opening_model)
             demand = demand.where(~F.col("edge_id").isin(opening)).unionByName(ranked)
+    if young:
+        # The gate's figures come from the edges that were there yesterday: an edge that opened
+        # today ranks by its first day whatever it chose for them (as an opening edge ranks by
+        # the opening model), learned or a baseline.
+        ranked = young_ranking(feats["popularity"], titles, totals, young)
+        demand = demand.where(~F.col("edge_id").isin(sorted(young))).unionByName(ranked)
 
     # Everything below is written into a temporary folder, committed as one at the end: a
     # killed run leaves the previous predictions of the day (or none), never a mix.
