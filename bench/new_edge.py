@@ -23,10 +23,11 @@ share the budget), the same with per-edge fine-tuning (which spends no budget), 
 deployed, as a night does.
 
 On the nights of ``--aged-nights`` the bench also measures the new edge's aged twin: the same
-workload with the new edge opened ``AGED_DAYS`` earlier, so that the same viewers at the same
-edge, with the same taste, make the same requests on the measured day, but the edge has a
-full window of history (variant "federated, aged twin"). The middle edge differs from the new
-one in taste as well as age; the twin differs in age alone.
+workload with the new edge opened ``AGED_DAYS`` earlier: the same viewers at the same edge,
+with the same taste, their requests drawn the same way on the measured day (not request for
+request), but with a full window of history behind the edge (variant "federated, aged
+twin"). The middle edge differs from the new one in taste as well as age; the twin differs
+in age.
 
     python bench/new_edge.py [--workloads catalog skewed] [--nights 0 1 2 3 7] [--users 10000]
                              [--aged-nights 7]
