@@ -421,6 +421,16 @@ def opening_demand(rows: DataFrame, config: FedConfig | None) -> tuple[LinearMod
     }
 
 
+def every_title_rows(
+    popularity: DataFrame, titles: DataFrame, totals: DataFrame | None, edges: Sequence[str], young: bool = False
+) -> DataFrame:
+    """``demand_rows`` for ``edges`` alone, a row per title out, without expected viewers:
+    edges with no logs in ``popularity`` (opening ones), or with ``young`` a day of them."""
+    no_viewers = titles.sparkSession.createDataFrame([], "edge_id string, content_id string, viewers double")
+    by_kind = {"young": edges} if young else {"opening": edges}
+    return demand_rows(popularity, titles, no_viewers, totals, **by_kind).where(F.col("edge_id").isin(list(edges)))
+
+
 def first_day_models(
     popularity: DataFrame, titles: DataFrame, totals: DataFrame | None, labels: DataFrame, young: Sequence[str]
 ) -> dict[str, LinearModel]:
@@ -428,8 +438,7 @@ def first_day_models(
     each title) fitted to the edge's own requests on D, its first day, at the edge (nothing
     is sent, so no budget is spent). The edge had no history on D-1, just as the opening
     model assumes, so its first day is a training day for that model."""
-    no_viewers = titles.sparkSession.createDataFrame([], "edge_id string, content_id string, viewers double")
-    rows = demand_rows(popularity, titles, no_viewers, totals, young).where(F.col("edge_id").isin(list(young)))
+    rows = every_title_rows(popularity, titles, totals, young)
     return train_local(with_request_counts(rows, labels), OPENING_FEATURES, DEMAND_REG, weight=None, family="poisson")
 
 
@@ -438,9 +447,8 @@ def young_ranking(
 ) -> DataFrame:
     """``rank_demand``'s rows for the edges that opened today, every title out by tomorrow,
     each edge ranked by its first day's model and its own requests (``prior_plus_own``)."""
-    no_viewers = titles.sparkSession.createDataFrame([], "edge_id string, content_id string, viewers double")
     edges = sorted(young)
-    rows = demand_rows(popularity, titles, no_viewers, totals, young=edges).where(F.col("edge_id").isin(edges))
+    rows = every_title_rows(popularity, titles, totals, edges, young=True)
     cases = " ".join(f"WHEN '{e}' THEN {prior_plus_own(young[e])}" for e in edges)
     return rank_demand(rows.selectExpr("edge_id", "content_id", f"CASE edge_id {cases} END AS score", "size_bytes"))
 
@@ -458,8 +466,7 @@ def opening_ranking(
     popularity: DataFrame, titles: DataFrame, totals: DataFrame | None, opening: Sequence[str], model: LinearModel
 ) -> DataFrame:
     """``rank_demand``'s rows for the ``opening`` edges alone, ranked by the opening model."""
-    no_viewers = titles.sparkSession.createDataFrame([], "edge_id string, content_id string, viewers double")
-    rows = demand_rows(popularity, titles, no_viewers, totals, opening).where(F.col("edge_id").isin(list(opening)))
+    rows = every_title_rows(popularity, titles, totals, opening)
     return rank_demand(apply_by_edge(rows, {}, model, "score"))
 
 
