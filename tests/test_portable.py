@@ -5,9 +5,11 @@ files are renamed through a file-system API, not the JVM."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
+from pyarrow import fs
 
 from edgecache.pipeline.candidates import materialize, title_shares
 from edgecache.pipeline.features import edge_popularity, in_window, title_features
@@ -119,6 +121,42 @@ def test_part_files_get_stable_names(tmp_path, as_uri):
     remove_tree(str(tmp_path / "edge=b"))
     remove_tree(str(tmp_path / "edge=b"))  # gone already: nothing to do
     assert not (tmp_path / "edge=b").exists()
+
+
+class CleanerRace:
+    """A local file system on which another remover takes a file out of the folder while
+    ``delete_dir`` walks it (as Spark's checkpoint cleaner can), ``races`` times."""
+
+    def __init__(self, races: int) -> None:
+        self.local, self.races = fs.LocalFileSystem(), races
+
+    def get_file_info(self, path):
+        return self.local.get_file_info(path)
+
+    def delete_dir(self, path: str) -> None:
+        if self.races:
+            self.races -= 1
+            shutil.rmtree(sorted(Path(path).iterdir())[0])
+            raise FileNotFoundError(f"Cannot get information for path '{path}/rdd-1'")
+        self.local.delete_dir(path)
+
+
+def test_a_tree_another_remover_works_in_is_still_removed(tmp_path, monkeypatch):
+    from edgecache.pipeline import filesystems
+
+    for rdd in ("rdd-1", "rdd-2", "rdd-3"):
+        (tmp_path / "checkpoints" / rdd).mkdir(parents=True)
+        (tmp_path / "checkpoints" / rdd / "part-00000").write_text(rdd)
+    folder = str(tmp_path / "checkpoints")
+    monkeypatch.setattr(filesystems, "resolve", lambda uri: (CleanerRace(races=2), uri))
+    remove_tree(folder)
+    assert not (tmp_path / "checkpoints").exists()
+    # a folder that keeps vanishing under the walk is an error in the end, not a loop
+    (tmp_path / "checkpoints" / "rdd-4").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "rdd-5").mkdir()
+    monkeypatch.setattr(filesystems, "resolve", lambda uri: (CleanerRace(races=9), uri))
+    with pytest.raises(FileNotFoundError):
+        remove_tree(folder, attempts=2)
 
 
 def test_the_evaluation_reads_its_inputs_through_spark(spark, tmp_path, monkeypatch):

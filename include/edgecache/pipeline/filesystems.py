@@ -15,11 +15,22 @@ def resolve(uri: str) -> tuple[fs.FileSystem, str]:
     return fs.FileSystem.from_uri(uri)
 
 
-def remove_tree(uri: str) -> None:
-    """Remove a folder and everything in it; nothing when it is not there."""
+def remove_tree(uri: str, attempts: int = 5) -> None:
+    """Remove a folder and everything in it; nothing when it is not there.
+
+    Another remover may work in the same folder at once (Spark's cleaner deletes checkpoint
+    files the job no longer refers to): a file it took away mid-walk is not an error, the
+    walk starts again on what is left."""
     filesystem, path = resolve(uri)
-    if filesystem.get_file_info(path).type == fs.FileType.Directory:
-        filesystem.delete_dir(path)
+    for attempt in range(attempts):
+        if filesystem.get_file_info(path).type != fs.FileType.Directory:
+            return
+        try:
+            filesystem.delete_dir(path)
+            return
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
 
 
 def stable_part_names(root: str, suffix: str) -> None:
