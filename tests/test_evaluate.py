@@ -178,6 +178,11 @@ def test_report_has_the_baseline_beside_the_model():
     assert "| model | 5 | 4 | 0.200 | 0.400 | 0.300 |" in md
     assert "| edge popularity | 5 | 4 | 0.400 | 0.600 | 0.500 |" in md
     assert "over the edge-popularity baseline's" in md and ": 0.667." in md
+    # per edge: e1 2 of 3 both ways; on e2 the model lists nothing that U4 asks for, the
+    # baseline has C3 (U9 has no list from either)
+    assert report["users_baseline"]["per_edge"]["e1"]["hit@10"] == report["users"]["per_edge"]["e1"]["hit@10"]
+    assert report["users_baseline"]["per_edge"]["e2"]["hit@10"] == 0.5
+    assert "Edges where the model's hit@10 is below the baseline's: e2 (0.000 against 0.500)." in md
     # without the window's popularity the report has the model only
     plain, _ = evaluate(FIRSTS, catalog_frame(), demand_frame({"e1": ["C00001"]}), VIEWERS, sizes_pct=(10,))
     assert "users_baseline" not in plain and "edge popularity" not in to_markdown(plain)

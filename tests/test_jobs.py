@@ -233,10 +233,26 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     assert len(young) == young["content_id"].nunique() > len(served)  # every title out, not only its own
     # By its own requests alone every title it has not served would score the same
     assert young[~young["content_id"].isin(served)]["score"].nunique() > 1
+    # Nor has it a scorer of its own: the gate asks the noisy global scorer it would get the
+    # lists' question on the edges with figures. It loses there, so edge-03's viewers get the
+    # winner's lists (their edge's five most requested titles) and the others keep theirs.
+    verdict = summary["gate"]["young_lists"]
+    assert sorted(verdict["figures"]) == ["edge_popular", "learned", "simple"]
+    assert verdict["figures"]["edge_popular"] == summary["gate"]["lists"]["figures"]["edge_popular"]
+    assert verdict["learned_lost"] and summary["deployed"]["young_lists"] == verdict["chosen"] == "edge_popular"
+    assert summary["deployed"]["lists"] == "learned"
+    lists = pq.read_table(layout.predictions(DATE, "users")).to_pandas()
+    top = today.query("edge_id == 'edge-03'").sort_values(["requests", "rank", "content_id"],
+                                                           ascending=[False, True, True])["content_id"].head(5).tolist()
+    assert [list(r) for r in lists.query("edge_id == 'edge-03'")["ranked"]] == [top] * (lists["edge_id"] == "edge-03").sum()
+    assert set(lists["edge_id"]) == set(today["edge_id"]) and len(lists) == lists["user_id"].nunique()
+    assert (lists.query("edge_id != 'edge-03'")["source"] != "edge_popular").any()
 
-    assert predict.main(common + ["--gate", "false"]) == 0
+    # Without DP every edge ranks by the global models: no verdict of its own for edge-03
+    assert predict.main(common + ["--gate", "true"]) == 0
     summary = read_json(layout.predictions(DATE, "summary.json"))
     assert summary["training"]["demand_fit"]["young_edges"] == {"edges": ["edge-03"], "first_day_models": []}
+    assert "young_lists" not in summary["gate"] and "young_lists" not in summary["deployed"]
 
 
 def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):

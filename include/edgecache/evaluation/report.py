@@ -478,7 +478,8 @@ def evaluate(
         users["per_edge"] = user_metrics_by_edge(events, predictions)
     baseline = None
     if popularity is not None and "edge_id" in predictions:
-        baseline = user_metrics(requests, popularity_predictions(popularity, predictions))
+        listed = popularity_predictions(popularity, predictions)
+        baseline = {**user_metrics(requests, listed), "per_edge": user_metrics_by_edge(events, listed)}
     seconds["users"] = time.perf_counter() - clock
     report = {
         "catalog": {
@@ -629,6 +630,14 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{_fmt(r.get(f'users_{k}_vs_baseline'))}.",
             "",
         ]
+        base = r["users_baseline"].get("per_edge", {})
+        losing = [
+            f"{e} ({_fmt(m[k])} against {_fmt(base[e][k])})"
+            for e, m in sorted(u.get("per_edge", {}).items())
+            if e in base and m[k] < base[e][k]
+        ]
+        if losing:
+            out += [f"Edges where the model's {k} is below the baseline's: " + ", ".join(losing) + ".", ""]
     return "\n".join(out)
 
 

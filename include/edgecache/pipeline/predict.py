@@ -181,6 +181,9 @@ class Trained:
     # no model's features pool one edge's rows with another's.
     secure: bool
     totals_privacy: TotalsPrivacy | None  # under DP: the totals' share of the budget
+    # Edges in today's features and not in the training day's: they opened today, so the
+    # scorer they get is the fallback one (``scorer``), not a model of their own.
+    young_edges: tuple[str, ...] = ()
 
 
 def train(
@@ -313,6 +316,7 @@ def train(
         young_models,
         secure,
         totals_privacy,
+        tuple(young),
     )
 
 
@@ -504,7 +508,20 @@ def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity
     rates = list_hit_rates(lists, firsts, GATE_K)
     why = degenerate(t.scorer, t.scorer_spread, None)
     viewer_lists = choose(f"hit@{GATE_K}", rates, {"learned": why} if why else {}, LIST_MODELS)
-    return {"prefetch": sets, "lists": viewer_lists}
+    verdicts = {"prefetch": sets, "lists": viewer_lists}
+    if t.young_edges and t.per_edge:
+        # The edges with figures rank their viewers by models of their own; an edge that
+        # opened today has none and gets the fallback scorer (under DP, the noisy global
+        # one). Ask the same question of that scorer on the edges with figures, so a young
+        # edge's viewers get lists from whichever wins, and the report says when it lost.
+        fallback = materialize(apply_by_edge(t.scored.drop("p"), {}, t.scorer, "p"))
+        row = fallback.agg(F.stddev_pop("p").alias("spread")).first()
+        assert row is not None  # an aggregate without groups has one row
+        young = top_lists(rank_candidates(fallback), GATE_K).selectExpr("'learned' AS model", "user_id", "ranked")
+        young_rates = {**rates, "learned": list_hit_rates(young, firsts, GATE_K).get("learned", 0.0)}
+        why = degenerate(t.scorer, row["spread"], None)
+        verdicts["young_lists"] = choose(f"hit@{GATE_K}", young_rates, {"learned": why} if why else {}, LIST_MODELS)
+    return verdicts
 
 
 def baseline_demand(name: str, popularity: DataFrame, titles: DataFrame, window_days: int) -> DataFrame:
@@ -555,6 +572,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         if args.gate:
             verdicts = run_gate(layout, date, catalog, t, capacity)
             gate = {k: v.to_dict() for k, v in verdicts.items()}
+            # with young edges, also "young_lists": the lists their viewers get
             deployed = {k: v.chosen for k, v in verdicts.items()}
             laps.lap("gate")
         else:
@@ -591,13 +609,20 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         laps.lap("score_candidates")
-    if deployed["lists"] == "learned":
-        assert scored is not None  # scored above whenever a learned model is deployed
-        users = top_lists(scored, args.top_k)
-    elif deployed["lists"] == "edge_popular":
-        users = popular_lists(feats["users"], feats["popularity"], args.top_k)
-    else:
-        users = predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
+
+    def lists_by(name: str) -> DataFrame:
+        if name == "learned":
+            assert scored is not None  # scored above whenever a learned model is deployed
+            return top_lists(scored, args.top_k)
+        if name == "edge_popular":
+            return popular_lists(feats["users"], feats["popularity"], args.top_k)
+        return predict_users(feats["users"], feats["transitions"], feats["popularity"], catalog, args.top_k)
+
+    users = lists_by(deployed["lists"])
+    if deployed.get("young_lists", deployed["lists"]) != deployed["lists"]:
+        # The gate's verdict on the fallback scorer, for the edges that have only that one
+        in_young = F.col("edge_id").isin(list(t.young_edges))
+        users = users.where(~in_young).unionByName(lists_by(deployed["young_lists"]).where(in_young))
     if deployed["prefetch"] == "learned":
         assert scored is not None
         rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening)
