@@ -38,7 +38,6 @@ Results: bench/results/new_edge.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import tempfile
@@ -46,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from common import read_json, stage, write_results
+
+from edgecache.layout import shift_day
 
 HERE = Path(__file__).resolve().parent
 OPEN = "2025-04-10"
@@ -82,19 +83,15 @@ FAMILIES = {
 }
 
 
-def shifted(date: str, days: int) -> str:
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=days)).isoformat()
-
-
 def day(n: int) -> str:
     """The date of night ``n`` of the new edge (night 1: the day it opens)."""
-    return shifted(OPEN, n - 1)
+    return shift_day(OPEN, n - 1)
 
 
 def prepare(data: Path, date: str, flags: list[str]) -> None:
     """Generate the days up to ``date``; the features of the day before train, those of ``date`` predict."""
     stage("generate", data, date, *flags)
-    stage("features", data, shifted(date, -1))
+    stage("features", data, shift_day(date, -1))
     stage("features", data, date)
     stage("next-day-logs", data, date)
 
@@ -170,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                     got = measure(data, date, args.pct)
                     results[workload].setdefault(f"night {night}", {})[variant] = got
                     print(workload, f"night {night}", variant, json.dumps(got), flush=True)
-            twin = [*flags[: flags.index("--new-edge-day")], "--new-edge-day", shifted(OPEN, -AGED_DAYS)]
+            twin = [*flags[: flags.index("--new-edge-day")], "--new-edge-day", shift_day(OPEN, -AGED_DAYS)]
             aged = Path(tmp) / f"{workload}-aged"
             for night in sorted(args.aged_nights):
                 date = day(night)
