@@ -13,11 +13,12 @@ from edgecache.pipeline.demand import (
     fill_traffic,
     prefetch,
     rank_demand,
+    release_day_rows,
     viewers,
     with_request_counts,
 )
 from edgecache.pipeline.features import edge_popularity, title_features
-from tests.tiny import DAY, EVENTS_SCHEMA, catalog_df, window_df
+from tests.tiny import DAY, EVENTS_SCHEMA, catalog_df, multi_df, window_df
 
 ln, E = math.log, math.exp
 
@@ -117,6 +118,32 @@ def test_with_request_counts(spark, inputs, expected_viewers):
     assert len(labelled) == 10  # C9 has no demand row and adds none
     assert {k: v for k, v in labelled.items() if v} == {
         ("edge-01", "C2"): 2.0, ("edge-01", "C6"): 1.0, ("edge-02", "C3"): 1.0}
+
+
+def test_release_day_rows_by_hand(spark, inputs, expected_viewers):
+    """Each title on the day it came out, at every edge that served requests that day, with
+    no history and its requests that day as the label (0 where the edge served none)."""
+    events = multi_df(spark).selectExpr("edge_id", "content_id", "to_date(timestamp) AS day")
+    rows = release_day_rows(events, catalog_df(spark))
+    got = {(r["edge_id"], r["content_id"]): (r["size_bytes"], r["first_episode"], r["movie"], r["label"])
+           for r in rows.collect()}
+    # C2 came out on 04-10 (edge-01 served that day), C3 on 04-11 (edge-01, -02 and -03 did),
+    # C5 on 04-12 (edge-01), C6 on 04-13 (edge-02's event after midnight); C1 and C4 on no day
+    # with events.
+    assert got == {
+        ("edge-01", "C2"): (1000, 1.0, 0.0, 1.0),
+        ("edge-01", "C3"): (1000, 0.0, 0.0, 1.0),
+        ("edge-02", "C3"): (1000, 0.0, 0.0, 1.0),
+        ("edge-03", "C3"): (1000, 0.0, 0.0, 0.0),
+        ("edge-01", "C5"): (3000, 0.0, 1.0, 1.0),
+        ("edge-02", "C6"): (2000, 0.0, 1.0, 0.0),
+    }
+    for r in rows.collect():
+        assert (r["popularity"], r["last_day"], r["viewers"], r["global"]) == (0.0, 0.0, 0.0, 0.0)
+        assert r["launch"] == r["new_release"] == 1.0
+    # the rows a model trains on beside the day's own
+    labelled = with_request_counts(demand_rows(*inputs, expected_viewers), events.drop("day"))
+    assert labelled.unionByName(rows).count() == 10 + 6
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ Demand rows are (edge, title) pairs with ``DEMAND_FEATURES``: every title the ed
 the window, every title its viewers are likely to watch (``viewers``: the sum of their
 predicted probabilities) and every release of the past week. A Poisson model of the
 next day's requests turns them into expected requests, the ``score`` the caches rank by.
+It learns from one day's rows and from the past week's releases on their first day
+(``release_day_rows``).
 """
 
 from __future__ import annotations
@@ -95,6 +97,42 @@ def demand_rows(
         popularity=popularity,
         titles=titles,
         viewers=expected_viewers,
+    )
+
+
+def release_day_rows(events: DataFrame, catalog: DataFrame) -> DataFrame:
+    """Demand rows with ``label`` for titles on the day they came out, from past days' events.
+
+    ``events`` has a ``day`` column (a date). For each day, each edge that served requests
+    that day gets a row for every title released that day: what the service knew of the
+    title the night before (no requests anywhere, launch 1, new_release 1, its shape) and its
+    requests at the edge that day. One training day often has no release at all (a service
+    may put a title out every few days), and then the model cannot tell what a release
+    brings on its first day; these rows tell it, from the edge's own logs. Nobody had
+    history of a title before its release, so the viewers' sum is 0 here as it nearly is at
+    prediction time."""
+    return events.sparkSession.sql(
+        """
+        WITH released AS (
+          SELECT content_id, size_bytes, to_date(release_date) AS day,
+                 CAST(coalesce(episode = 1, false) AS double) AS first_episode,
+                 CAST(kind = 'movie' AS double) AS movie
+          FROM {catalog}),
+        edges AS (SELECT DISTINCT day, edge_id FROM {events}),
+        served AS (
+          SELECT /*+ BROADCAST(r) */ e.day, e.edge_id, e.content_id, count(*) AS requests
+          FROM {events} e JOIN released r ON r.content_id = e.content_id AND r.day = e.day
+          GROUP BY e.day, e.edge_id, e.content_id)
+        SELECT /*+ BROADCAST(r) */ e.edge_id, r.content_id, r.size_bytes,
+               0.0D AS popularity, 0.0D AS last_day, 0.0D AS viewers, 0.0D AS global,
+               1.0D AS launch, 1.0D AS new_release, r.first_episode, r.movie,
+               CAST(coalesce(s.requests, 0) AS double) AS label
+        FROM edges e
+        JOIN released r ON r.day = e.day
+        LEFT JOIN served s ON s.day = e.day AND s.edge_id = e.edge_id AND s.content_id = r.content_id
+        """,
+        events=events,
+        catalog=catalog,
     )
 
 

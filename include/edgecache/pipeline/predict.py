@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -34,10 +35,11 @@ from edgecache.pipeline.demand import (
     fill_traffic,
     prefetch,
     rank_demand,
+    release_day_rows,
     viewers,
     with_request_counts,
 )
-from edgecache.pipeline.features import FEATURE_TABLES, VIEWER_CLIP, title_features
+from edgecache.pipeline.features import FEATURE_TABLES, VIEWER_CLIP, title_features, window_dates
 from edgecache.pipeline.gate import (
     GATE_K,
     LIST_MODELS,
@@ -247,17 +249,25 @@ def train(
     demand_train = materialize(
         with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers, totals), labels)
     )
+    fit_rows = demand_train
+    if titles.where("release_age_days = 0").isEmpty():
+        # Nothing came out on D, so the day's rows cannot say what a release brings on its
+        # first day: the models learn that from the window's releases, each edge from its own
+        # logs. Only then: those rows lack the viewers' sum a release's own rows have, which
+        # costs where titles come out daily. The gate scores the day's rows alone.
+        releases = release_day_rows(window_events(spark, layout, previous, manifest["window_days"]), catalog)
+        fit_rows = materialize(demand_train.unionByName(releases))
     demand_federated_report = None
     demand_per_edge: dict[str, LinearModel] = {}
     if secure:
-        demand_fit, demand_per_edge, demand_federated_report = federated_demand(demand_train, fed)
+        demand_fit, demand_per_edge, demand_federated_report = federated_demand(fit_rows, fed)
     elif args.training == "local":
-        demand_per_edge, demand_fit = local_demand(demand_train)
+        demand_per_edge, demand_fit = local_demand(fit_rows)
     else:
-        demand_fit = fit_poisson_checked(demand_train, DEMAND_FEATURES)
+        demand_fit = fit_poisson_checked(fit_rows, DEMAND_FEATURES)
     opening_fit, opening_report = None, None
     if opening:
-        opening_fit, opening_report = opening_demand(demand_train, fed if secure else None)
+        opening_fit, opening_report = opening_demand(fit_rows, fed if secure else None)
     stats_sql = ["count(*) AS n", f"stddev_pop({demand_fit.model.linear_sql()}) AS spread"]
     if opening_fit is not None:  # in the same pass
         stats_sql.append(f"stddev_pop({opening_fit.linear_sql()}) AS opening_spread")
@@ -282,6 +292,7 @@ def train(
         # on the training sample: the full day's rows would cost a sort of all of them
         "scorer_auc_training_day": auc_training_day,
         "demand_rows": demand_stats["n"],
+        "demand_release_day_rows": fit_rows.count() - demand_stats["n"],
         "demand_fit": {
             "converged": demand_fit.converged,
             "iterations": demand_fit.iterations,
@@ -318,6 +329,18 @@ def train(
         totals_privacy,
         tuple(young),
     )
+
+
+def window_events(spark: SparkSession, layout: Layout, date: str, window_days: int) -> DataFrame:
+    """edge_id, content_id and ``day`` of the events of the window ending ``date`` (the days
+    whose events were committed)."""
+    days = [d for d in window_dates(date, window_days) if committed(layout.events(d))]
+    empty = spark.createDataFrame([], "edge_id string, content_id string, day date")
+    days_events = (
+        spark.read.parquet(str(layout.events(d))).select("edge_id", "content_id", F.lit(d).cast("date").alias("day"))
+        for d in days
+    )
+    return reduce(DataFrame.unionByName, days_events, empty)
 
 
 def federated_demand(rows: DataFrame, config: FedConfig) -> tuple[Fit, dict[str, LinearModel], dict[str, Any]]:
