@@ -246,6 +246,9 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     assert verdict["figures"]["edge_popular"] == summary["gate"]["lists"]["figures"]["edge_popular"]
     assert verdict["learned_lost"] and summary["deployed"]["young_lists"] == verdict["chosen"] == "edge_popular"
     assert summary["deployed"]["lists"] == "learned"
+    # Only yesterday's set held anything at edge-03 on its first day: the sets' figures leave
+    # it out, so that day does not decide what the other edges get.
+    assert summary["gate"]["prefetch"]["edges_left_out"] == ["edge-03"]
     lists = pq.read_table(layout.predictions(DATE, "users")).to_pandas()
     top = today.query("edge_id == 'edge-03'").sort_values(["requests", "rank", "content_id"],
                                                            ascending=[False, True, True])["content_id"].head(5).tolist()
@@ -258,6 +261,7 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     summary = read_json(layout.predictions(DATE, "summary.json"))
     assert summary["training"]["demand_fit"]["young_edges"] == {"edges": ["edge-03"], "first_day_models": []}
     assert "young_lists" not in summary["gate"] and "young_lists" not in summary["deployed"]
+    assert summary["gate"]["prefetch"]["edges_left_out"] == ["edge-03"]
 
 
 def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):

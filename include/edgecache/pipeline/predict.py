@@ -501,7 +501,12 @@ def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity
     """Score every candidate on day D from the window ending D-1 (see ``edgecache.pipeline.gate``)."""
     spark = catalog.sparkSession
     previous = shift_day(date, -1)
-    asked = materialize(requests_by_title(t.labels))
+    # An edge that opened on D has no rows in D-1's features: only yesterday's set (its
+    # opening set) can hold anything there, so its requests would decide the contest for a
+    # reason that is gone the next day, when it has rows. Its ranking is settled apart
+    # (``young_ranking``, the young_lists verdict); the figures are the other edges'.
+    labels = t.labels.where(~F.col("edge_id").isin(list(t.young_edges))) if t.young_edges else t.labels
+    asked = materialize(requests_by_title(labels))
     pop = t.feats["popularity"]
     learned = apply_by_edge(t.demand_rows, t.demand_per_edge, t.demand.model, "score").selectExpr(
         "'learned' AS model", "edge_id", "content_id", "score", "size_bytes"
@@ -595,6 +600,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         if args.gate:
             verdicts = run_gate(layout, date, catalog, t, capacity)
             gate = {k: v.to_dict() for k, v in verdicts.items()}
+            if t.young_edges:  # not in the sets' figures (see run_gate)
+                gate["prefetch"]["edges_left_out"] = list(t.young_edges)
             # with young edges, also "young_lists": the lists their viewers get
             deployed = {k: v.chosen for k, v in verdicts.items()}
             laps.lap("gate")
