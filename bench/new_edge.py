@@ -63,6 +63,7 @@ GATED = ["--gate", "true"]  # what a night deploys: the model gate chooses
 VARIANTS = {
     "local": ["--training", "local"],
     "federated": FEDERATED,
+    "federated, gated": FEDERATED + GATED,
     "federated, DP eps 8": FEDERATED + DP8,
     "federated, DP eps 4": FEDERATED + DP4,
     "central": ["--training", "central"],
@@ -123,6 +124,8 @@ def measure(data: Path, date: str, pct: str) -> dict[str, Any]:
     fed = demand.get("federated") or {}
     return {
         "deployed": summary["deployed"]["prefetch"],
+        # the gate's figures for the sets on the training day (absent when ungated)
+        "gate_figures": (summary["gate"].get("prefetch") or {}).get("figures"),
         "new_edge": edge_figures(report, NEW_EDGE, pct),
         "mature_edge": edge_figures(report, MATURE_EDGE, pct),
         "all_edges_predictive": round(report["results"]["titles"]["predictive"][pct]["object_hit_ratio"], 4),

@@ -15,6 +15,7 @@ from edgecache.pipeline.demand import (
     rank_demand,
     release_day_rows,
     viewers,
+    with_releases,
     with_request_counts,
 )
 from edgecache.pipeline.features import edge_popularity, title_features
@@ -144,6 +145,28 @@ def test_release_day_rows_by_hand(spark, inputs, expected_viewers):
     # the rows a model trains on beside the day's own
     labelled = with_request_counts(demand_rows(*inputs, expected_viewers), events.drop("day"))
     assert labelled.unionByName(rows).count() == 10 + 6
+
+
+def test_with_releases_puts_the_learned_figures_for_releases_on_the_baselines_scale(spark):
+    """A baseline's rows stay as they are; each release of the next day gets the learned score
+    divided by the edge's learned-to-baseline ratio over the titles both score, in place of
+    any baseline row for it. An edge the baseline does not rank gets nothing."""
+    baseline = spark.createDataFrame(
+        [("e1", "A", 10.0, 100), ("e1", "B", 5.0, 100), ("e2", "A", 4.0, 100), ("e2", "R", 7.0, 100)],
+        "edge_id string, content_id string, score double, size_bytes bigint")
+    learned = spark.createDataFrame(
+        [("e1", "A", 2.0, 0.0, 100), ("e1", "B", 1.0, 0.0, 100), ("e1", "R", 6.0, 1.0, 100),
+         ("e2", "A", 2.0, 0.0, 100), ("e2", "R", 1.0, 1.0, 100), ("e3", "R", 3.0, 1.0, 100)],
+        "edge_id string, content_id string, score double, new_release double, size_bytes bigint")
+    got = {(r["edge_id"], r["content_id"]): (r["score"], r["rank"]) for r in with_releases(baseline, learned).collect()}
+    # e1: the learned total over A and B is 3 against 15, so R's 6 reads as 30 on the
+    # baseline's scale; e2: 2 against 4 (R's own baseline row is not counted), R reads as 2.
+    assert got == {("e1", "R"): (pytest.approx(30.0), 1), ("e1", "A"): (10.0, 2), ("e1", "B"): (5.0, 3),
+                   ("e2", "A"): (4.0, 1), ("e2", "R"): (pytest.approx(2.0), 2)}
+    # no releases: the baseline's ranking unchanged
+    plain = with_releases(baseline, learned.where("new_release = 0"))
+    assert sorted(map(tuple, plain.select("edge_id", "content_id", "score").collect())) == sorted(
+        map(tuple, baseline.select("edge_id", "content_id", "score").collect()))
 
 
 @pytest.fixture(scope="module")

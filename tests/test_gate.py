@@ -202,6 +202,8 @@ def test_a_degenerate_fit_is_rejected_and_a_baseline_deployed(degenerate_night):
     assert summary["model"] == "learned"
     sets, lists = summary["gate"]["prefetch"], summary["gate"]["lists"]
     assert sets["rejected"]["learned"] == "all weights zero"
+    # the baselines that take the releases' figures from it are rejected with it
+    assert {m for m in sets["rejected"] if m.endswith("+releases")} == {"simple+releases", "recency+releases"}
     assert sets["chosen"] in PREFETCH_MODELS[1:] and sets["learned_lost"]
     assert summary["deployed"]["prefetch"] == sets["chosen"]
     assert set(sets["figures"]) >= {"learned", "simple", "recency"}

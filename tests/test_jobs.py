@@ -15,6 +15,7 @@ from edgecache.simulate import generate_logs as generate
 from edgecache.layout import COMMIT_MARKER, Layout, read_json
 from tests.test_validate import BAD
 from edgecache.pipeline.features import FEATURE_TABLES
+from edgecache.pipeline.demand import OPENING_FEATURES
 from tests.tiny import EVENTS, catalog_df
 
 DATE = "2025-04-12"
@@ -228,6 +229,8 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     summary = read_json(layout.predictions(DATE, "summary.json"))
     fit = summary["training"]["demand_fit"]
     assert fit["young_edges"] == {"edges": ["edge-03"], "first_day_models": ["edge-03"]}
+    first_day = summary["models"]["demand_first_day"]
+    assert list(first_day) == ["edge-03"] and first_day["edge-03"]["features"] == list(OPENING_FEATURES)
     assert fit["federated"]["global_model_set_aside"] is True and fit["edges_with_own_model"] == ["edge-01", "edge-02"]
     # three releases share the budget, as without a young edge: its model is not sent
     assert summary["training"]["global_totals"]["dp"]["epsilon"] == pytest.approx(0.25 / 3)
@@ -260,6 +263,7 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     assert predict.main(common + ["--gate", "true"]) == 0
     summary = read_json(layout.predictions(DATE, "summary.json"))
     assert summary["training"]["demand_fit"]["young_edges"] == {"edges": ["edge-03"], "first_day_models": []}
+    assert summary["models"]["demand_first_day"] == {}
     assert "young_lists" not in summary["gate"] and "young_lists" not in summary["deployed"]
     assert summary["gate"]["prefetch"]["edges_left_out"] == ["edge-03"]
 

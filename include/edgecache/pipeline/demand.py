@@ -164,6 +164,36 @@ def rank_demand(scored: DataFrame) -> DataFrame:
     )
 
 
+def with_releases(baseline: DataFrame, learned: DataFrame) -> DataFrame:
+    """A baseline's ranking with the next day's releases ranked by a learned model.
+
+    ``baseline``: edge_id, content_id, score, size_bytes (a baseline's expected requests);
+    ``learned``: scored demand rows (``new_release`` and ``score`` among them). A baseline
+    has no figure for a title that is not out yet, so at each edge the baseline ranks, each
+    title released the next day gets the learned score, brought to the baseline's scale: divided
+    by the edge's ratio of the learned to the baseline's total over the titles both score
+    (a baseline may count a week's requests, decayed or not, where the model expects a day's).
+    Columns of ``rank_demand``."""
+    return baseline.sparkSession.sql(
+        """
+        WITH released AS (SELECT edge_id, content_id, score, size_bytes FROM {learned} WHERE new_release = 1),
+        base AS (
+          SELECT b.edge_id, b.content_id, b.score, b.size_bytes FROM {baseline} b
+          LEFT ANTI JOIN released r ON r.edge_id = b.edge_id AND r.content_id = b.content_id),
+        scale AS (
+          SELECT b.edge_id, sum(l.score) / sum(b.score) AS ratio
+          FROM base b JOIN {learned} l ON l.edge_id = b.edge_id AND l.content_id = b.content_id
+          WHERE b.score > 0 GROUP BY b.edge_id HAVING sum(l.score) > 0)
+        SELECT edge_id, content_id, score, size_bytes FROM base
+        UNION ALL
+        SELECT r.edge_id, r.content_id, r.score / s.ratio AS score, r.size_bytes
+        FROM released r JOIN scale s ON s.edge_id = r.edge_id
+        """,
+        baseline=baseline,
+        learned=learned,
+    ).transform(rank_demand)
+
+
 def prefetch(demand: DataFrame, capacity_bytes: int, by: tuple[str, ...] = ("edge_id",)) -> DataFrame:
     """Per edge, the titles to pre-load: greedy by expected requests per byte, within capacity.
 

@@ -10,7 +10,11 @@ features (the window ending D-1), and compares the answers with what D actually 
 
 Candidates: the learned models, the simple model, recency-weighted edge popularity (for
 the sets) or plain edge popularity (for the lists, the evaluation's baseline), and the
-sets deployed the night before. A learned fit that is degenerate (weights not finite or
+sets deployed the night before. The two baselines of the sets also compete with the next
+day's releases ranked by the learned demand model (``simple+releases``, ``recency+releases``;
+``demand.with_releases``): a baseline knows nothing of a title before it is out, so on a
+day without releases the gate cannot see what the learned model knows of them, and a tie
+keeps that knowledge. A learned fit that is degenerate (weights not finite or
 all zero, scores nearly constant, an optimiser that did not converge) is rejected before
 it competes. The best candidate wins; ties go to the earlier one in ``PREFETCH_MODELS`` /
 ``LIST_MODELS`` order, so a baseline must do strictly better to replace the learned model.
@@ -28,7 +32,8 @@ from pyspark.sql import DataFrame
 from edgecache.pipeline.demand import prefetch
 from edgecache.pipeline.scorer import LinearModel
 
-PREFETCH_MODELS = ("learned", "simple", "recency", "yesterday")
+RELEASES = "+releases"  # a baseline with the next day's releases from the learned model
+PREFETCH_MODELS = ("learned", f"simple{RELEASES}", f"recency{RELEASES}", "simple", "recency", "yesterday")
 LIST_MODELS = ("learned", "simple", "edge_popular")
 GATE_K = 10  # hit@k the viewer lists are judged by
 MIN_SCORE_SPREAD = 1e-6  # below this standard deviation of the linear predictor, scores are constant

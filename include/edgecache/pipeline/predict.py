@@ -37,6 +37,7 @@ from edgecache.pipeline.demand import (
     rank_demand,
     release_day_rows,
     viewers,
+    with_releases,
     with_request_counts,
 )
 from edgecache.pipeline.features import FEATURE_TABLES, VIEWER_CLIP, title_features, window_dates
@@ -44,6 +45,7 @@ from edgecache.pipeline.gate import (
     GATE_K,
     LIST_MODELS,
     PREFETCH_MODELS,
+    RELEASES,
     Verdict,
     choose,
     degenerate,
@@ -508,21 +510,20 @@ def run_gate(layout: Layout, date: str, catalog: DataFrame, t: Trained, capacity
     labels = t.labels.where(~F.col("edge_id").isin(list(t.young_edges))) if t.young_edges else t.labels
     asked = materialize(requests_by_title(labels))
     pop = t.feats["popularity"]
-    learned = apply_by_edge(t.demand_rows, t.demand_per_edge, t.demand.model, "score").selectExpr(
-        "'learned' AS model", "edge_id", "content_id", "score", "size_bytes"
-    )
-    scored = learned
+    learned = materialize(apply_by_edge(t.demand_rows, t.demand_per_edge, t.demand.model, "score"))
+    columns = ("edge_id", "content_id", "score", "size_bytes")
+    scored = learned.selectExpr("'learned' AS model", *columns)
     for name in ("simple", "recency"):
-        scored = scored.unionByName(
-            baseline_demand(name, pop, t.titles, t.window_days).selectExpr(
-                f"'{name}' AS model", "edge_id", "content_id", "score", "size_bytes"
-            )
-        )
+        base = baseline_demand(name, pop, t.titles, t.window_days)
+        for model, ranked in ((name, base), (name + RELEASES, with_releases(base, learned))):
+            scored = scored.unionByName(ranked.selectExpr(f"'{model}' AS model", *columns))
     yesterday = layout.predictions(previous, "prefetch")
     members = {"yesterday": spark.read.parquet(str(yesterday))} if committed(layout.predictions_day(previous)) else {}
     figures = prefetch_hit_ratios(scored, asked, capacity, members)
     why = degenerate(t.demand.model, t.demand_spread, t.demand.converged)
-    sets = choose("object_hit_ratio", figures, {"learned": why} if why else {}, PREFETCH_MODELS)
+    # the "+releases" baselines rank the releases by the learned model: rejected with it
+    rejected = {m: why for m in PREFETCH_MODELS if m == "learned" or m.endswith(RELEASES)} if why else {}
+    sets = choose("object_hit_ratio", figures, rejected, PREFETCH_MODELS)
 
     firsts = first_requests(t.labels).join(t.feats["users"].select("user_id"), "user_id", "left_semi")
     lists = top_lists(rank_candidates(t.scored), GATE_K).selectExpr("'learned' AS model", "user_id", "ranked")
@@ -614,6 +615,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             "demand_per_edge": {e: m.to_dict() for e, m in sorted(t.demand_per_edge.items())},
             "demand_opening": None if t.opening is None else t.opening.to_dict(),
             "scorer_per_edge": {e: m.to_dict() for e, m in sorted(t.per_edge.items())},
+            # under DP, an edge that opened today: its first day's model (``first_day_models``)
+            "demand_first_day": {e: m.to_dict() for e, m in sorted(t.young.items())},
         }
     elif args.model == "learned":
         gate = {"skipped": "no labelled day yet: the simple model is deployed"}
@@ -626,10 +629,13 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         # An edge listed that already has logs is not opening: its own figures rank it.
         opening = [e for e in args.opening_edges if e not in with_logs]
     young = t.young if model == "learned" else {}
+    # a "+releases" baseline ranks tomorrow's releases by the learned demand model
+    baseline, releases = deployed["prefetch"].removesuffix(RELEASES), deployed["prefetch"].endswith(RELEASES)
+    learned_used = "learned" in deployed.values() or releases
     scored, totals = None, None
-    if model == "learned" and t.secure and ("learned" in deployed.values() or opening or young):
+    if model == "learned" and t.secure and (learned_used or opening or young):
         totals = secure_global(feats["popularity"], titles, t.totals_privacy, date)[0]
-    if "learned" in deployed.values():
+    if learned_used:
         # Ranked in the same pass that builds the candidates, while they are still
         # partitioned by viewer; only what the top lists and demand read is kept.
         candidates = candidate_rows(feats, titles, manifest["window_days"], totals=totals)
@@ -653,18 +659,22 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         # The gate's verdict on the fallback scorer, for the edges that have only that one
         in_young = F.col("edge_id").isin(list(t.young_edges))
         users = users.where(~in_young).unionByName(lists_by(deployed["young_lists"]).where(in_young))
-    if deployed["prefetch"] == "learned":
+    if deployed["prefetch"] == "learned" or releases:
         assert scored is not None
         rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening)
         by_edge = dict(t.demand_per_edge)
         if opening_model is not None:
             by_edge.update(dict.fromkeys(opening, opening_model))
-        demand = rank_demand(apply_by_edge(rows, by_edge, t.demand.model, "score"))
+        learned_demand = apply_by_edge(rows, by_edge, t.demand.model, "score")
+    if deployed["prefetch"] == "learned":
+        demand = rank_demand(learned_demand)
     else:
-        if deployed["prefetch"] == "yesterday":
+        if baseline == "yesterday":
             demand = spark.read.parquet(str(layout.predictions(previous, "edge_demand")))
         else:
-            demand = baseline_demand(deployed["prefetch"], feats["popularity"], titles, manifest["window_days"])
+            demand = baseline_demand(baseline, feats["popularity"], titles, manifest["window_days"])
+        if releases:
+            demand = with_releases(demand, learned_demand)
         if opening_model is not None and opening:
             # No baseline has anything for an edge without logs: against an empty cache, an
             # opening edge gets the opening model's set whatever the gate chose for the others
