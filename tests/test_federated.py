@@ -624,6 +624,13 @@ def test_a_young_edge_ranks_by_the_mean_of_its_first_day_model_and_its_own_reque
         f"title string, {cols}, popularity double")
     got = {r["title"]: r["score"] for r in rows.selectExpr("title", f"{prior_plus_own(first_day)} AS score").collect()}
     assert got == pytest.approx({"old, served 6 times": 5.0, "tomorrow's release": 4.0, "old, never served": 2.0})
+    # A first day without a release says nothing of one: a model that learned from releases
+    # (here 30 for a release, 1 for anything else) stands in for tomorrow's release alone.
+    weights = tuple(math.log(30) if f == "new_release" else 0.0 for f in OPENING_FEATURES)
+    releases = LinearModel(OPENING_FEATURES, weights, 0.0, "log")
+    sql = prior_plus_own(first_day, releases)
+    got = {r["title"]: r["score"] for r in rows.selectExpr("title", f"{sql} AS score").collect()}
+    assert got == pytest.approx({"old, served 6 times": 5.0, "tomorrow's release": 15.0, "old, never served": 2.0})
 
 
 def test_a_young_edges_first_day_model_reads_its_own_requests_only(spark):

@@ -228,12 +228,16 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     assert predict.main(common + ["--fl-epsilon", "0.25", "--fl-fine-tune-steps", "2", "--gate", "true"]) == 0
     summary = read_json(layout.predictions(DATE, "summary.json"))
     fit = summary["training"]["demand_fit"]
-    assert fit["young_edges"] == {"edges": ["edge-03"], "first_day_models": ["edge-03"]}
+    # Nothing came out on its first day, so that day's model cannot rank tomorrow's releases:
+    # the opening model, fitted on every edge's releases, does.
+    assert fit["young_edges"] == {"edges": ["edge-03"], "first_day_models": ["edge-03"], "releases_by": "opening"}
+    assert summary["models"]["demand_opening"]["features"] == list(OPENING_FEATURES)
     first_day = summary["models"]["demand_first_day"]
     assert list(first_day) == ["edge-03"] and first_day["edge-03"]["features"] == list(OPENING_FEATURES)
     assert fit["federated"]["global_model_set_aside"] is True and fit["edges_with_own_model"] == ["edge-01", "edge-02"]
-    # three releases share the budget, as without a young edge: its model is not sent
-    assert summary["training"]["global_totals"]["dp"]["epsilon"] == pytest.approx(0.25 / 3)
+    # the three models (the opening one for the releases) and the totals share the budget;
+    # the young edge's own model is not sent
+    assert summary["training"]["global_totals"]["dp"]["epsilon"] == pytest.approx(0.25 / 4)
     demand = pq.read_table(layout.predictions(DATE, "edge_demand")).to_pandas()
     today = pq.read_table(layout.features(DATE, "popularity")).to_pandas()
     served = set(today.query("edge_id == 'edge-03'")["content_id"])
@@ -262,7 +266,8 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     # Without DP every edge ranks by the global models: no verdict of its own for edge-03
     assert predict.main(common + ["--gate", "true"]) == 0
     summary = read_json(layout.predictions(DATE, "summary.json"))
-    assert summary["training"]["demand_fit"]["young_edges"] == {"edges": ["edge-03"], "first_day_models": []}
+    assert summary["training"]["demand_fit"]["young_edges"] == {
+        "edges": ["edge-03"], "first_day_models": [], "releases_by": None}
     assert summary["models"]["demand_first_day"] == {}
     assert "young_lists" not in summary["gate"] and "young_lists" not in summary["deployed"]
     assert summary["gate"]["prefetch"]["edges_left_out"] == ["edge-03"]

@@ -181,6 +181,8 @@ class Trained:
     # Under DP, once the global demand model is set aside: for each edge that opened today (no
     # training rows), a model of the opening inputs fitted to its first day (``first_day_models``).
     young: dict[str, LinearModel]
+    # ... and for tomorrow's releases there, when its first day had none: the opening model
+    young_releases: LinearModel | None
     # The service-wide totals per title come from the edges by secure aggregation (fl_demand):
     # no model's features pool one edge's rows with another's.
     secure: bool
@@ -208,10 +210,15 @@ def train(
     young = sorted(set(today_edges) - trained_edges)
     feats, rate = sample_users(feats, MAX_TRAINING_USERS)
     titles = materialize(title_features(catalog, previous))
+    no_release_on_d = titles.where("release_age_days = 0").isEmpty()
     labels = spark.read.parquet(str(layout.events(date)))
     fed = fed_config(args)
     secure = args.training == "federated" and fed.demand
-    opening = bool(args.opening_edges) and args.training != "local"
+    # Under DP with fine-tuning, an edge that opened on D ranks by a model of its first day;
+    # when nothing came out that day, that model cannot say what a release brings, and the
+    # opening model, fitted on every edge's releases, ranks tomorrow's releases there instead.
+    releases_for_young = bool(young) and secure and fed.epsilon > 0 and fed.fine_tune_steps > 0 and no_release_on_d
+    opening = (bool(args.opening_edges) or releases_for_young) and args.training != "local"
     totals_privacy = None
     if secure and fed.epsilon > 0:
         # the models trained on the same edges and the totals share the budget equally
@@ -252,7 +259,7 @@ def train(
         with_request_counts(demand_rows(feats["popularity"], titles, expected_viewers, totals), labels)
     )
     fit_rows = demand_train
-    if titles.where("release_age_days = 0").isEmpty():
+    if no_release_on_d:
         # Nothing came out on D, so the day's rows cannot say what a release brings on its
         # first day: the models learn that from the window's releases, each edge from its own
         # logs. Only then: those rows lack the viewers' sum a release's own rows have, which
@@ -280,8 +287,10 @@ def train(
         if why:  # it would rank the opening edges' titles by noise or not at all: they open empty
             opening_fit, opening_report = None, {**opening_report, "set_aside": why}
     young_models: dict[str, LinearModel] = {}
+    young_releases = None
     if young and (demand_federated_report or {}).get("global_model_set_aside"):
         young_models = first_day_models(feats["popularity"], titles, totals, labels, young)
+        young_releases = opening_fit if releases_for_young else None
     laps.lap("demand")
     auc_training_day = auc(apply_by_edge(sample, per_edge, scorer, "p"), "p")
     laps.lap("auc")
@@ -304,7 +313,12 @@ def train(
             "opening": opening_report,
             # opened on D: no rows to train on (with DP and an unsettled global model, each
             # ranks by a model of its first day and its own requests)
-            "young_edges": {"edges": young, "first_day_models": sorted(young_models)},
+            "young_edges": {
+                "edges": young,
+                "first_day_models": sorted(young_models),
+                # what ranks tomorrow's releases there: the opening model when the first day had none
+                "releases_by": None if not young_models else ("opening" if young_releases else "first_day"),
+            },
         },
         "federated": federated,
         # the per-title totals the scorer's shares and the demand model read, securely summed
@@ -327,6 +341,7 @@ def train(
         demand_per_edge,
         opening_fit,
         young_models,
+        young_releases,
         secure,
         totals_privacy,
         tuple(young),
@@ -472,23 +487,33 @@ def first_day_models(
 
 
 def young_ranking(
-    popularity: DataFrame, titles: DataFrame, totals: DataFrame | None, young: dict[str, LinearModel]
+    popularity: DataFrame,
+    titles: DataFrame,
+    totals: DataFrame | None,
+    young: dict[str, LinearModel],
+    releases: LinearModel | None = None,
 ) -> DataFrame:
     """``rank_demand``'s rows for the edges that opened today, every title out by tomorrow,
-    each edge ranked by its first day's model and its own requests (``prior_plus_own``)."""
+    each edge ranked by its first day's model and its own requests (``prior_plus_own``);
+    tomorrow's releases by ``releases`` in place of the first day's model, when given."""
     edges = sorted(young)
     rows = every_title_rows(popularity, titles, totals, edges, young=True)
-    cases = " ".join(f"WHEN '{e}' THEN {prior_plus_own(young[e])}" for e in edges)
+    cases = " ".join(f"WHEN '{e}' THEN {prior_plus_own(young[e], releases)}" for e in edges)
     return rank_demand(rows.selectExpr("edge_id", "content_id", f"CASE edge_id {cases} END AS score", "size_bytes"))
 
 
-def prior_plus_own(first_day: LinearModel) -> str:
+def prior_plus_own(first_day: LinearModel, releases: LinearModel | None = None) -> str:
     """A young edge's expected requests, as SQL over ``demand_rows``: the mean of its first
     day's model (``first_day_models``: what the service knows of the title) and its own
     decayed requests. With one day of its own, that is the Poisson-gamma posterior mean when
     the service's figures count as one day: a title it has served ranks by both, one it has
-    not (released tomorrow, say) by the service's figures alone."""
-    return f"(exp({first_day.linear_sql()}) + exp(`popularity`) - 1) / 2"
+    not (released tomorrow, say) by the service's figures alone. ``releases``: the model whose
+    figures stand in for the first day's for a title released tomorrow (one that learned
+    from releases, where the first day had none)."""
+    prior = f"exp({first_day.linear_sql()})"
+    if releases is not None:
+        prior = f"CASE WHEN `new_release` = 1 THEN exp({releases.linear_sql()}) ELSE {prior} END"
+    return f"({prior} + exp(`popularity`) - 1) / 2"
 
 
 def opening_ranking(
@@ -685,7 +710,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         # The gate's figures come from the edges that were there yesterday: an edge that opened
         # today ranks by its first day whatever it chose for them (as an opening edge ranks by
         # the opening model), learned or a baseline.
-        ranked = young_ranking(feats["popularity"], titles, totals, young)
+        ranked = young_ranking(feats["popularity"], titles, totals, young, t.young_releases)
         demand = demand.where(~F.col("edge_id").isin(sorted(young))).unionByName(ranked)
 
     # Everything below is written into a temporary folder, committed as one at the end: a
