@@ -148,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", default="10000")
     p.add_argument("--aged-nights", nargs="*", type=int, default=[], help="nights to measure the aged twin on")
     p.add_argument("--out", type=Path, default=HERE / "results" / "new_edge.json")
+    p.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        help="more generator flags for every family, e.g. --extra=--seed --extra=3 (a held-out workload)",
+    )
     args = p.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
     if args.out.exists():  # a run for other families keeps what an earlier run measured
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="new-edge-") as tmp:
         for workload in args.workloads:
             data = Path(tmp) / workload
-            flags = [*FAMILIES[workload], "--users", args.users, "--edges", str(EDGES)]
+            flags = [*FAMILIES[workload], *args.extra, "--users", args.users, "--edges", str(EDGES)]
             flags += ["--new-edges", "1", "--new-edge-day", OPEN]
             results.setdefault(workload, {})["flags"] = flags
             for night in sorted(args.nights):
