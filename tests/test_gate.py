@@ -22,6 +22,7 @@ from edgecache.pipeline.gate import (
     popular_lists,
     prefetch_hit_ratios,
     requests_by_title,
+    young_sets,
 )
 from edgecache.pipeline import features, predict
 from edgecache.pipeline import ingest_logs as ingest
@@ -151,6 +152,13 @@ def test_list_hit_rates_count_a_missing_list_as_a_miss(spark):
         "model string, user_id string, ranked array<string>")
     assert list_hit_rates(lists, firsts, 2) == pytest.approx({"m": 1 / 3, "n": 1 / 3})
     assert list_hit_rates(lists, firsts, 1) == pytest.approx({"m": 0.0, "n": 1 / 3})
+
+
+def test_an_edge_that_opened_on_the_training_day_gets_the_learned_set_unless_it_was_rejected():
+    won = choose("m", {"learned": 0.4, "recency": 0.5}, {}, PREFETCH_MODELS)
+    lost = choose("m", {"learned": 0.6, "recency": 0.5}, {"learned": "all weights zero"}, PREFETCH_MODELS)
+    assert (young_sets(won, False), young_sets(lost, False)) == ("learned", "recency")
+    assert young_sets(won, True) == young_sets(lost, True) == "first_day"
 
 
 def test_popular_lists_are_the_evaluations_baseline(spark):

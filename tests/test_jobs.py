@@ -256,6 +256,7 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     # Only yesterday's set held anything at edge-03 on its first day: the sets' figures leave
     # it out, so that day does not decide what the other edges get.
     assert summary["gate"]["prefetch"]["edges_left_out"] == ["edge-03"]
+    assert summary["deployed"]["young_prefetch"] == "first_day"
     lists = pq.read_table(layout.predictions(DATE, "users")).to_pandas()
     top = today.query("edge_id == 'edge-03'").sort_values(["requests", "rank", "content_id"],
                                                            ascending=[False, True, True])["content_id"].head(5).tolist()
@@ -271,6 +272,24 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     assert summary["models"]["demand_first_day"] == {}
     assert "young_lists" not in summary["gate"] and "young_lists" not in summary["deployed"]
     assert summary["gate"]["prefetch"]["edges_left_out"] == ["edge-03"]
+    # Three rounds leave the demand model unsettled: the gate rejects it, so edge-03 gets the
+    # baseline the others get, and so do the baselines that would place releases with it.
+    sets = summary["gate"]["prefetch"]
+    assert sets["rejected"]["learned"] == "fit did not converge" and "simple+releases" in sets["rejected"]
+    assert summary["deployed"]["young_prefetch"] == summary["deployed"]["prefetch"] == sets["chosen"]
+    # Settled, the learned model ranks edge-03 whatever the gate chose for the others
+    assert predict.main(common + ["--fl-rounds", "12", "--gate", "true"]) == 0
+    summary = read_json(layout.predictions(DATE, "summary.json"))
+    assert "learned" not in summary["gate"]["prefetch"]["rejected"], summary["gate"]["prefetch"]
+    assert summary["deployed"]["young_prefetch"] == "learned"
+    gated = pq.read_table(layout.predictions(DATE, "edge_demand")).to_pandas()
+    assert predict.main(common + ["--fl-rounds", "12", "--gate", "false"]) == 0
+    ungated = pq.read_table(layout.predictions(DATE, "edge_demand")).to_pandas()
+
+    def scores(frame, edge):
+        return frame.query("edge_id == @edge").set_index("content_id")["score"].to_dict()
+
+    assert scores(gated, "edge-03") and scores(gated, "edge-03") == pytest.approx(scores(ungated, "edge-03"))
 
 
 def test_rerun_gives_identical_outputs(first_run, tmp_path, spark):

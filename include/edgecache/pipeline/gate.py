@@ -96,6 +96,17 @@ def choose(
     return v
 
 
+def young_sets(sets: Verdict, first_day_models: bool) -> str:
+    """What ranks the prefetch set of an edge that opened on the training day, which the
+    sets' figures leave out: its first day's models where it has them (under DP), else the
+    learned model unless it was rejected, else what the other edges get. On the first
+    nights measured the learned model was never below the edge's own day of requests
+    (docs/federated.md), the baselines' reading of a one-day history."""
+    if first_day_models:
+        return "first_day"
+    return sets.chosen if "learned" in sets.rejected else "learned"
+
+
 def requests_by_title(events: DataFrame) -> DataFrame:
     """edge_id, content_id, n: a day's requests per edge and title."""
     return events.groupBy("edge_id", "content_id").count().withColumnRenamed("count", "n")

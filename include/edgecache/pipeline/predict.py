@@ -54,6 +54,7 @@ from edgecache.pipeline.gate import (
     popular_lists,
     prefetch_hit_ratios,
     requests_by_title,
+    young_sets,
 )
 from edgecache.pipeline.job import (
     InputError,
@@ -630,6 +631,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
                 gate["prefetch"]["edges_left_out"] = list(t.young_edges)
             # with young edges, also "young_lists": the lists their viewers get
             deployed = {k: v.chosen for k, v in verdicts.items()}
+            if t.young_edges:
+                deployed["young_prefetch"] = young_sets(verdicts["prefetch"], bool(t.young))
             laps.lap("gate")
         else:
             gate = {"skipped": "--gate false: the learned model is deployed unchecked"}
@@ -684,7 +687,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         # The gate's verdict on the fallback scorer, for the edges that have only that one
         in_young = F.col("edge_id").isin(list(t.young_edges))
         users = users.where(~in_young).unionByName(lists_by(deployed["young_lists"]).where(in_young))
-    if deployed["prefetch"] == "learned" or releases:
+    young_learned = deployed.get("young_prefetch") == "learned" and deployed["prefetch"] != "learned"
+    if deployed["prefetch"] == "learned" or releases or young_learned:
         assert scored is not None
         rows = demand_rows(feats["popularity"], titles, viewers(scored), totals, opening)
         by_edge = dict(t.demand_per_edge)
@@ -700,6 +704,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             demand = baseline_demand(baseline, feats["popularity"], titles, manifest["window_days"])
         if releases:
             demand = with_releases(demand, learned_demand)
+        if young_learned:
+            in_young = F.col("edge_id").isin(list(t.young_edges))
+            demand = demand.where(~in_young).unionByName(rank_demand(learned_demand.where(in_young)))
         if opening_model is not None and opening:
             # No baseline has anything for an edge without logs: against an empty cache, an
             # opening edge gets the opening model's set whatever the gate chose for the others
