@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "results" / "new_edge.json")
     p.add_argument(
         "--extra",
-        nargs="*",
+        action="append",
         default=[],
         help="more generator flags for every family, e.g. --extra=--seed --extra=3 (a held-out workload)",
     )
