@@ -7,6 +7,7 @@ import base64
 import json
 import shutil
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -228,16 +229,14 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     assert predict.main(common + ["--fl-epsilon", "0.25", "--fl-fine-tune-steps", "2", "--gate", "true"]) == 0
     summary = read_json(layout.predictions(DATE, "summary.json"))
     fit = summary["training"]["demand_fit"]
-    # Nothing came out on its first day, so that day's model cannot rank tomorrow's releases:
-    # the opening model, fitted on every edge's releases, does.
-    assert fit["young_edges"] == {"edges": ["edge-03"], "first_day_models": ["edge-03"], "releases_by": "opening"}
-    assert summary["models"]["demand_opening"]["features"] == list(OPENING_FEATURES)
+    # Nothing comes out tomorrow: the first day's model ranks every title there
+    assert fit["young_edges"] == {"edges": ["edge-03"], "first_day_models": ["edge-03"], "releases_by": "first_day"}
+    assert summary["models"]["demand_opening"] is None
     first_day = summary["models"]["demand_first_day"]
     assert list(first_day) == ["edge-03"] and first_day["edge-03"]["features"] == list(OPENING_FEATURES)
     assert fit["federated"]["global_model_set_aside"] is True and fit["edges_with_own_model"] == ["edge-01", "edge-02"]
-    # the three models (the opening one for the releases) and the totals share the budget;
-    # the young edge's own model is not sent
-    assert summary["training"]["global_totals"]["dp"]["epsilon"] == pytest.approx(0.25 / 4)
+    # three releases share the budget, as without a young edge: its model is not sent
+    assert summary["training"]["global_totals"]["dp"]["epsilon"] == pytest.approx(0.25 / 3)
     demand = pq.read_table(layout.predictions(DATE, "edge_demand")).to_pandas()
     today = pq.read_table(layout.features(DATE, "popularity")).to_pandas()
     served = set(today.query("edge_id == 'edge-03'")["content_id"])
@@ -263,6 +262,23 @@ def test_an_edge_that_opened_today_ranks_by_a_model_of_its_first_day_under_dp(fi
     assert [list(r) for r in lists.query("edge_id == 'edge-03'")["ranked"]] == [top] * (lists["edge_id"] == "edge-03").sum()
     assert set(lists["edge_id"]) == set(today["edge_id"]) and len(lists) == lists["user_id"].nunique()
     assert (lists.query("edge_id != 'edge-03'")["source"] != "edge_popular").any()
+
+    # A movie due later comes out tomorrow instead. Nothing came out on edge-03's first day,
+    # so that day's model cannot say what a release brings: the opening model, trained on
+    # every edge's releases, ranks it there, and takes a share of the budget.
+    catalog = pd.read_parquet(layout.catalog)
+    due = catalog.query("kind == 'movie' and release_date > '2025-04-13'").index[0]
+    moved = catalog.copy()
+    moved.loc[due, "release_date"] = "2025-04-13"
+    moved.to_parquet(layout.catalog, index=False)
+    assert predict.main(common + ["--fl-epsilon", "0.25", "--fl-fine-tune-steps", "2", "--gate", "true"]) == 0
+    catalog.to_parquet(layout.catalog, index=False)
+    summary = read_json(layout.predictions(DATE, "summary.json"))
+    assert summary["training"]["demand_fit"]["young_edges"]["releases_by"] == "opening"
+    assert summary["models"]["demand_opening"]["features"] == list(OPENING_FEATURES)
+    assert summary["training"]["global_totals"]["dp"]["epsilon"] == pytest.approx(0.25 / 4)
+    demand = pq.read_table(layout.predictions(DATE, "edge_demand")).to_pandas()
+    assert catalog.loc[due, "content_id"] in set(demand.query("edge_id == 'edge-03'")["content_id"])
 
     # Without DP every edge ranks by the global models: no verdict of its own for edge-03
     assert predict.main(common + ["--gate", "true"]) == 0

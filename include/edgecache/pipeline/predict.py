@@ -217,8 +217,16 @@ def train(
     secure = args.training == "federated" and fed.demand
     # Under DP with fine-tuning, an edge that opened on D ranks by a model of its first day;
     # when nothing came out that day, that model cannot say what a release brings, and the
-    # opening model, fitted on every edge's releases, ranks tomorrow's releases there instead.
-    releases_for_young = bool(young) and secure and fed.epsilon > 0 and fed.fine_tune_steps > 0 and no_release_on_d
+    # opening model, fitted on every edge's releases, ranks tomorrow's releases there instead
+    # (trained only when a title comes out tomorrow: it takes a share of the budget).
+    releases_for_young = (
+        bool(young)
+        and secure
+        and fed.epsilon > 0
+        and fed.fine_tune_steps > 0
+        and no_release_on_d
+        and not title_features(catalog, date).where("release_age_days = 0").isEmpty()
+    )
     opening = (bool(args.opening_edges) or releases_for_young) and args.training != "local"
     totals_privacy = None
     if secure and fed.epsilon > 0:
