@@ -113,6 +113,8 @@ def edge_figures(report: dict[str, Any], edge: str, pct: str) -> dict[str, Any]:
         f"predictive+admission_at_{pct}pct": ratio("predictive+admission"),
         f"LRU_at_{pct}pct": ratio("LRU"),
         f"recency_prefetch_at_{pct}pct": ratio("popularity"),
+        # the best static set for the day, chosen knowing its requests: no prefetch gets more
+        f"oracle_at_{pct}pct": ratio("oracle"),
         "hit@10": None if "hit@10" not in users else round(users["hit@10"], 4),
     }
 

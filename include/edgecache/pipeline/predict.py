@@ -200,10 +200,12 @@ def train(
     catalog: DataFrame,
     args: argparse.Namespace,
     today_edges: Sequence[str] = (),
+    today_titles: DataFrame | None = None,
 ) -> Trained:
     """Fit the scorer (federated, central or per edge, as ``args.training`` says) and the
     demand model on D-1's features against D's requests. ``today_edges``: the edges in D's
-    features (those not in D-1's opened on D and have no training rows)."""
+    features (those not in D-1's opened on D and have no training rows); ``today_titles``:
+    ``title_features(catalog, D)``, if the caller has it."""
     previous = shift_day(date, -1)
     laps = Laps()
     feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
@@ -225,7 +227,9 @@ def train(
         and fed.epsilon > 0
         and fed.fine_tune_steps > 0
         and no_release_on_d
-        and not title_features(catalog, date).where("release_age_days = 0").isEmpty()
+        and not (today_titles if today_titles is not None else title_features(catalog, date))
+        .where("release_age_days = 0")
+        .isEmpty()
     )
     opening = (bool(args.opening_edges) or releases_for_young) and args.training != "local"
     totals_privacy = None
@@ -629,7 +633,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     laps = Laps()
     with_logs = sorted(r["edge_id"] for r in feats["popularity"].select("edge_id").distinct().collect())
     if model == "learned":
-        t = train(spark, layout, date, catalog, args, with_logs)
+        t = train(spark, layout, date, catalog, args, with_logs, titles)
         stats = t.stats
         laps.lap("train")
         if args.gate:
@@ -703,6 +707,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         if opening_model is not None:
             by_edge.update(dict.fromkeys(opening, opening_model))
         learned_demand = apply_by_edge(rows, by_edge, t.demand.model, "score")
+        if releases:
+            # with_releases reads it twice, and the young edges may once more: score once
+            learned_demand = materialize(learned_demand)
     if deployed["prefetch"] == "learned":
         demand = rank_demand(learned_demand)
     else:
