@@ -199,13 +199,13 @@ def train(
     date: str,
     catalog: DataFrame,
     args: argparse.Namespace,
-    today_edges: Sequence[str] = (),
-    today_titles: DataFrame | None = None,
+    today_edges: Sequence[str],
+    today_titles: DataFrame,
 ) -> Trained:
     """Fit the scorer (federated, central or per edge, as ``args.training`` says) and the
     demand model on D-1's features against D's requests. ``today_edges``: the edges in D's
     features (those not in D-1's opened on D and have no training rows); ``today_titles``:
-    ``title_features(catalog, D)``, if the caller has it."""
+    ``title_features(catalog, D)``."""
     previous = shift_day(date, -1)
     laps = Laps()
     feats, manifest = read_features(spark, layout, previous)  # type: ignore[misc]
@@ -227,9 +227,7 @@ def train(
         and fed.epsilon > 0
         and fed.fine_tune_steps > 0
         and no_release_on_d
-        and not (today_titles if today_titles is not None else title_features(catalog, date))
-        .where("release_age_days = 0")
-        .isEmpty()
+        and not today_titles.where("release_age_days = 0").isEmpty()
     )
     opening = (bool(args.opening_edges) or releases_for_young) and args.training != "local"
     totals_privacy = None
